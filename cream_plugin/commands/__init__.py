@@ -1,0 +1,1 @@
+"""Sub-commands of the ``cream`` CLI, one module each."""

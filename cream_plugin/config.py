@@ -1,0 +1,287 @@
+"""The run configuration: typed sections, loaded from YAML plus ``key.path=value`` overrides.
+
+Everything is checked before any work starts: an unknown key, a wrong type or an out-of-range
+value raises :class:`ConfigError` naming the dotted key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cream_plugin.errors import ConfigError
+
+
+def _f(default: Any, *, lo: float | None = None, hi: float | None = None,
+       choices: tuple[Any, ...] | None = None, lo_open: bool = False, doc: str = "") -> Any:
+    meta = {"lo": lo, "hi": hi, "choices": choices, "lo_open": lo_open, "doc": doc}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class ModelConfig:
+    """Which model M0 is: a Hub id, a local folder, a .gguf file or a built-in name."""
+
+    name: str = _f("smollm2-135m-instruct", doc="Hub id, local folder, .gguf path or built-in")
+    gguf_file: str | None = _f(None, doc="GGUF file name inside `name` when it is a folder")
+    dtype: str = _f("float32", choices=("float32", "bfloat16", "float16", "auto"))
+    device: str = _f("auto", doc="auto, cpu, cuda, cuda:N")
+    trust_remote_code: bool = _f(False)
+
+
+@dataclass
+class DataConfig:
+    """Where benchmark and seed data come from and how the prompt pool is drawn."""
+
+    data_dir: str | None = _f(None, doc="local folder in shared/data layout; else CREAM_DATA_DIR, else the Hub")
+    prompt_sources: list[str] = _f(["seed_sft", "arc_easy", "arc_challenge", "openbookqa", "gsm8k"])
+    prompts_per_iteration: int = _f(64, lo=1)
+    sft_examples: int | None = _f(None, lo=1, doc="cap on seed SFT examples (None = all)")
+
+
+@dataclass
+class SamplingConfig:
+    """Response generation for self-rewarding (paper: N=5, T=0.8, top_p=0.95)."""
+
+    backend: str = _f("hf")
+    num_responses: int = _f(5, lo=2, hi=64)
+    temperature: float = _f(0.8, lo=0.0, hi=5.0, lo_open=True)
+    top_p: float = _f(0.95, lo=0.0, hi=1.0, lo_open=True)
+    max_new_tokens: int = _f(256, lo=1)
+    batch_size: int = _f(16, lo=1)
+
+
+@dataclass
+class RewarderConfig:
+    """Which rewarder ranks the responses, with its own options."""
+
+    name: str = _f("implicit")
+    batch_size: int = _f(16, lo=1)
+    options: dict[str, Any] = _f({}, doc="keyword arguments for the rewarder factory")
+
+
+@dataclass
+class ConsistencyConfig:
+    """How CREAM weighs each preference label (paper §3)."""
+
+    metric: str = _f("kendall")
+    mode: str = _f("dynamic", choices=("dynamic", "average", "none"))
+
+
+@dataclass
+class TrainingConfig:
+    """SFT and preference training (paper: beta 0.1, lr 1e-6, 1 epoch, warmup 0.1)."""
+
+    trainer: str = _f("cream")
+    beta: float = _f(0.1, lo=0.0, lo_open=True)
+    learning_rate: float = _f(1e-6, lo=0.0, lo_open=True)
+    num_epochs: float = _f(1.0, lo=0.0, lo_open=True)
+    warmup_ratio: float = _f(0.1, lo=0.0, hi=1.0)
+    batch_size: int = _f(4, lo=1)
+    gradient_accumulation_steps: int = _f(1, lo=1)
+    max_length: int = _f(1024, lo=8)
+    sft_epochs: float = _f(3.0, lo=0.0)
+    sft_learning_rate: float = _f(2e-5, lo=0.0, lo_open=True)
+    sft_batch_size: int = _f(8, lo=1)
+
+
+@dataclass
+class EvaluationConfig:
+    """Which benchmarks score every iteration, and how many items."""
+
+    evaluator: str = _f("lm-eval")
+    tasks: list[str] = _f(["cream_benchmarks"])
+    limit: int | None = _f(None, lo=1)
+    batch_size: int = _f(16, lo=1)
+    num_fewshot: int | None = _f(None, lo=0)
+
+
+@dataclass
+class RunConfig:
+    """One run of the iterative loop: methods, iterations, seed and every stage's settings."""
+
+    methods: list[str] = _f(["cream"])
+    iterations: int = _f(2, lo=1, hi=100)
+    seed: int = _f(42, lo=0)
+    output_dir: str = _f("runs/cream")
+    keep_checkpoints: list[int] = _f([], doc="iterations whose checkpoints are kept after use")
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    rewarder: RewarderConfig = field(default_factory=RewarderConfig)
+    consistency: ConsistencyConfig = field(default_factory=ConsistencyConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def section_hash(self, *sections: str) -> str:
+        """A stable hash of some sections, so a stage knows when its inputs changed."""
+        data = self.to_dict()
+        picked = {name: _dig(data, name) for name in sections}
+        blob = json.dumps(picked, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _dig(data: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        data = data[part]
+    return data
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it (ints widen to float)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
+        (item_tp,) = typing.get_args(tp)
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported type {tp}")  # pragma: no cover - programming error
+
+
+def _check_range(value: Any, meta: typing.Mapping[str, Any], key: str) -> None:
+    if value is None:
+        return
+    choices = meta.get("choices")
+    if choices and value not in choices:
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, choices))}")
+    lo, hi = meta.get("lo"), meta.get("hi")
+    values = value if isinstance(value, list) else [value]
+    for v in values:
+        if not isinstance(v, (int, float)):
+            continue
+        if lo is not None and (v <= lo if meta.get("lo_open") else v < lo):
+            bound = f"> {lo}" if meta.get("lo_open") else f">= {lo}"
+            raise ConfigError(f"{key}: {v!r} is out of range (must be {bound})")
+        if hi is not None and v > hi:
+            raise ConfigError(f"{key}: {v!r} is out of range (must be <= {hi})")
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    where = prefix or "config"
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        key = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
+        raise ConfigError(f"unknown key {key!r}; known keys here: {', '.join(fields)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else name
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, value, key)  # type: ignore[arg-type]
+            continue
+        value = _coerce(value, tp, key)
+        _check_range(value, fields[name].metadata, key)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``training.beta=0.2`` -> (["training", "beta"], 0.2); the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. training.beta=0.2")
+    key, raw = text.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
+
+
+def merge_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {text!r}: {part!r} is not a section")
+        node[path[-1]] = value
+    return data
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    base: dict[str, Any] | None = None,
+) -> RunConfig:
+    """Build a validated :class:`RunConfig` from a preset/base dict, a YAML file and overrides."""
+    data: dict[str, Any] = _deep_merge({}, base or {})
+    if path is not None:
+        path = Path(path)
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file {path} does not exist") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path}: expected a mapping at the top level")
+        data = _deep_merge(data, loaded)
+    data = merge_overrides(data, overrides or [])
+    try:
+        return typing.cast(RunConfig, _build(RunConfig, data, ""))
+    except ConfigError as exc:
+        if path is not None:
+            raise ConfigError(f"{path}: {exc}") from None
+        raise
+
+
+def _deep_merge(into: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
+    for key, value in other.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _deep_merge(into[key], value)
+        else:
+            into[key] = json.loads(json.dumps(value)) if isinstance(value, (dict, list)) else value
+    return into

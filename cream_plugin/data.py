@@ -1,0 +1,133 @@
+"""Benchmark and seed data: a local folder (../shared/data layout) or the Hugging Face Hub.
+
+The local folder comes from the config (``data.data_dir``) or ``CREAM_DATA_DIR``; without
+either, benchmarks load from the Hub data sets that lm-eval's stock tasks use.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cream_plugin.errors import DataError
+
+ENV_DATA_DIR = "CREAM_DATA_DIR"
+
+# name -> (hub path, hub config name); the local copy mirrors the Hub schema.
+HUB_SOURCES: dict[str, tuple[str, str | None]] = {
+    "arc_easy": ("allenai/ai2_arc", "ARC-Easy"),
+    "arc_challenge": ("allenai/ai2_arc", "ARC-Challenge"),
+    "openbookqa": ("allenai/openbookqa", "main"),
+    "social_iqa": ("allenai/social_i_qa", None),
+    "gsm8k": ("openai/gsm8k", "main"),
+}
+
+
+def _require(*names: str) -> Callable[[dict[str, Any]], str | None]:
+    def check(row: dict[str, Any]) -> str | None:
+        missing = [n for n in names if n not in row]
+        return f"missing field(s) {', '.join(missing)}" if missing else None
+
+    return check
+
+
+def _check_choices(row: dict[str, Any]) -> str | None:
+    choices = row.get("choices")
+    if not isinstance(choices, dict) or not isinstance(choices.get("text"), list):
+        return "field 'choices' must be {text: [...], label: [...]}"
+    labels = choices.get("label")
+    if not isinstance(labels, list) or len(labels) != len(choices["text"]):
+        return "field 'choices.label' must be a list as long as 'choices.text'"
+    if row.get("answerKey") not in labels:
+        return f"answerKey {row.get('answerKey')!r} is not one of the labels {labels}"
+    return None
+
+
+def _check_mc(*names: str) -> Callable[[dict[str, Any]], str | None]:
+    base = _require(*names)
+    return lambda row: base(row) or _check_choices(row)
+
+
+def _check_messages(row: dict[str, Any]) -> str | None:
+    messages = row.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return "field 'messages' must be a non-empty list of {role, content}"
+    for i, msg in enumerate(messages):
+        if not isinstance(msg, dict) or not {"role", "content"} <= set(msg):
+            return f"messages[{i}] must have 'role' and 'content'"
+    if messages[-1]["role"] != "assistant":
+        return "the last message must be the assistant's answer"
+    return None
+
+
+SCHEMAS: dict[str, Callable[[dict[str, Any]], str | None]] = {
+    "arc_easy": _check_mc("question", "choices", "answerKey"),
+    "arc_challenge": _check_mc("question", "choices", "answerKey"),
+    "openbookqa": _check_mc("question_stem", "choices", "answerKey"),
+    "social_iqa": _require("context", "question", "answerA", "answerB", "answerC", "label"),
+    "gsm8k": _require("question", "answer"),
+    "seed_sft": _check_messages,
+}
+
+
+def resolve_data_dir(configured: str | os.PathLike[str] | None = None) -> Path | None:
+    """The local data folder: the configured one, else ``$CREAM_DATA_DIR``, else None (Hub)."""
+    raw = configured or os.environ.get(ENV_DATA_DIR)
+    if not raw:
+        return None
+    path = Path(raw).expanduser().resolve()
+    if not path.is_dir():
+        source = "data.data_dir" if configured else ENV_DATA_DIR
+        raise DataError(f"{source} points to {path}, which is not a folder")
+    return path
+
+
+def read_jsonl(
+    path: str | os.PathLike[str],
+    check: Callable[[dict[str, Any]], str | None] | None = None,
+) -> list[dict[str, Any]]:
+    """Read a JSON-lines file; a malformed row raises DataError naming the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    rows: list[dict[str, Any]] = []
+    with path.open(encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{path}:{lineno}: expected a JSON object")
+            problem = check(row) if check else None
+            if problem:
+                raise DataError(f"{path}:{lineno}: {problem}")
+            rows.append(row)
+    return rows
+
+
+def local_path(name: str, split: str, data_dir: Path) -> Path:
+    return data_dir / name / f"{split}.jsonl"
+
+
+def load_rows(name: str, split: str, data_dir: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
+    """Rows of one benchmark split (or the seed set), from the local folder or the Hub."""
+    check = SCHEMAS.get(name)
+    folder = resolve_data_dir(data_dir)
+    if folder is not None:
+        return read_jsonl(local_path(name, split, folder), check)
+    if name not in HUB_SOURCES:
+        raise DataError(
+            f"{name!r} has no Hub source: set {ENV_DATA_DIR} or data.data_dir to a folder "
+            f"holding {name}/{split}.jsonl"
+        )
+    import datasets
+
+    hub_path, hub_name = HUB_SOURCES[name]
+    dataset = datasets.load_dataset(hub_path, hub_name, split=split)
+    return [dict(row) for row in dataset]

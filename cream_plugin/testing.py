@@ -1,0 +1,85 @@
+"""A tiny Llama with an in-process tokenizer, so tests (ours and plugins') need no download."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+_CORPUS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Question: What is two plus three? Answer: 5",
+    "Score: 4. The response is helpful, relevant and mostly complete.",
+    "Which gas do plants absorb? A. oxygen B. carbon dioxide C. nitrogen D. helium",
+    "Write a short poem about the sea. The waves roll in and out again.",
+    "Natalia sold clips to 48 of her friends in April. #### 72",
+    "user assistant system Please answer step by step. Answer: B",
+    "0123456789 + - * / = ( ) , . ? ! : ; ' \"",
+]
+
+
+def build_tiny_tokenizer(vocab_size: int = 512):  # type: ignore[no-untyped-def]
+    """Byte-level BPE trained on a few lines, with a ChatML template; eos = pad = <|im_end|>."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|im_end|>",
+        unk_token=None,
+    )
+    fast.chat_template = CHATML_TEMPLATE
+    return fast
+
+
+def build_tiny_model(tokenizer, hidden_size: int = 32, num_layers: int = 2, seed: int = 0):  # type: ignore[no-untyped-def]
+    """A randomly initialised 2-layer Llama sized to the tokenizer, seeded."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 2,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+        tie_word_embeddings=True,
+    )
+    model = LlamaForCausalLM(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model
+
+
+def save_tiny_model(folder: str | Path, seed: int = 0) -> Path:
+    """Build the tiny model and tokenizer and save both as a loadable checkpoint folder."""
+    folder = Path(folder)
+    tokenizer = build_tiny_tokenizer()
+    model = build_tiny_model(tokenizer, seed=seed)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -1,0 +1,1 @@
+"""Built-in evaluator plugin (filled in by the evaluators work)."""

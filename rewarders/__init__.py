@@ -1,0 +1,1 @@
+"""Built-in rewarders: implicit DPO reward, LLM-as-a-judge, external oracle."""

@@ -1,0 +1,1 @@
+"""Built-in rewarder plugin (filled in by the rewarders work)."""
