@@ -54,6 +54,12 @@ class PluginManager(pluggy.PluginManager):
             self._record(f"plugin {name!r} ({origin}) was not loaded: {exc}")
             return
         self.origins[name] = origin
+        unknown = [c.name for c in self.get_hookcallers(module) or [] if not c.has_spec()]
+        if unknown:
+            self._record(
+                f"plugin {name!r} ({origin}) implements unknown hook(s) {', '.join(unknown)}; "
+                f"known hooks: {', '.join(sorted(h for h in dir(hookspecs) if h.startswith('register_')))}"
+            )
 
     def _record(self, message: str) -> None:
         self.errors.append(message)
@@ -77,7 +83,8 @@ def _allowed_external() -> set[str] | None:
 def _load_entry_points(pm: PluginManager) -> None:
     allowed = _allowed_external()
     seen: set[str] = set()
-    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+    # Sorted by name so which of two clashing plugins wins does not depend on sys.path order.
+    for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
         if ep.name in seen or (allowed is not None and ep.name not in allowed):
             continue
         seen.add(ep.name)

@@ -58,7 +58,8 @@ def _collect(pm: PluginManager, kind: str) -> dict[str, Component]:
     hook = getattr(pm.hook, KINDS[kind])
     # Call each implementation on its own so a broken plugin cannot hide the others and every
     # component knows which plugin registered it.
-    for impl in reversed(hook.get_hookimpls()):
+    # Registration order: built-ins first, so a third party cannot shadow a built-in name.
+    for impl in hook.get_hookimpls():
         plugin_name = impl.plugin_name
         origin = pm.origins.get(plugin_name, plugin_name)
 

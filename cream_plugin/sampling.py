@@ -1,0 +1,209 @@
+"""Seeded, batched response sampling with Hugging Face ``generate``.
+
+Reproducibility is per response, not per batch: every (prompt, sample) row draws its noise
+from its own generator seeded by ``(seed, prompt index, sample index)``, and the token is chosen
+with the Gumbel-max trick (``argmax(logits / T + Gumbel)`` over the top-p nucleus), which is an
+exact draw from the tempered, nucleus-filtered distribution. So the same seed gives the same
+responses whatever the batch size, the length sorting or the other prompts in the batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from cream_plugin.types import Prompt
+
+
+def row_seed(seed: int, prompt_index: int, sample_index: int) -> int:
+    """A 63-bit seed for one (prompt, sample) row, stable across processes and platforms."""
+    blob = f"{seed}:{prompt_index}:{sample_index}".encode()
+    return int.from_bytes(hashlib.sha256(blob).digest()[:8], "little") >> 1
+
+
+def render_prompt(tokenizer: Any, prompt: Prompt) -> str:
+    """Chat-template text ending in the assistant header; a string counts as one user turn."""
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+    if not isinstance(messages, list) or not all(
+        isinstance(m, dict) and "role" in m and "content" in m for m in messages
+    ):
+        raise ValueError(f"a prompt must be a string or a list of {{role, content}}: {prompt!r}")
+    if getattr(tokenizer, "chat_template", None):
+        text: str = tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=False
+        )
+        return text
+    if isinstance(prompt, str):
+        return prompt
+    raise ValueError("the tokenizer has no chat template, so message-list prompts cannot be rendered")
+
+
+class _RowSampler:
+    """Logits processor: temperature, top-p, then per-row Gumbel noise (sampling via argmax)."""
+
+    def __init__(self, seeds: Sequence[int], temperature: float, top_p: float) -> None:
+        import torch
+
+        self.generators = [torch.Generator().manual_seed(s) for s in seeds]
+        self.temperature = temperature
+        self.top_p = top_p
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        scores = scores.float() / self.temperature
+        if self.top_p < 1.0:
+            sorted_scores, order = torch.sort(scores, dim=-1, descending=True)
+            probs = sorted_scores.softmax(dim=-1)
+            # Drop a token when the tokens ranked above it already cover top_p (keeps the first).
+            drop_sorted = (probs.cumsum(dim=-1) - probs) >= self.top_p
+            drop = drop_sorted.scatter(-1, order, drop_sorted)
+            scores = scores.masked_fill(drop, float("-inf"))
+        vocab = scores.shape[-1]
+        uniform = torch.stack(
+            [torch.rand(vocab, generator=g, dtype=torch.float64) for g in self.generators]
+        ).to(scores.device)
+        gumbel = -torch.log(-torch.log(uniform.clamp_min(1e-300)))
+        return scores + gumbel.to(scores.dtype)
+
+
+class HFSampler:
+    """N seeded responses per prompt from an in-memory transformers model.
+
+    Prompts are sorted by token length and generated in batches of ``batch_size`` sequences
+    (left padding), so padding is small. ``temperature=0`` is greedy decoding. Responses are cut
+    at the first EOS or pad token and decoded without special tokens; an empty response is kept
+    as ``""`` and counted in ``stats["empty"]``.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        temperature: float = 0.8,
+        top_p: float = 0.95,
+        max_new_tokens: int = 256,
+        batch_size: int = 16,
+        progress: bool = True,
+    ) -> None:
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        if not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        if batch_size < 1 or max_new_tokens < 1:
+            raise ValueError("batch_size and max_new_tokens must be >= 1")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.temperature = float(temperature)
+        self.top_p = float(top_p)
+        self.max_new_tokens = int(max_new_tokens)
+        self.batch_size = int(batch_size)
+        self.progress = progress
+        self.stats: Counter[str] = Counter()
+
+    def _stop_ids(self) -> set[int]:
+        ids: set[int] = set()
+        for source in (self.model.generation_config, self.tokenizer):
+            for attr in ("eos_token_id", "pad_token_id"):
+                value = getattr(source, attr, None)
+                if value is None:
+                    continue
+                ids.update(value if isinstance(value, list) else [value])
+        return ids
+
+    def generate(self, prompts: Sequence[Prompt], n: int, *, seed: int) -> list[list[str]]:
+        """``n`` responses for each prompt, in prompt order; identical for identical seeds."""
+        import torch
+        from tqdm.auto import tqdm
+
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        encoded = [
+            self.tokenizer(render_prompt(self.tokenizer, p), add_special_tokens=False)["input_ids"]
+            for p in prompts
+        ]
+        order = sorted(range(len(prompts)), key=lambda i: (len(encoded[i]), i))
+        rows = [(i, j) for i in order for j in range(n)]
+        results: list[list[str]] = [[""] * n for _ in prompts]
+        stop_ids = self._stop_ids()
+        pad_id = self.tokenizer.pad_token_id
+        if pad_id is None:
+            pad_id = next(iter(stop_ids)) if stop_ids else 0
+        device = next(self.model.parameters()).device
+        was_training = self.model.training
+        self.model.eval()
+        started = time.perf_counter()
+        batches = [rows[k : k + self.batch_size] for k in range(0, len(rows), self.batch_size)]
+        try:
+            for batch in tqdm(batches, desc="sampling", unit="batch", disable=not self.progress):
+                width = max(len(encoded[i]) for i, _ in batch)
+                ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+                mask = torch.zeros((len(batch), width), dtype=torch.long)
+                for r, (i, _) in enumerate(batch):
+                    length = len(encoded[i])
+                    ids[r, width - length :] = torch.tensor(encoded[i], dtype=torch.long)
+                    mask[r, width - length :] = 1
+                out = self._generate_batch(ids.to(device), mask.to(device), batch, seed, pad_id)
+                for r, (i, j) in enumerate(batch):
+                    results[i][j] = self._decode(out[r, width:].tolist(), stop_ids)
+        finally:
+            if was_training:
+                self.model.train()
+        self.stats["prompts"] += len(prompts)
+        self.stats["responses"] += len(rows)
+        self.stats["empty"] += sum(1 for resp in results for text in resp if not text.strip())
+        self.stats["seconds"] += round(time.perf_counter() - started, 3)
+        return results
+
+    def _generate_batch(
+        self, ids: Any, mask: Any, batch: list[tuple[int, int]], seed: int, pad_id: int
+    ) -> Any:
+        import torch
+        from transformers import GenerationConfig, LogitsProcessorList
+
+        eos = self.model.generation_config.eos_token_id
+        if eos is None:
+            eos = self.tokenizer.eos_token_id
+        config = GenerationConfig(
+            do_sample=False,
+            max_new_tokens=self.max_new_tokens,
+            pad_token_id=pad_id,
+            eos_token_id=eos,
+        )
+        processors = LogitsProcessorList()
+        if self.temperature > 0:
+            seeds = [row_seed(seed, i, j) for i, j in batch]
+            processors.append(_RowSampler(seeds, self.temperature, self.top_p))
+        with torch.inference_mode():
+            out = self.model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                generation_config=config,
+                logits_processor=processors,
+            )
+        new_tokens = out[:, ids.shape[1] :]
+        self.stats["new_tokens"] += int(_count_new_tokens(new_tokens, pad_id, eos))
+        return out
+
+    def _decode(self, tokens: list[int], stop_ids: set[int]) -> str:
+        for k, tok in enumerate(tokens):
+            if tok in stop_ids:
+                tokens = tokens[:k]
+                break
+        text: str = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        return text.strip()
+
+
+def _count_new_tokens(new_tokens: Any, pad_id: int, eos: Any) -> int:
+    """Generated tokens up to and including the first EOS of each row (padding not counted)."""
+    import torch
+
+    eos_ids = eos if isinstance(eos, list) else [eos]
+    stop = torch.isin(new_tokens, torch.tensor([*eos_ids, pad_id], device=new_tokens.device))
+    # Tokens before the first stop token, plus the stop token itself when there is one.
+    before = (stop.cumsum(dim=-1) == 0).sum(dim=-1)
+    return int((before + stop.any(dim=-1).long()).sum())
