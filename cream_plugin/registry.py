@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from cream_plugin.errors import CreamError
 from cream_plugin.plugins import PluginManager, get_plugin_manager
 
 KINDS: dict[str, str] = {
@@ -42,7 +43,7 @@ class Component:
         return data
 
 
-class UnknownComponentError(KeyError):
+class UnknownComponentError(CreamError, KeyError):
     """No component of that kind has that name; the message lists the known names."""
 
     def __str__(self) -> str:

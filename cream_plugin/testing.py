@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
@@ -23,7 +24,7 @@ _CORPUS = [
 ]
 
 
-def build_tiny_tokenizer(vocab_size: int = 512):  # type: ignore[no-untyped-def]
+def build_tiny_tokenizer(vocab_size: int = 512) -> Any:
     """Byte-level BPE trained on a few lines, with a ChatML template; eos = pad = <|im_end|>."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -50,7 +51,9 @@ def build_tiny_tokenizer(vocab_size: int = 512):  # type: ignore[no-untyped-def]
     return fast
 
 
-def build_tiny_model(tokenizer, hidden_size: int = 32, num_layers: int = 2, seed: int = 0):  # type: ignore[no-untyped-def]
+def build_tiny_model(
+    tokenizer: Any, hidden_size: int = 32, num_layers: int = 2, seed: int = 0
+) -> Any:
     """A randomly initialised 2-layer Llama sized to the tokenizer, seeded."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM

@@ -35,7 +35,7 @@ def _row_label(row: Mapping[str, Any], index: int, dataset_name: str) -> str:
 
 
 def check_consistency_value(value: Any, label: str) -> float:
-    """Return ``value`` as a float in [0, 1]; raise :class:`DataError` naming ``label`` otherwise."""
+    """``value`` as a float in [0, 1]; else :class:`DataError` naming ``label``."""
     if value is None:
         raise DataError(f"{label}: missing '{CONSISTENCY_COLUMN}' value (need a float in [0, 1])")
     if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -7,8 +7,9 @@ import textwrap
 from pathlib import Path
 
 
-def make_plugin_dist(root: Path, dist: str, version: str, module: str, source: str,
-                     entry_name: str | None = None) -> Path:
+def make_plugin_dist(
+    root: Path, dist: str, version: str, module: str, source: str, entry_name: str | None = None
+) -> Path:
     """Write ``module.py`` and ``<dist>-<version>.dist-info`` with a ``cream`` entry point."""
     root.mkdir(parents=True, exist_ok=True)
     (root / f"{module}.py").write_text(textwrap.dedent(source))

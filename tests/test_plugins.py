@@ -199,11 +199,21 @@ def test_unknown_kind_is_an_error(fresh_plugins):
 
 def test_console_script_lists_third_party_plugin(tmp_path):
     """The installed `cream` command finds a plugin distribution through its entry point."""
-    root = make_plugin_dist(tmp_path / "d", "cream-constant", "0.3.1", "cream_constant_plugin", GOOD)
+    root = make_plugin_dist(
+        tmp_path / "d", "cream-constant", "0.3.1", "cream_constant_plugin", GOOD
+    )
     env = dict(os.environ, PYTHONPATH=str(root))
     cream = Path(sys.executable).with_name("cream")
-    out = subprocess.run([str(cream), "plugins", "--json"], env=env, capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        [str(cream), "plugins", "--json"], env=env, capture_output=True, text=True, check=True
+    ).stdout
     rows = {r["name"]: r for r in json.loads(out)["components"]}
     assert rows["constant"]["origin"] == "cream-constant 0.3.1"
     assert {r["kind"] for r in rows.values()} >= {"rewarder"}
+
+
+def test_every_hook_is_documented():
+    """As in datasette: each hookspec has a section in docs/plugins.md."""
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "plugins.md").read_text()
+    for name in KINDS.values():
+        assert f"### {name}(register)" in docs, f"{name} is not documented in docs/plugins.md"

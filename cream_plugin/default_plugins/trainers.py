@@ -1,1 +1,26 @@
-"""Built-in trainers (placeholder until implemented)."""
+"""Built-in trainers: ``cream`` (CREAMTrainer) and ``dpo`` (TRL's own DPOTrainer).
+
+Classes cannot be imported lazily, so TRL is imported inside the hook body: listing plugins
+imports it only when the trainer kind is asked for.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cream_plugin.hookspecs import hookimpl
+
+
+@hookimpl
+def register_trainers(register: Any) -> None:
+    from trl import DPOConfig, DPOTrainer
+
+    from cream_plugin.trainer import CREAMConfig, CREAMTrainer
+
+    register(
+        "cream",
+        CREAMTrainer,
+        CREAMConfig,
+        description="CREAM: DPO with each pair's loss weighted by its ranking consistency C",
+    )
+    register("dpo", DPOTrainer, DPOConfig, description="TRL's plain DPOTrainer (no consistency)")

@@ -1,0 +1,84 @@
+"""``cream train``: preference-train a model on a pairs file written by ``cream pairs``."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from cream_plugin.errors import ConfigError, DataError
+
+HELP = "Train a model on a pairs file (CREAM or plain DPO) and save it to a folder."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("pairs_file", metavar="PAIRS_FILE", help="JSON-lines preference pairs")
+    parser.add_argument("--model", required=True, help="model folder, Hub id or built-in name")
+    parser.add_argument("--output", required=True, help="folder the trained model is saved to")
+    parser.add_argument("--trainer", default="cream", help="registered trainer (cream, dpo, ...)")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="a field of the trainer's config, e.g. --set beta=0.1 --set consistency_mode=average",
+    )
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["beta=0.1", ...]`` -> ``{"beta": 0.1}``; values are read as YAML scalars."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def build_args(config_cls: type, output_dir: str, overrides: dict[str, Any]) -> Any:
+    """The trainer's config with CPU-friendly defaults, ``output_dir`` and the overrides."""
+    known = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ConfigError(f"--set: {config_cls.__name__} has no field(s) {', '.join(unknown)}")
+    kwargs: dict[str, Any] = {"report_to": "none", "save_strategy": "no", "logging_steps": 10}
+    kwargs.update(overrides)
+    try:
+        return config_cls(output_dir=output_dir, **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"--set: {exc}") from exc
+
+
+def run(args: argparse.Namespace) -> int:
+    from datasets import Dataset
+
+    from cream_plugin.data import read_jsonl
+    from cream_plugin.models import load_model, load_tokenizer
+    from cream_plugin.registry import get_trainer
+    from cream_plugin.trainer_utils import REF_COLUMNS
+
+    try:
+        trainer_cls, config_cls = get_trainer(args.trainer)
+    except KeyError as exc:
+        raise ConfigError(str(exc)) from None
+    config = build_args(config_cls, args.output, parse_overrides(args.set))
+    rows = read_jsonl(args.pairs_file)
+    if not rows:
+        raise DataError(f"{args.pairs_file}: no pairs")
+    dataset = Dataset.from_list(rows)
+    tokenizer = load_tokenizer(args.model)
+    model = load_model(args.model, device="cpu" if config.use_cpu else "auto").train()
+    kwargs: dict[str, Any] = {}
+    if args.trainer == "dpo":
+        # Plain TRL would reload the reference from the model's path: give it the same weights.
+        dataset = dataset.remove_columns([c for c in REF_COLUMNS if c in dataset.column_names])
+        kwargs["ref_model"] = copy.deepcopy(model).eval().requires_grad_(False)
+    trainer = trainer_cls(model=model, args=config, train_dataset=dataset,
+                          processing_class=tokenizer, **kwargs)
+    trainer.train()
+    trainer.save_model(args.output)
+    tokenizer.save_pretrained(args.output)
+    print(Path(args.output))
+    return 0
