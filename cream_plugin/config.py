@@ -120,6 +120,9 @@ class EvaluationConfig:
     )
     batch_size: int = _f(16, lo=1)
     num_fewshot: int | None = _f(None, lo=0)
+    max_gen_toks: int | None = _f(
+        None, lo=1, doc="cap on generated tokens in generative tasks (None: the task's own)"
+    )
 
 
 @dataclass

@@ -1,10 +1,11 @@
 """Seeded, batched response sampling with Hugging Face ``generate``.
 
 Reproducibility is per response, not per batch: every (prompt, sample) row draws its noise
-from its own generator seeded by ``(seed, prompt index, sample index)``, and the token is chosen
+from its own generator seeded by ``(seed, prompt text, sample index)``, and the token is chosen
 with the Gumbel-max trick (``argmax(logits / T + Gumbel)`` over the top-p nucleus), which is an
 exact draw from the tempered, nucleus-filtered distribution. So the same seed gives the same
-responses whatever the batch size, the length sorting or the other prompts in the batch.
+responses whatever the batch size, the order of the prompts or the other prompts in the batch
+(a prompt repeated in one call gets fresh samples for each repeat).
 """
 
 from __future__ import annotations
@@ -18,10 +19,20 @@ from typing import Any
 from cream_plugin.types import Prompt
 
 
-def row_seed(seed: int, prompt_index: int, sample_index: int) -> int:
+def row_seed(seed: int, prompt_key: str, sample_index: int) -> int:
     """A 63-bit seed for one (prompt, sample) row, stable across processes and platforms."""
-    blob = f"{seed}:{prompt_index}:{sample_index}".encode()
+    blob = f"{seed}\0{prompt_key}\0{sample_index}".encode()
     return int.from_bytes(hashlib.sha256(blob).digest()[:8], "little") >> 1
+
+
+def prompt_keys(texts: Sequence[str]) -> list[str]:
+    """A key per prompt: its text plus which repeat of that text it is (order-independent)."""
+    seen: Counter[str] = Counter()
+    keys = []
+    for text in texts:
+        keys.append(f"{seen[text]}:{text}")
+        seen[text] += 1
+    return keys
 
 
 def render_prompt(tokenizer: Any, prompt: Prompt) -> str:
@@ -38,7 +49,9 @@ def render_prompt(tokenizer: Any, prompt: Prompt) -> str:
         return text
     if isinstance(prompt, str):
         return prompt
-    raise ValueError("the tokenizer has no chat template, so message-list prompts cannot be rendered")
+    raise ValueError(
+        "the tokenizer has no chat template, so message-list prompts cannot be rendered"
+    )
 
 
 class _RowSampler:
@@ -122,10 +135,9 @@ class HFSampler:
 
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
-        encoded = [
-            self.tokenizer(render_prompt(self.tokenizer, p), add_special_tokens=False)["input_ids"]
-            for p in prompts
-        ]
+        texts = [render_prompt(self.tokenizer, p) for p in prompts]
+        keys = prompt_keys(texts)
+        encoded = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
         order = sorted(range(len(prompts)), key=lambda i: (len(encoded[i]), i))
         rows = [(i, j) for i in order for j in range(n)]
         results: list[list[str]] = [[""] * n for _ in prompts]
@@ -147,7 +159,8 @@ class HFSampler:
                     length = len(encoded[i])
                     ids[r, width - length :] = torch.tensor(encoded[i], dtype=torch.long)
                     mask[r, width - length :] = 1
-                out = self._generate_batch(ids.to(device), mask.to(device), batch, seed, pad_id)
+                seeds = [row_seed(seed, keys[i], j) for i, j in batch]
+                out = self._generate_batch(ids.to(device), mask.to(device), seeds, pad_id)
                 for r, (i, j) in enumerate(batch):
                     results[i][j] = self._decode(out[r, width:].tolist(), stop_ids)
         finally:
@@ -156,12 +169,10 @@ class HFSampler:
         self.stats["prompts"] += len(prompts)
         self.stats["responses"] += len(rows)
         self.stats["empty"] += sum(1 for resp in results for text in resp if not text.strip())
-        self.stats["seconds"] += round(time.perf_counter() - started, 3)
+        self.stats["milliseconds"] += int(1000 * (time.perf_counter() - started))
         return results
 
-    def _generate_batch(
-        self, ids: Any, mask: Any, batch: list[tuple[int, int]], seed: int, pad_id: int
-    ) -> Any:
+    def _generate_batch(self, ids: Any, mask: Any, seeds: list[int], pad_id: int) -> Any:
         import torch
         from transformers import GenerationConfig, LogitsProcessorList
 
@@ -176,7 +187,6 @@ class HFSampler:
         )
         processors = LogitsProcessorList()
         if self.temperature > 0:
-            seeds = [row_seed(seed, i, j) for i, j in batch]
             processors.append(_RowSampler(seeds, self.temperature, self.top_p))
         with torch.inference_mode():
             out = self.model.generate(

@@ -1,0 +1,96 @@
+"""``cream sample``: N seeded responses per prompt from a model, written as JSON lines."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+HELP = (
+    "Sample N responses per prompt (rows {prompt_id, prompt}) into rows "
+    "{prompt_id, prompt, responses}."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model", required=True, help="model folder, .gguf file, Hub id or built-in name"
+    )
+    parser.add_argument("--prompts", required=True, help="JSON-lines file of {prompt_id, prompt}")
+    parser.add_argument("--out", required=True, help="output JSON-lines file")
+    parser.add_argument("--n", type=int, default=5, help="responses per prompt (default 5)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--backend", default="hf", help="registered sampler (hf, vllm)")
+    parser.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    parser.add_argument("--top-p", type=float, default=0.95)
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=16, help="sequences per generate call")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--device", default="auto")
+
+
+def _check_prompt_row(row: dict[str, Any]) -> str | None:
+    if "prompt_id" not in row or "prompt" not in row:
+        return "needs fields 'prompt_id' and 'prompt'"
+    prompt = row["prompt"]
+    if isinstance(prompt, str):
+        return None
+    if (
+        isinstance(prompt, list)
+        and prompt
+        and all(isinstance(m, dict) and "role" in m and "content" in m for m in prompt)
+    ):
+        return None
+    return "field 'prompt' must be a string or a list of {role, content}"
+
+
+def run(args: argparse.Namespace) -> int:
+    from cream_plugin.data import read_jsonl
+    from cream_plugin.errors import ConfigError
+    from cream_plugin.registry import get_sampler
+
+    if args.n < 1:
+        raise ConfigError("--n must be >= 1")
+    rows = read_jsonl(args.prompts, _check_prompt_row)
+    options = {
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "max_new_tokens": args.max_new_tokens,
+    }
+    if args.backend == "vllm":
+        from cream_plugin.models import resolve_model_path
+
+        path, _ = resolve_model_path(args.model)
+        sampler = get_sampler("vllm", model_path=path, **options)
+    else:
+        from cream_plugin.models import load_model, load_tokenizer
+
+        tokenizer = load_tokenizer(args.model)
+        model = load_model(args.model, dtype=args.dtype, device=args.device)
+        sampler = get_sampler(
+            args.backend, model=model, tokenizer=tokenizer, batch_size=args.batch_size, **options
+        )
+    responses = sampler.generate([r["prompt"] for r in rows], args.n, seed=args.seed)
+    _write_atomic(
+        args.out,
+        [
+            {"prompt_id": r["prompt_id"], "prompt": r["prompt"], "responses": resp}
+            for r, resp in zip(rows, responses, strict=True)
+        ],
+    )
+    empty = sum(1 for resp in responses for text in resp if not text)
+    print(f"wrote {len(rows)} prompts x {args.n} responses to {args.out} ({empty} empty)")
+    return 0
+
+
+def _write_atomic(path: str, rows: list[dict[str, Any]]) -> None:
+    import json
+    import os
+    from pathlib import Path
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, target)
