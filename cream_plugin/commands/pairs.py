@@ -1,0 +1,111 @@
+"""``cream pairs``: rewards file(s) -> preference pairs with a consistency rate per pair.
+
+The first rewards file ranks the responses (the current model M_t); ``--previous`` is the
+previous model's rewards file for the same samples, joined by ``prompt_id`` (its responses must
+be the same), from which the consistency rate C is measured. ``ref_chosen_logps`` /
+``ref_rejected_logps`` are copied from the current file's ``logps`` column when it has one: the
+scoring model is the model DPO trains next, so these are its reference log-probs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from cream_plugin.errors import ConfigError, DataError
+
+HELP = "Build best-vs-worst preference pairs from rewards files, with consistency rates."
+
+MODES = ("dynamic", "average", "none")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("rewards", help="rewards file of the current model (.jsonl or .parquet)")
+    parser.add_argument("-o", "--output", required=True, help="pairs file (.jsonl or .parquet)")
+    parser.add_argument("--previous", help="rewards file of the previous model, for consistency")
+    parser.add_argument("--metric", help="consistency metric (default: consistency.metric)")
+    parser.add_argument("--mode", choices=MODES,
+                        help="per-pair C (dynamic), the data-set mean (average) or 1.0 (none)")
+    parser.add_argument("--no-ref-logps", action="store_true",
+                        help="do not copy the 'logps' column as ref_chosen/rejected_logps")
+    parser.add_argument("--config", help="run config YAML")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override; repeatable")
+
+
+def _table(rows: list[dict[str, Any]], column: str, path: str) -> Any:
+    import numpy as np
+
+    values = []
+    for k, row in enumerate(rows, start=1):
+        if column not in row or not isinstance(row[column], list):
+            raise DataError(f"{path}: row {k}: missing list field {column!r}")
+        values.append([np.nan if v is None else float(v) for v in row[column]])
+    width = {len(v) for v in values}
+    if len(width) > 1:
+        raise DataError(f"{path}: rows have different numbers of {column}: {sorted(width)}")
+    return np.asarray(values, dtype=np.float64).reshape(len(rows), width.pop() if width else 0)
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from cream_plugin.commands.reward import check_samples, read_rows, write_rows
+    from cream_plugin.config import load_config
+    from cream_plugin.consistency import consistency_rate
+    from cream_plugin.logprobs import SequenceLogProbs
+    from cream_plugin.pairs import build_pairs
+    from cream_plugin.registry import UnknownComponentError
+
+    cfg = load_config(args.config, args.set)
+    metric = args.metric or cfg.consistency.metric
+    mode = args.mode or cfg.consistency.mode
+
+    rows = read_rows(args.rewards)
+    check_samples(rows, args.rewards)
+    ids = [str(row["prompt_id"]) for row in rows]
+    rewards = _table(rows, "rewards", args.rewards)
+
+    consistency: Any = None
+    summary: dict[str, Any] = {"prompts": len(rows), "mode": mode}
+    if args.previous:
+        prev_rows = read_rows(args.previous)
+        by_id = {str(row.get("prompt_id")): row for row in prev_rows}
+        missing = [pid for pid in ids if pid not in by_id]
+        if missing:
+            raise DataError(
+                f"{args.previous}: no rows for prompt id(s) {missing[:5]} of {args.rewards}")
+        aligned = [by_id[pid] for pid in ids]
+        for pid, row, prev in zip(ids, rows, aligned, strict=True):
+            if list(prev.get("responses") or []) != list(row["responses"]):
+                raise DataError(f"{args.previous}: prompt id {pid!r} has other responses than in "
+                                f"{args.rewards}; both files must score the same samples")
+        previous = _table(aligned, "rewards", args.previous)
+        try:
+            result = consistency_rate(rewards, previous, metric)
+        except UnknownComponentError as exc:
+            raise ConfigError(str(exc)) from None
+        summary["consistency"] = result.summary()
+        if mode == "dynamic":
+            consistency = result.as_mapping(ids)
+        elif mode == "average":
+            consistency = dict.fromkeys(ids, result.mean)
+    elif mode != "none":
+        summary["consistency"] = None  # one reward table: plain DPO weights (C = 1)
+
+    ref = None
+    if not args.no_ref_logps and rows and "logps" in rows[0]:
+        ref = SequenceLogProbs(_table(rows, "logps", args.rewards),
+                               np.nan_to_num(_table(rows, "num_tokens", args.rewards)).astype(int)
+                               if "num_tokens" in rows[0] else np.ones(rewards.shape, dtype=int))
+
+    from collections import Counter
+
+    stats: Counter[str] = Counter()
+    pairs = build_pairs(ids, [row["prompt"] for row in rows], [row["responses"] for row in rows],
+                        rewards, consistency, ref_logps=ref, stats=stats)
+    write_rows(args.output, pairs)
+    summary.update({"pairs": len(pairs), "stats": dict(stats), "output": str(args.output)})
+    print(json.dumps(summary))
+    return 0

@@ -1,0 +1,251 @@
+"""``cream reward``: score a samples file with a rewarder and write a rewards file.
+
+Samples rows (jsonl or parquet): ``{prompt_id, prompt (messages or str), responses: [str]*N,
+reference?}``. The rewards file holds the same rows plus ``rewards: [float|null]*N`` and, for
+the implicit rewarder, ``logps`` (summed response log-probs of the scored model) and
+``num_tokens`` (and ``ref_logps`` with a reference model). NaN is written as null so the file
+stays readable by ``datasets``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from cream_plugin.errors import ConfigError, DataError
+
+HELP = "Score a samples file (N responses per prompt) with a rewarder; write a rewards file."
+
+TABLE_COLUMNS = ("logps", "num_tokens", "ref_logps")
+"""(P, N) arrays a rewarder may return in ``RewardResult.details`` that are written as columns."""
+
+
+# ------------------------------------------------------------------ files
+
+
+def read_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Rows of a jsonl or parquet file; errors name the file (and line for jsonl)."""
+    from cream_plugin.data import read_jsonl
+
+    path = Path(path)
+    if path.suffix == ".parquet":
+        if not path.is_file():
+            raise DataError(f"{path}: file not found")
+        import pyarrow.parquet as pq
+
+        try:
+            return list(pq.read_table(path).to_pylist())
+        except Exception as exc:
+            raise DataError(f"{path}: not a readable parquet file ({exc})") from None
+    return read_jsonl(path)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item"):  # numpy scalars
+        return _jsonable(value.item())
+    return value
+
+
+def write_rows(path: str | os.PathLike[str], rows: list[dict[str, Any]]) -> Path:
+    """Write rows as jsonl or parquet (by suffix), atomically; NaN becomes null."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    clean = [_jsonable(row) for row in rows]
+    try:
+        if path.suffix == ".parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            try:
+                table = pa.Table.from_pylist(clean)
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                raise DataError(
+                    f"{path}: rows cannot be stored as parquet ({exc}); use .jsonl") from None
+            pq.write_table(table, tmp)
+        else:
+            with open(tmp, "w", encoding="utf-8") as handle:
+                for row in clean:
+                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _check_prompt(prompt: Any) -> str | None:
+    if isinstance(prompt, str):
+        return None
+    if not isinstance(prompt, list) or not prompt:
+        return "field 'prompt' must be a string or a non-empty list of {role, content}"
+    for k, msg in enumerate(prompt):
+        if not isinstance(msg, dict) or not isinstance(msg.get("role"), str) \
+                or not isinstance(msg.get("content"), str):
+            return f"prompt[{k}] must have string 'role' and 'content'"
+    return None
+
+
+def check_samples(rows: list[dict[str, Any]], path: str | os.PathLike[str]) -> None:
+    """Validate samples rows; the error names the file, the row and the field."""
+    n: int | None = None
+    seen: set[str] = set()
+    for k, row in enumerate(rows, start=1):
+        where = f"{path}: row {k}"
+        for name in ("prompt_id", "prompt", "responses"):
+            if name not in row:
+                raise DataError(f"{where}: missing field {name!r}")
+        if not isinstance(row["prompt_id"], (str, int)):
+            raise DataError(f"{where}: field 'prompt_id' must be a string")
+        pid = str(row["prompt_id"])
+        if pid in seen:
+            raise DataError(f"{where}: prompt_id {pid!r} occurs twice")
+        seen.add(pid)
+        problem = _check_prompt(row["prompt"])
+        if problem:
+            raise DataError(f"{where}: {problem}")
+        responses = row["responses"]
+        if not isinstance(responses, list) or not all(isinstance(r, str) for r in responses):
+            raise DataError(f"{where}: field 'responses' must be a list of strings")
+        if n is None:
+            n = len(responses)
+        if len(responses) != n or n == 0:
+            raise DataError(f"{where}: {len(responses)} responses; every row needs the same N "
+                            f"(first row has {n}) and N >= 1")
+        ref = row.get("reference")
+        if ref is not None and not isinstance(ref, str):
+            raise DataError(f"{where}: field 'reference' must be a string")
+
+
+# ------------------------------------------------------------------ command
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("samples", help="samples file (.jsonl or .parquet)")
+    parser.add_argument("-o", "--output", required=True, help="rewards file (.jsonl or .parquet)")
+    parser.add_argument("--rewarder", help="registered rewarder name (default: rewarder.name)")
+    parser.add_argument("--model", help="model to score with (default: model.name)")
+    parser.add_argument("--ref-model", help="reference model of the implicit reward (optional)")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="rewarder option (YAML value), e.g. beta=0.1; repeatable; "
+                        "overrides rewarder.options.<name>")
+    parser.add_argument("--batch-size", type=int, help="default: rewarder.batch_size")
+    parser.add_argument("--cache", help="log-prob cache file: loaded if present, saved after")
+    parser.add_argument("--config", help="run config YAML")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override, e.g. model.device=cpu; repeatable")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _options(pairs: list[str]) -> dict[str, Any]:
+    import yaml
+
+    out: dict[str, Any] = {}
+    for text in pairs:
+        if "=" not in text:
+            raise ConfigError(f"--option {text!r}: expected KEY=VALUE")
+        key, raw = text.split("=", 1)
+        out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from cream_plugin.config import load_config
+    from cream_plugin.registry import UnknownComponentError
+    from rewarders import build_rewarder, score_rewarder
+
+    cfg = load_config(args.config, args.set)
+    name = args.rewarder or cfg.rewarder.name
+    configured = cfg.rewarder.options.get(name) or {}  # options are keyed by rewarder name
+    if not isinstance(configured, dict):
+        raise ConfigError(f"rewarder.options.{name}: expected a mapping of factory options")
+    options = {**configured, **_options(args.option)}
+    model_name = args.model or cfg.model.name
+    progress = not args.no_progress
+
+    rows = read_rows(args.samples)
+    check_samples(rows, args.samples)
+    prompts = [row["prompt"] for row in rows]
+    responses = [list(row["responses"]) for row in rows]
+    references = [row.get("reference") for row in rows]
+
+    from cream_plugin.logprobs import LogProbCache
+
+    cache_path = Path(args.cache) if args.cache else None
+    cache = LogProbCache.load(cache_path) if cache_path and cache_path.is_file() else LogProbCache()
+
+    loaded: dict[str, Any] = {}
+
+    def model() -> Any:
+        if "model" not in loaded:
+            from cream_plugin.models import load_model
+
+            loaded["model"] = load_model(model_name, gguf_file=cfg.model.gguf_file,
+                                         dtype=cfg.model.dtype, device=cfg.model.device,
+                                         trust_remote_code=cfg.model.trust_remote_code)
+        return loaded["model"]
+
+    def tokenizer() -> Any:
+        from cream_plugin.models import load_tokenizer
+
+        return load_tokenizer(model_name, gguf_file=cfg.model.gguf_file,
+                              trust_remote_code=cfg.model.trust_remote_code)
+
+    def ref_model() -> Any:
+        if not args.ref_model:
+            return None
+        from cream_plugin.models import load_model
+
+        return load_model(args.ref_model, dtype=cfg.model.dtype, device=cfg.model.device,
+                          trust_remote_code=cfg.model.trust_remote_code)
+
+    resources = {
+        "model": model, "tokenizer": tokenizer, "ref_model": ref_model,
+        "cache": lambda: cache, "model_key": lambda: model_name,
+        "ref_key": lambda: args.ref_model or "reference",
+        "batch_size": lambda: args.batch_size or cfg.rewarder.batch_size,
+        "seed": lambda: cfg.seed, "progress": lambda: progress,
+    }
+    try:
+        rewarder = build_rewarder(name, resources, options)
+    except UnknownComponentError as exc:
+        raise ConfigError(str(exc)) from None
+    result = score_rewarder(rewarder, prompts, responses, references)
+    if result.rewards.shape != (len(rows), len(responses[0]) if rows else 0):
+        raise DataError(f"rewarder {name!r} returned shape {result.rewards.shape} for "
+                        f"{len(rows)} prompts")
+
+    out_rows = []
+    for i, row in enumerate(rows):
+        new = dict(row)
+        new["prompt_id"] = str(row["prompt_id"])
+        new["rewards"] = [float(v) for v in result.rewards[i]]
+        for column in TABLE_COLUMNS:
+            table = result.details.get(column)
+            if table is not None:
+                values = np.asarray(table)[i]
+                new[column] = [int(v) if column == "num_tokens" else float(v) for v in values]
+        out_rows.append(new)
+    write_rows(args.output, out_rows)
+    if cache_path is not None:
+        cache.save(cache_path)
+    summary = {"rewarder": name, "prompts": len(rows), "output": str(args.output),
+               "counts": dict(result.counts), "cache_hits": cache.hits,
+               "cache_misses": cache.misses}
+    print(json.dumps(summary), file=sys.stderr)
+    return 0

@@ -1,0 +1,325 @@
+"""Summed log-probabilities of responses, tokenised exactly as TRL's DPOTrainer trains on them.
+
+The pipeline uses these sums both as the DPO implicit reward and as the precomputed
+``ref_chosen_logps`` / ``ref_rejected_logps`` columns of the preference data, so the tokens that
+count are the completion tokens of TRL 1.16's ``DPOTrainer._prepare_dataset``:
+
+* conversational prompt (a message list):
+  ``apply_chat_template(prompt, add_generation_prompt=True)`` is the prompt;
+  ``apply_chat_template(prompt + [{"role": "assistant", "content": response}])`` is the full
+  sequence; the completion starts where the two token lists stop agreeing;
+* plain-text prompt: ``tokenizer(prompt)`` and ``tokenizer(prompt + response + eos)`` (TRL appends
+  the eos token to a plain-text completion that does not already end with it).
+
+Sequences are length-sorted and batched with right padding, and scored with TRL's fused LM head
+(``trl.trainer.utils.add_fused_lm_head``), which projects only the completion positions in chunks,
+so no (batch, length, vocab) logits tensor is ever built. Identical (prompt, response) pairs are
+scored once per call, and a :class:`LogProbCache` carries results across calls and stages.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cream_plugin.errors import DataError
+from cream_plugin.types import Prompt
+
+CacheKey = tuple[str, str, str]
+
+
+@dataclass
+class SequenceLogProbs:
+    """Per-response log-likelihoods of one model: ``sum`` (P, N) float64, ``num_tokens`` (P, N)."""
+
+    sum: np.ndarray
+    num_tokens: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.sum = np.asarray(self.sum, dtype=np.float64)
+        self.num_tokens = np.asarray(self.num_tokens, dtype=np.int64)
+        if self.sum.shape != self.num_tokens.shape or self.sum.ndim != 2:
+            raise ValueError(
+                f"sum {self.sum.shape} and num_tokens {self.num_tokens.shape} must be equal (P, N)"
+            )
+
+    @property
+    def mean(self) -> np.ndarray:
+        """Mean per-token log-likelihood; NaN where a response has no scored token."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self.num_tokens > 0, self.sum / np.maximum(self.num_tokens, 1), np.nan)
+
+
+def prompt_key(prompt: Prompt) -> str:
+    """A canonical string for a prompt, so message lists can key a cache."""
+    return json.dumps(prompt, sort_keys=True, ensure_ascii=False)
+
+
+class LogProbCache:
+    """(model_key, prompt, response) -> (summed log-prob, number of tokens), with hit counters.
+
+    ``model_key`` names a model *state* (e.g. ``"iter2"``): the caller must change it when the
+    weights change. Results computed with a ``max_length`` are stored under
+    ``"<model_key>@max<max_length>"`` because truncation changes them.
+    """
+
+    def __init__(self) -> None:
+        self._data: dict[CacheKey, tuple[float, int]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def key(model_key: str, prompt: Prompt, response: str) -> CacheKey:
+        return (model_key, prompt_key(prompt), response)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def get(self, key: CacheKey) -> tuple[float, int] | None:
+        return self._data.get(key)
+
+    def put(self, key: CacheKey, value: tuple[float, int]) -> None:
+        self._data[key] = (float(value[0]), int(value[1]))
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the cache as JSON lines, atomically (a temporary file renamed into place)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                for (model, prompt, response), (total, count) in self._data.items():
+                    row = {"model": model, "prompt": prompt, "response": response,
+                           "sum": total, "num_tokens": count}
+                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> LogProbCache:
+        """Read a cache written by :meth:`save`; a broken line raises DataError naming it."""
+        cache = cls()
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"{path}: log-prob cache file not found")
+        with path.open(encoding="utf-8") as handle:
+            for lineno, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                    key = (row["model"], row["prompt"], row["response"])
+                    cache._data[key] = (float(row["sum"]), int(row["num_tokens"]))
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                    raise DataError(f"{path}:{lineno}: not a log-prob cache row ({exc})") from None
+        return cache
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _ids(encoded: Any) -> list[int]:
+    ids = encoded["input_ids"] if not isinstance(encoded, list) else encoded
+    return [int(i) for i in ids]
+
+
+def tokenize_prompt(tokenizer: Any, prompt: Prompt) -> list[int]:
+    """Prompt token ids as TRL builds them (generation prompt added for chats)."""
+    if isinstance(prompt, list):
+        return _ids(tokenizer.apply_chat_template(
+            prompt, add_generation_prompt=True, tokenize=True, return_dict=True))
+    return _ids(tokenizer(text=prompt))
+
+
+def tokenize_example(
+    tokenizer: Any, prompt: Prompt, response: str, prompt_ids: list[int] | None = None
+) -> tuple[list[int], int]:
+    """``(prompt + completion ids, completion start)``, mirroring TRL 1.16 DPOTrainer.
+
+    TRL takes the completion start as the common prefix of the prompt ids and the full ids over
+    *both* chosen and rejected; here it is taken per response. The two agree whenever the
+    tokenised prompt is a prefix of the tokenised conversation (every ChatML-style template).
+    """
+    if prompt_ids is None:
+        prompt_ids = tokenize_prompt(tokenizer, prompt)
+    if isinstance(prompt, list):
+        messages = [*prompt, {"role": "assistant", "content": response}]
+        full = _ids(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True))
+    else:
+        eos = tokenizer.eos_token or ""
+        completion = response if response.endswith(eos) else response + eos
+        full = _ids(tokenizer(text=prompt + completion))
+    return full, _common_prefix(prompt_ids, full)
+
+
+def _check_table(prompts: Sequence[Prompt], responses: Sequence[Sequence[str]]) -> int:
+    if len(prompts) != len(responses):
+        raise DataError(f"{len(prompts)} prompts but {len(responses)} response lists")
+    if not responses:
+        return 0
+    n = len(responses[0])
+    for i, row in enumerate(responses):
+        if isinstance(row, str) or len(row) != n:
+            raise DataError(
+                f"prompt {i}: expected a list of {n} responses (every prompt needs the same N), "
+                f"got {row!r:.80}"
+            )
+        for j, text in enumerate(row):
+            if not isinstance(text, str):
+                raise DataError(f"prompt {i}, response {j}: expected a string, got {text!r:.80}")
+    return n
+
+
+def ensure_fused_lm_head(model: Any) -> Any:
+    """Patch ``model`` once with TRL's fused LM head (generation unaffected); return the target."""
+    from trl.trainer.utils import add_fused_lm_head
+
+    target = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not getattr(target, "_cream_fused_lm_head", False):
+        add_fused_lm_head(target)
+        target._cream_fused_lm_head = True
+    return target
+
+
+def _score_batches(
+    model: Any,
+    pad_id: int,
+    sequences: list[tuple[list[int], int]],
+    batch_size: int,
+    progress: bool,
+) -> list[tuple[float, int]]:
+    """Summed completion log-probs of each ``(ids, start)``, longest first, right-padded batches."""
+    import torch
+    from tqdm.auto import tqdm
+
+    results: list[tuple[float, int]] = [(0.0, 0)] * len(sequences)
+    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i][0]))
+    order = [i for i in order if len(sequences[i][0]) > sequences[i][1]]  # has a completion token
+    if not order:
+        return results
+    ensure_fused_lm_head(model)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    batches = [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
+    try:
+        with torch.no_grad():
+            for batch in tqdm(batches, desc="log-probs", unit="batch", disable=not progress):
+                width = len(sequences[batch[0]][0])
+                input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+                attention = torch.zeros((len(batch), width), dtype=torch.long)
+                labels = torch.full((len(batch), width), -100, dtype=torch.long)
+                for row, idx in enumerate(batch):
+                    ids, start = sequences[idx]
+                    tensor = torch.tensor(ids, dtype=torch.long)
+                    input_ids[row, : len(ids)] = tensor
+                    attention[row, : len(ids)] = 1
+                    labels[row, start : len(ids)] = tensor[start:]
+                out = model(
+                    input_ids=input_ids.to(device),
+                    attention_mask=attention.to(device),
+                    labels=labels.to(device),
+                    fused_lm_head=True,
+                    use_cache=False,
+                )
+                per_token = out.log_probs[:, -(width - 1):]
+                sums = per_token.float().sum(dim=1).cpu().tolist()
+                for row, idx in enumerate(batch):
+                    ids, start = sequences[idx]
+                    results[idx] = (float(sums[row]), len(ids) - start)
+    finally:
+        model.train(was_training)
+    return results
+
+
+def response_logps(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Prompt],
+    responses: Sequence[Sequence[str]],
+    *,
+    batch_size: int = 16,
+    max_length: int | None = None,
+    progress: bool = True,
+    cache: LogProbCache | None = None,
+    model_key: str = "policy",
+) -> SequenceLogProbs:
+    """Summed log pi(response | prompt) over the response tokens DPO trains on, for P x N pairs.
+
+    ``max_length`` truncates prompt + completion from the end (TRL's ``keep_start``), as DPOConfig's
+    ``max_length`` does; a response with no token left gets sum 0 and ``num_tokens`` 0.
+    With a ``cache``, pairs already scored under ``model_key`` are reused, new ones are added.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    n = _check_table(prompts, responses)
+    p = len(prompts)
+    total = np.zeros((p, n), dtype=np.float64)
+    counts = np.zeros((p, n), dtype=np.int64)
+    if p == 0 or n == 0:
+        return SequenceLogProbs(total, counts)
+    key_model = model_key if max_length is None else f"{model_key}@max{max_length}"
+    pad_id = tokenizer.pad_token_id
+    if pad_id is None:
+        pad_id = tokenizer.eos_token_id
+    if pad_id is None:
+        raise ValueError("the tokenizer has neither a pad nor an eos token")
+
+    slots: dict[CacheKey, list[tuple[int, int]]] = {}
+    todo: list[CacheKey] = []
+    todo_seqs: list[tuple[list[int], int]] = []
+    prompt_cache: dict[str, list[int]] = {}
+    for i, prompt in enumerate(prompts):
+        pkey = prompt_key(prompt)
+        for j, response in enumerate(responses[i]):
+            key = (key_model, pkey, response)
+            if key in slots:  # the same pair twice in this call: scored once
+                slots[key].append((i, j))
+                if cache is not None:
+                    cache.hits += 1
+                continue
+            slots[key] = [(i, j)]
+            if cache is not None:
+                if key in cache:
+                    cache.hits += 1
+                    continue
+                cache.misses += 1
+            if pkey not in prompt_cache:
+                prompt_cache[pkey] = tokenize_prompt(tokenizer, prompt)
+            ids, start = tokenize_example(tokenizer, prompt, response, prompt_cache[pkey])
+            if max_length is not None:
+                ids = ids[:max_length]
+            todo.append(key)
+            # The first token has no prediction, so a completion starts at position 1 at least.
+            todo_seqs.append((ids, min(max(start, 1), len(ids))))
+
+    scored = _score_batches(model, pad_id, todo_seqs, batch_size, progress)
+    fresh = dict(zip(todo, scored, strict=True))
+    if cache is not None:
+        for key, value in fresh.items():
+            cache.put(key, value)
+    for key, places in slots.items():
+        found = fresh.get(key) or (cache.get(key) if cache is not None else None)
+        if found is None:  # pragma: no cover - every key is either fresh or cached
+            raise RuntimeError(f"no log-prob for {key}")
+        for i, j in places:
+            total[i, j], counts[i, j] = found
+    return SequenceLogProbs(total, counts)
