@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import fnmatch
 import gc
-import inspect
 import json
 import logging
 import os
@@ -102,14 +101,20 @@ class Pipeline:
         from cream_plugin.registry import get_component
 
         cfg = self.config
-        needed = [("sampler", cfg.sampling.backend), ("trainer", cfg.training.trainer),
-                  ("evaluator", cfg.evaluation.evaluator),
-                  ("consistency_metric", cfg.consistency.metric)]
+        needed = [
+            ("sampler", cfg.sampling.backend),
+            ("trainer", cfg.training.trainer),
+            ("evaluator", cfg.evaluation.evaluator),
+            ("consistency_metric", cfg.consistency.metric),
+        ]
         for method in cfg.methods:
             reward = METHODS[method].reward
             if reward:
-                name = {"main": cfg.rewarder.name, "judge": cfg.rewarder.judge,
-                        "oracle": cfg.rewarder.oracle}[reward]
+                name = {
+                    "main": cfg.rewarder.name,
+                    "judge": cfg.rewarder.judge,
+                    "oracle": cfg.rewarder.oracle,
+                }[reward]
                 if name != "implicit":
                     needed.append(("rewarder", name))
         for kind, name in needed:
@@ -193,8 +198,11 @@ class Pipeline:
         from cream_plugin.sft import run_sft
 
         cfg = self.config
-        stage = self._stage("M1", self._hash("model", "data.sft_examples", "training", "seed"),
-                            base=self._model_digest("M0"))
+        stage = self._stage(
+            "M1",
+            self._hash("model", "data.sft_examples", "training", "seed"),
+            base=self._model_digest("M0"),
+        )
         if stage.is_complete():
             return stage
         stage.start()
@@ -208,17 +216,24 @@ class Pipeline:
 
         def train_into(folder: Path) -> None:
             trained = run_sft(
-                model, self.tokenizer, examples, folder / "_trainer",
-                epochs=tr.sft_epochs, learning_rate=tr.sft_learning_rate,
-                batch_size=tr.sft_batch_size, max_length=tr.max_length, seed=cfg.seed,
+                model,
+                self.tokenizer,
+                examples,
+                folder / "_trainer",
+                epochs=tr.sft_epochs,
+                learning_rate=tr.sft_learning_rate,
+                batch_size=tr.sft_batch_size,
+                max_length=tr.max_length,
+                seed=cfg.seed,
             )
             _fault_point(stage.name)
             shutil.rmtree(folder / "_trainer", ignore_errors=True)
             trained.save_pretrained(folder, safe_serialization=True)
             self.tokenizer.save_pretrained(folder)
 
-        stage.write_folder(train_into, method="sft", iteration=1, step="sft",
-                           examples=len(examples))
+        stage.write_folder(
+            train_into, method="sft", iteration=1, step="sft", examples=len(examples)
+        )
         self._release()
         return stage
 
@@ -227,22 +242,29 @@ class Pipeline:
         from cream_plugin.registry import get_component
 
         cfg = self.config
-        stage = self._stage(f"{scope}/samples", self._hash("sampling", "seed"),
-                            model=self._model_digest(key),
-                            prompts=self._hash("data", "iterations", "seed") + f":{t}")
+        stage = self._stage(
+            f"{scope}/samples",
+            self._hash("sampling", "seed"),
+            model=self._model_digest(key),
+            prompts=self._hash("data", "iterations", "seed") + f":{t}",
+        )
         if stage.is_complete():
             return stage
         stage.start()
         s = cfg.sampling
         sampler = _call_with_supported(
             get_component("sampler", s.backend).obj,
-            model=_Lazy(lambda: self.load(key)), tokenizer=self.tokenizer,
+            model=_Lazy(lambda: self.load(key)),
+            tokenizer=self.tokenizer,
             model_path=self._model_path(key),
-            temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens,
+            temperature=s.temperature,
+            top_p=s.top_p,
+            max_new_tokens=s.max_new_tokens,
             batch_size=s.batch_size,
         )
-        responses = sampler.generate([r["prompt"] for r in rows], s.num_responses,
-                                     seed=cfg.seed * 1000 + t)
+        responses = sampler.generate(
+            [r["prompt"] for r in rows], s.num_responses, seed=cfg.seed * 1000 + t
+        )
         empty = sum(1 for rs in responses for x in rs if not x.strip())
 
         def out() -> Iterator[dict[str, Any]]:
@@ -251,8 +273,9 @@ class Pipeline:
                     _fault_point(stage.name)
                 yield {**row, "responses": resp}
 
-        stage.write_rows(out(), method=scope.split("/")[0], iteration=t, step="sample",
-                         empty_responses=empty)
+        stage.write_rows(
+            out(), method=scope.split("/")[0], iteration=t, step="sample", empty_responses=empty
+        )
         return stage
 
     def logps(self, scope: str, key: str, samples: Stage, t: int) -> Stage:
@@ -260,56 +283,84 @@ class Pipeline:
         reward's terms and, for the model being trained, the DPO reference log-probs."""
         from cream_plugin.logprobs import response_logps
 
-        stage = self._stage(f"{scope}/logps-{key.replace('/', '-')}",
-                            self._hash("rewarder.batch_size", "training.max_length"),
-                            samples=samples.digest, model=self._model_digest(key))
+        stage = self._stage(
+            f"{scope}/logps-{key.replace('/', '-')}",
+            self._hash("rewarder.batch_size", "training.max_length"),
+            samples=samples.digest,
+            model=self._model_digest(key),
+        )
         if stage.is_complete():
             return stage
         stage.start()
         rows = samples.read_rows()
         table = response_logps(
-            self.load(key), self.tokenizer, [r["prompt"] for r in rows],
-            [r["responses"] for r in rows], batch_size=self.config.rewarder.batch_size,
+            self.load(key),
+            self.tokenizer,
+            [r["prompt"] for r in rows],
+            [r["responses"] for r in rows],
+            batch_size=self.config.rewarder.batch_size,
             max_length=self.config.training.max_length,
         )
         _fault_point(stage.name)
         stage.write_rows(
-            ({"prompt_id": r["prompt_id"], "logps": table.sum[i].tolist(),
-              "num_tokens": table.num_tokens[i].tolist()} for i, r in enumerate(rows)),
-            method=scope.split("/")[0], iteration=t, step="logps", model=key,
+            (
+                {
+                    "prompt_id": r["prompt_id"],
+                    "logps": table.sum[i].tolist(),
+                    "num_tokens": table.num_tokens[i].tolist(),
+                }
+                for i, r in enumerate(rows)
+            ),
+            method=scope.split("/")[0],
+            iteration=t,
+            step="logps",
+            model=key,
         )
         return stage
 
-    def model_rewards(self, scope: str, name: str, key: str | None, samples: Stage,
-                      t: int) -> Stage:
+    def model_rewards(
+        self, scope: str, name: str, key: str | None, samples: Stage, t: int
+    ) -> Stage:
         """Rewards from a rewarder plugin (judge, oracle, third-party), using model ``key``."""
         from rewarders import build_rewarder, score_rewarder
 
         cfg = self.config
         tag = f"{name}-{key.replace('/', '-')}" if key else name
-        stage = self._stage(f"{scope}/rewards-{tag}", self._hash("rewarder", "seed"),
-                            samples=samples.digest,
-                            model=self._model_digest(key) if key else "none")
+        stage = self._stage(
+            f"{scope}/rewards-{tag}",
+            self._hash("rewarder", "seed"),
+            samples=samples.digest,
+            model=self._model_digest(key) if key else "none",
+        )
         if stage.is_complete():
             return stage
         stage.start()
         rows = samples.read_rows()
         rewarder = build_rewarder(
             name,
-            resources={"model": lambda: self.load(key) if key else None,
-                       "tokenizer": lambda: self.tokenizer,
-                       "batch_size": lambda: cfg.rewarder.batch_size,
-                       "seed": lambda: cfg.seed},
+            resources={
+                "model": lambda: self.load(key) if key else None,
+                "tokenizer": lambda: self.tokenizer,
+                "batch_size": lambda: cfg.rewarder.batch_size,
+                "seed": lambda: cfg.seed,
+            },
             options=cfg.rewarder.options.get(name, {}),
         )
-        result = score_rewarder(rewarder, [r["prompt"] for r in rows],
-                                [r["responses"] for r in rows],
-                                [r.get("reference") for r in rows])
+        result = score_rewarder(
+            rewarder,
+            [r["prompt"] for r in rows],
+            [r["responses"] for r in rows],
+            [r.get("reference") for r in rows],
+        )
         _fault_point(stage.name)
         stage.write_rows(
-            ({"prompt_id": r["prompt_id"], "rewards": result.rewards[i].tolist()}
-             for i, r in enumerate(rows)),
-            method=scope.split("/")[0], iteration=t, step="reward",
+            (
+                {"prompt_id": r["prompt_id"], "rewards": result.rewards[i].tolist()}
+                for i, r in enumerate(rows)
+            ),
+            method=scope.split("/")[0],
+            iteration=t,
+            step="reward",
             counts=dict(result.counts),
         )
         return stage
@@ -319,13 +370,17 @@ class Pipeline:
         """Checkpoint name of M_t for a method: M0 and M1 are shared by all methods."""
         return f"M{t}" if t <= 1 else f"{method}/M{t}"
 
-    def _implicit_tables(self, scope: str, method: str, samples: Stage,
-                         t: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _implicit_tables(
+        self, scope: str, method: str, samples: Stage, t: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(r_t, r_{t-1}, log-probs under M_t) from the log-prob stages of M_t, M_{t-1}, M_{t-2}."""
+
         def table(key: str) -> tuple[np.ndarray, np.ndarray]:
             rows = self.logps(scope, key, samples, t).read_rows()
-            return (np.array([r["logps"] for r in rows], dtype=np.float64),
-                    np.array([r["num_tokens"] for r in rows], dtype=np.float64))
+            return (
+                np.array([r["logps"] for r in rows], dtype=np.float64),
+                np.array([r["num_tokens"] for r in rows], dtype=np.float64),
+            )
 
         cur, _ = table(self._key(method, t))
         prev, prev_tokens = table(self._key(method, t - 1))
@@ -345,11 +400,15 @@ class Pipeline:
         key = self._key(method, t)
         # Iteration 1 depends only on M1, so methods with the same reward share its stages.
         scope = "shared/iter1" if t == 1 else f"{method}/iter{t}"
-        samples = self.samples(scope if t > 1 else "shared/iter1", key,
-                               self.prompts_for(prompts, t), t)
+        samples = self.samples(
+            scope if t > 1 else "shared/iter1", key, self.prompts_for(prompts, t), t
+        )
         rows = samples.read_rows()
-        reward_name = {"main": cfg.rewarder.name, "judge": cfg.rewarder.judge,
-                       "oracle": cfg.rewarder.oracle}[spec.reward or "main"]
+        reward_name = {
+            "main": cfg.rewarder.name,
+            "judge": cfg.rewarder.judge,
+            "oracle": cfg.rewarder.oracle,
+        }[spec.reward or "main"]
         ref_logps = None
         prev: np.ndarray | None = None
         if reward_name == "implicit":
@@ -361,14 +420,23 @@ class Pipeline:
             from rewarders import factory_parameters
 
             needs_model = "model" in factory_parameters(get_component("rewarder", reward_name).obj)
-            r_stage = self.model_rewards(f"{method}/iter{t}" if t > 1 else scope, reward_name,
-                                         key if needs_model else None, samples, t)
+            r_stage = self.model_rewards(
+                f"{method}/iter{t}" if t > 1 else scope,
+                reward_name,
+                key if needs_model else None,
+                samples,
+                t,
+            )
             rewards = np.array([r["rewards"] for r in r_stage.read_rows()], dtype=np.float64)
             inputs = {"rewards": r_stage.digest}
             if spec.regularised:
-                p_stage = self.model_rewards(scope, reward_name,
-                                             self._key(method, t - 1) if needs_model else None,
-                                             samples, t)
+                p_stage = self.model_rewards(
+                    scope,
+                    reward_name,
+                    self._key(method, t - 1) if needs_model else None,
+                    samples,
+                    t,
+                )
                 prev = np.array([r["rewards"] for r in p_stage.read_rows()], dtype=np.float64)
                 inputs["prev"] = p_stage.digest
 
@@ -376,46 +444,83 @@ class Pipeline:
         c_map = None
         if prev is not None:
             c_map = self.consistency(method, t, rewards, prev, ids, inputs)
-        pairs_stage = self._stage(f"{method}/iter{t}/pairs",
-                                  self._hash("consistency", "rewarder"), samples=samples.digest,
-                                  **inputs)
+        pairs_stage = self._stage(
+            f"{method}/iter{t}/pairs",
+            self._hash("consistency", "rewarder"),
+            samples=samples.digest,
+            **inputs,
+        )
         if not pairs_stage.is_complete():
             pairs_stage.start()
             from cream_plugin.logprobs import SequenceLogProbs
 
             ref = None
             if ref_logps is not None:
-                ref = SequenceLogProbs(sum=ref_logps, num_tokens=np.ones_like(ref_logps, dtype=np.int64))
-            pairs = build_pairs(ids, [r["prompt"] for r in rows], [r["responses"] for r in rows],
-                                rewards, c_map if spec.regularised else None, ref_logps=ref)
+                ref = SequenceLogProbs(
+                    sum=ref_logps, num_tokens=np.ones_like(ref_logps, dtype=np.int64)
+                )
+            pairs = build_pairs(
+                ids,
+                [r["prompt"] for r in rows],
+                [r["responses"] for r in rows],
+                rewards,
+                c_map if spec.regularised else None,
+                ref_logps=ref,
+            )
             _fault_point(pairs_stage.name)
-            pairs_stage.write_rows(pairs, method=method, iteration=t, step="pairs",
-                                   prompts=len(rows), skipped=len(rows) - len(pairs))
+            pairs_stage.write_rows(
+                pairs,
+                method=method,
+                iteration=t,
+                step="pairs",
+                prompts=len(rows),
+                skipped=len(rows) - len(pairs),
+            )
         return self.train(method, t, key, pairs_stage)
 
-    def consistency(self, method: str, t: int, rewards: np.ndarray, prev: np.ndarray,
-                    ids: list[str], inputs: dict[str, str]) -> dict[str, float]:
+    def consistency(
+        self,
+        method: str,
+        t: int,
+        rewards: np.ndarray,
+        prev: np.ndarray,
+        ids: list[str],
+        inputs: dict[str, str],
+    ) -> dict[str, float]:
         """C per prompt (the configured metric, M_t vs M_{t-1}) for the pairs, plus the paper's
         analysis statistics (C, Kendall tau, Spearman rho, TopOrder) for the report."""
         from cream_plugin.consistency import consistency_rate
 
         rate = consistency_rate(rewards, prev, metric=self.config.consistency.metric)
-        stats = {m: consistency_rate(rewards, prev, metric=m).statistic
-                 for m in CONSISTENCY_METRICS}
-        stage = self._stage(f"{method}/iter{t}/consistency",
-                            self._hash("consistency.metric"), **inputs)
+        stats = {
+            m: consistency_rate(rewards, prev, metric=m).statistic for m in CONSISTENCY_METRICS
+        }
+        stage = self._stage(
+            f"{method}/iter{t}/consistency", self._hash("consistency.metric"), **inputs
+        )
         if not stage.is_complete():
             stage.start()
             summary = {"C": {"mean": rate.mean, "std": rate.std, "n": int(rate.defined.sum())}}
             for m, values in stats.items():
                 ok = values[np.isfinite(values)]
-                summary[m] = {"mean": float(ok.mean()) if ok.size else float("nan"),
-                              "std": float(ok.std()) if ok.size else float("nan"),
-                              "n": int(ok.size)}
+                summary[m] = {
+                    "mean": float(ok.mean()) if ok.size else float("nan"),
+                    "std": float(ok.std()) if ok.size else float("nan"),
+                    "n": int(ok.size),
+                }
             stage.write_rows(
-                ({"prompt_id": pid, "C": float(rate.per_prompt[i]),
-                  **{m: float(stats[m][i]) for m in stats}} for i, pid in enumerate(ids)),
-                method=method, iteration=t, step="consistency", summary=summary,
+                (
+                    {
+                        "prompt_id": pid,
+                        "C": float(rate.per_prompt[i]),
+                        **{m: float(stats[m][i]) for m in stats},
+                    }
+                    for i, pid in enumerate(ids)
+                ),
+                method=method,
+                iteration=t,
+                step="consistency",
+                summary=summary,
             )
         return rate.as_mapping(ids)
 
@@ -428,8 +533,12 @@ class Pipeline:
         cfg = self.config
         spec = METHODS[method]
         new_key = self._key(method, t + 1)
-        stage = self._stage(new_key, self._hash("training", "consistency", "seed"),
-                            pairs=pairs_stage.digest, base=self._model_digest(key))
+        stage = self._stage(
+            new_key,
+            self._hash("training", "consistency", "seed"),
+            pairs=pairs_stage.digest,
+            base=self._model_digest(key),
+        )
         if stage.is_complete():
             return new_key
         stage.start()
@@ -447,13 +556,22 @@ class Pipeline:
                 return
             fields = {f for f in getattr(config_cls, "__dataclass_fields__", {})}
             kwargs: dict[str, Any] = dict(
-                output_dir=str(folder / "_trainer"), beta=tr.beta, learning_rate=tr.learning_rate,
-                num_train_epochs=tr.num_epochs, warmup_ratio=tr.warmup_ratio,
+                output_dir=str(folder / "_trainer"),
+                beta=tr.beta,
+                learning_rate=tr.learning_rate,
+                num_train_epochs=tr.num_epochs,
+                warmup_ratio=tr.warmup_ratio,
                 per_device_train_batch_size=tr.batch_size,
                 gradient_accumulation_steps=tr.gradient_accumulation_steps,
-                max_length=tr.max_length, seed=cfg.seed, data_seed=cfg.seed, report_to="none",
-                save_strategy="no", logging_steps=1, disable_tqdm=False,
-                use_cpu=str(model.device) == "cpu", bf16=False,
+                max_length=tr.max_length,
+                seed=cfg.seed,
+                data_seed=cfg.seed,
+                report_to="none",
+                save_strategy="no",
+                logging_steps=1,
+                disable_tqdm=False,
+                use_cpu=str(model.device) == "cpu",
+                bf16=False,
             )
             if "consistency_mode" in fields:
                 kwargs["consistency_mode"] = mode
@@ -468,8 +586,13 @@ class Pipeline:
                 import copy
 
                 ref_model = copy.deepcopy(model).eval()
-            trainer = trainer_cls(model=model, ref_model=ref_model, args=config_cls(**kwargs),
-                                  train_dataset=dataset, processing_class=self.tokenizer)
+            trainer = trainer_cls(
+                model=model,
+                ref_model=ref_model,
+                args=config_cls(**kwargs),
+                train_dataset=dataset,
+                processing_class=self.tokenizer,
+            )
             trainer.train()
             _fault_point(stage.name)
             shutil.rmtree(folder / "_trainer", ignore_errors=True)
@@ -479,8 +602,9 @@ class Pipeline:
             log_path = self.run_dir / f"{new_key}.train_log.json"
             log_path.write_text(json.dumps(trainer.state.log_history, indent=1))
 
-        stage.write_folder(train_into, method=method, iteration=t, step="train",
-                           pairs=len(pairs), mode=mode)
+        stage.write_folder(
+            train_into, method=method, iteration=t, step="train", pairs=len(pairs), mode=mode
+        )
         self._release()
         return new_key
 
@@ -494,9 +618,13 @@ class Pipeline:
             e = self.config.evaluation
             extra = {"generation_limit": e.generation_limit} if e.generation_limit else {}
             self._evaluator = _call_with_supported(
-                get_component("evaluator", e.evaluator).obj, tasks=e.tasks, limit=e.limit,
-                batch_size=e.batch_size, num_fewshot=e.num_fewshot,
-                data_dir=self.config.data.data_dir, **extra,
+                get_component("evaluator", e.evaluator).obj,
+                tasks=e.tasks,
+                limit=e.limit,
+                batch_size=e.batch_size,
+                num_fewshot=e.num_fewshot,
+                data_dir=self.config.data.data_dir,
+                **extra,
             )
         return self._evaluator
 
@@ -504,8 +632,9 @@ class Pipeline:
         """Score M_t on the benchmarks; rows go to the run's results table."""
         from cream_plugin.results import append_results
 
-        stage = self._stage(f"evals/{method}-M{t}", self._hash("evaluation"),
-                            model=self._model_digest(key))
+        stage = self._stage(
+            f"evals/{method}-M{t}", self._hash("evaluation"), model=self._model_digest(key)
+        )
         if not stage.is_complete():
             stage.start()
             started = time.perf_counter()
@@ -513,8 +642,10 @@ class Pipeline:
             options = {"gen_kwargs": {"max_gen_toks": e.max_gen_toks}} if e.max_gen_toks else {}
             rows = self.evaluator.evaluate(self.load(key), self.tokenizer, **options)
             seconds = round(time.perf_counter() - started, 3)
-            rows = [{"method": method, "iteration": t, "limit": e.limit, "seconds": seconds,
-                     **r} for r in rows]
+            rows = [
+                {"method": method, "iteration": t, "limit": e.limit, "seconds": seconds, **r}
+                for r in rows
+            ]
             _fault_point(stage.name)
             stage.write_rows(rows, method=method, iteration=t, step="evaluate")
         append_results(self.run_dir, stage.read_rows())
@@ -563,14 +694,21 @@ class Pipeline:
             m = json.loads(path.read_text())
             if "step" not in m:
                 continue
-            timings.append({"method": m.get("method", ""), "iteration": m.get("iteration", 0),
-                            "stage": m["step"], "name": m["stage"], "seconds": m["seconds"]})
+            timings.append(
+                {
+                    "method": m.get("method", ""),
+                    "iteration": m.get("iteration", 0),
+                    "stage": m["step"],
+                    "name": m["stage"],
+                    "seconds": m["seconds"],
+                }
+            )
             if m["step"] == "consistency":
                 for metric, s in m["summary"].items():
-                    consistency.append({"method": m["method"], "iteration": m["iteration"],
-                                        "metric": metric, **s})
+                    consistency.append(
+                        {"method": m["method"], "iteration": m["iteration"], "metric": metric, **s}
+                    )
         from cream_plugin.artifacts import _atomic_write_text
 
         for name, rows in (("consistency.jsonl", consistency), ("timings.jsonl", timings)):
-            _atomic_write_text(self.run_dir / name,
-                               "".join(json.dumps(r) + "\n" for r in rows))
+            _atomic_write_text(self.run_dir / name, "".join(json.dumps(r) + "\n" for r in rows))

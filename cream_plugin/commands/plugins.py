@@ -28,7 +28,11 @@ def run(args: argparse.Namespace) -> int:
         print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + "  DESCRIPTION")
         for r in rows:
             cells = (r["kind"], r["name"], r["origin"])
-            print("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + "  " + r["description"])
+            print(
+                "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True))
+                + "  "
+                + r["description"]
+            )
     for message in errors:
         print(f"plugin error: {message}", file=sys.stderr)
     return 1 if errors else 0
