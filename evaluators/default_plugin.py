@@ -1,1 +1,44 @@
-"""Built-in evaluator plugin (filled in by the evaluators work)."""
+"""Built-in evaluator plugin: lm-eval tasks for ARC, OpenBookQA, Social IQa and GSM8K.
+
+Factories import lm-eval only when called, so ``cream plugins`` stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cream_plugin.hookspecs import hookimpl
+
+TASKS_PATH = str(Path(__file__).resolve().parent / "tasks")
+
+
+def lm_eval_factory(**config: Any) -> Any:
+    """Build an LMEvalEvaluator (in-memory HF model)."""
+    from evaluators.lm_eval_evaluator import LMEvalEvaluator
+
+    return LMEvalEvaluator(**config)
+
+
+def vllm_factory(**config: Any) -> Any:
+    """Build a VLLMEvaluator (checkpoint path, vLLM backend)."""
+    from evaluators.vllm_evaluator import VLLMEvaluator
+
+    return VLLMEvaluator(**config)
+
+
+@hookimpl
+def register_evaluators(register: Any) -> None:
+    register(
+        "lm-eval",
+        lm_eval_factory,
+        tasks_path=TASKS_PATH,
+        description="lm-evaluation-harness on an in-memory HF model (cream_benchmarks, "
+        "cream_cot_benchmarks)",
+    )
+    register(
+        "vllm",
+        vllm_factory,
+        tasks_path=TASKS_PATH,
+        description="the same lm-eval tasks with the vLLM backend on a checkpoint path",
+    )

@@ -1,0 +1,90 @@
+"""The run's results table: ``<run_dir>/results.jsonl``, one row per (method, iteration, task,
+metric). Rows are replaced, never duplicated, when an evaluation is repeated; the file is
+rewritten atomically (temp file + rename) so a killed run never leaves half a table.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from cream_plugin.data import read_jsonl
+from cream_plugin.errors import DataError
+
+RESULTS_FILE = "results.jsonl"
+KEY = ("method", "iteration", "task", "metric")
+FIELDS: dict[str, tuple[type, ...]] = {
+    "method": (str,),
+    "iteration": (int,),
+    "task": (str,),
+    "metric": (str,),
+    "value": (int, float),
+    "stderr": (int, float, type(None)),
+    "limit": (int, type(None)),
+    "seconds": (int, float),
+}
+
+
+def results_path(run_dir: str | os.PathLike[str]) -> Path:
+    return Path(run_dir) / RESULTS_FILE
+
+
+def check_row(row: dict[str, Any]) -> str | None:
+    """What is wrong with a results row, or None."""
+    missing = [name for name in FIELDS if name not in row]
+    if missing:
+        return f"missing field(s) {', '.join(missing)}"
+    for name, types in FIELDS.items():
+        value = row[name]
+        if isinstance(value, bool) or not isinstance(value, types):
+            allowed = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            return f"field {name!r} must be {allowed}, got {value!r}"
+    return None
+
+
+def _normalise(row: dict[str, Any]) -> dict[str, Any]:
+    out = {name: row.get(name) for name in FIELDS}
+    stderr = out["stderr"]
+    if isinstance(stderr, float) and math.isnan(stderr):
+        out["stderr"] = None  # lm-eval reports N/A / NaN when there is no stderr
+    out.update({k: v for k, v in row.items() if k not in FIELDS})
+    return out
+
+
+def read_results(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """All rows of the table (empty if there is none yet); a bad row names file and line."""
+    path = results_path(run_dir)
+    if not path.exists():
+        return []
+    return read_jsonl(path, check_row)
+
+
+def append_results(run_dir: str | os.PathLike[str], rows: Iterable[dict[str, Any]]) -> Path:
+    """Add rows, replacing any row with the same (method, iteration, task, metric)."""
+    new = []
+    for i, raw in enumerate(rows):
+        row = _normalise(raw) if set(FIELDS) <= set(raw) else raw
+        problem = check_row(row)
+        if problem:
+            raise DataError(f"results row {i} ({raw}): {problem}")
+        new.append(row)
+    path = results_path(run_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = {tuple(r[k] for k in KEY): r for r in read_results(run_dir)}
+    for row in new:
+        table[tuple(row[k] for k in KEY)] = row
+    fd, tmp = tempfile.mkstemp(prefix=RESULTS_FILE + ".", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            for row in table.values():
+                handle.write(json.dumps(row, allow_nan=False) + "\n")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
