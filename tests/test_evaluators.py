@@ -295,9 +295,15 @@ def test_plugin_evaluator_tasks_path(fresh_plugins: None, tmp_path: Path,
     get_plugin_manager().add_plugin(plugin, "yesno_plugin", "test")
     clear_cache()
 
+    assert main(["tasks-path", "--all"]) == 0
+    assert capsys.readouterr().out.split() == [str(TASKS_DIR), str(tasks)]
+    # lm_eval --include_path takes one folder: tasks-path merges both into one.
     assert main(["tasks-path"]) == 0
-    printed = capsys.readouterr().out.strip().split(",")
-    assert str(TASKS_DIR) in printed and str(tasks) in printed
+    merged = capsys.readouterr().out.strip()
+    from lm_eval.tasks import TaskManager
+
+    indexed = TaskManager(include_path=merged, include_defaults=False).all_tasks
+    assert {"plugin_yesno", "cream_arc_easy", "cream_benchmarks"} <= set(indexed)
 
     from cream_plugin.registry import get_evaluator
 
