@@ -47,7 +47,10 @@ def answer_key(references: Sequence[str | None] | None = None) -> Any:
 
 @hookimpl
 def register_rewarders(register: Any) -> None:
+    from rewarders.pairwise_judge import pairwise_judge  # light: torch is imported on use
+
     register("implicit", implicit)
     register("judge", judge)
+    register("pairwise-judge", pairwise_judge)
     register("oracle", oracle)
     register("answer-key", answer_key)

@@ -1,4 +1,4 @@
-"""Built-in trainers: ``cream`` (CREAMTrainer) and ``dpo`` (TRL's own DPOTrainer).
+"""Built-in trainers: ``cream`` (CREAMTrainer), ``scir`` (SCIRTrainer), ``dpo`` (DPOTrainer).
 
 Classes cannot be imported lazily, so TRL is imported inside the hook body: listing plugins
 imports it only when the trainer kind is asked for.
@@ -15,6 +15,7 @@ from cream_plugin.hookspecs import hookimpl
 def register_trainers(register: Any) -> None:
     from trl import DPOConfig, DPOTrainer
 
+    from cream_plugin.scir import SCIRConfig, SCIRTrainer
     from cream_plugin.trainer import CREAMConfig, CREAMTrainer
 
     register(
@@ -22,5 +23,12 @@ def register_trainers(register: Any) -> None:
         CREAMTrainer,
         CREAMConfig,
         description="CREAM: DPO with each pair's loss weighted by its ranking consistency C",
+    )
+    register(
+        "scir",
+        SCIRTrainer,
+        SCIRConfig,
+        description="SCIR: the implicit DPO reward and the pairwise judge of the policy made to "
+        "agree; DPO on the pairs they agree on",
     )
     register("dpo", DPOTrainer, DPOConfig, description="TRL's plain DPOTrainer (no consistency)")

@@ -1,0 +1,492 @@
+"""SCIR for TRL: ``SCIRConfig`` / ``SCIRTrainer``, self-consistent internal rewards.
+
+SCIR (Zhou et al. 2025, "Self-Consistency of the Internal Reward Models Improves Self-Rewarding
+Language Models") makes two internal reward models of the *same* model agree inside each
+training step. For a pair (y_w, y_l) of the batch:
+
+- the implicit DPO reward gives ``P_dpo = sigmoid(h)``, ``h = beta * (log-ratio_w - log-ratio_l)``;
+- the generative judge gives ``P_gen``, the order-averaged probability that the current policy,
+  prompted as a pairwise judge, prefers y_w (:func:`rewarders.pairwise_judge.pair_preference`).
+
+The loss is ``dpo_weight * DPO(selected pairs) + consistency_weight * L_cons`` where ``L_cons``
+pulls P_dpo and P_gen together (symmetric KL or squared difference) and towards confidence
+(``confidence_weight`` times the binary entropy of their mean), and DPO is applied only to the
+pairs on which the two agree. Every choice the paper leaves open is a field of
+:class:`SCIRConfig` and is explained in docs/scir.md.
+
+:class:`SCIRTrainer` subclasses :class:`~cream_plugin.trainer.CREAMTrainer` for its reference
+handling (precomputed ``ref_*_logps`` columns, explicit ref model, PEFT, frozen copy) and its
+metrics. A ``consistency`` column may be present and is ignored.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from trl import DPOTrainer
+
+from cream_plugin.errors import ConfigError, DataError
+from cream_plugin.trainer import CREAMConfig, CREAMTrainer
+from cream_plugin.trainer_utils import CONSISTENCY_COLUMN, REF_COLUMNS
+from rewarders.pairwise_judge import (
+    DEFAULT_LABELS,
+    PAIR_TEMPLATE,
+    encode_pair_prompt,
+    first_verdict_probs,
+    order_averaged,
+    pair_preference,
+    verdict_token_ids,
+)
+
+CONSISTENCY_LOSSES = ("sym_kl", "mse")
+CONSISTENCY_GRADS = ("both", "dpo", "gen")
+SELECTIONS = ("agree", "chosen", "all")
+JUDGE_IDS = "scir_judge_input_ids"
+JUDGE_MASK = "scir_judge_attention_mask"
+_TEXT_COLUMNS = ("prompt", "chosen", "rejected")
+_NON_MODEL_KEYS = frozenset({"completion_mask", CONSISTENCY_COLUMN, JUDGE_IDS, JUDGE_MASK,
+                             *REF_COLUMNS})
+_EPS = 1e-6
+
+
+# -- the loss pieces (pure functions, tested on hand-made tensors) --------------------------------
+
+
+def _logit(p: torch.Tensor) -> torch.Tensor:
+    p = p.clamp(_EPS, 1.0 - _EPS)
+    return torch.log(p) - torch.log1p(-p)
+
+
+def consistency_loss(p_dpo: torch.Tensor, p_gen: torch.Tensor, *, kind: str = "sym_kl",
+                     confidence_weight: float = 0.1, dpo_logit: torch.Tensor | None = None,
+                     ) -> torch.Tensor:
+    """Per-pair inconsistency penalty between two preference probabilities, shape (n,).
+
+    ``sym_kl``: KL(P_dpo || P_gen) + KL(P_gen || P_dpo) between the two Bernoulli distributions,
+    which equals ``(p - q) * (logit p - logit q)``; ``mse``: ``(p - q)^2``. Plus
+    ``confidence_weight * H((p + q) / 2)``, the binary entropy of the mean (lower when the two
+    agree confidently). ``dpo_logit`` (= h) avoids re-deriving logit(P_dpo) from a rounded sigmoid.
+    """
+    if kind == "sym_kl":
+        logit_dpo = dpo_logit if dpo_logit is not None else _logit(p_dpo)
+        gap = (p_dpo - p_gen) * (logit_dpo - _logit(p_gen))
+    elif kind == "mse":
+        gap = (p_dpo - p_gen) ** 2
+    else:
+        raise ConfigError(
+            f"consistency_loss: {kind!r} is not one of {', '.join(CONSISTENCY_LOSSES)}")
+    if confidence_weight:
+        mean = (0.5 * (p_dpo + p_gen)).clamp(_EPS, 1.0 - _EPS)
+        entropy = -(mean * torch.log(mean) + (1.0 - mean) * torch.log1p(-mean))
+        gap = gap + confidence_weight * entropy
+    return gap
+
+
+def select_pairs(p_dpo: torch.Tensor, p_gen: torch.Tensor, *, mode: str = "agree",
+                 confidence_threshold: float = 0.5, side_margin: float = 0.0,
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which pairs DPO trains on, and in which direction: ``(selected bool, sign +-1)``.
+
+    A probability is on the chosen side when ``> 0.5 + side_margin``, on the rejected side when
+    ``< 0.5 - side_margin``, else on neither (a tie never agrees).
+
+    - ``agree``: both on the same side and ``max(m, 1 - m) >= confidence_threshold`` with m their
+      mean; the agreed side is the label (sign -1 trains the swapped pair), as in the paper where
+      the consistent prediction labels the pair;
+    - ``chosen``: both on the chosen side and ``m >= confidence_threshold`` (the given label kept);
+    - ``all``: every pair, the given label (plain DPO plus the consistency loss).
+    """
+    p_dpo, p_gen = p_dpo.detach(), p_gen.detach()
+    mean = 0.5 * (p_dpo + p_gen)
+    up = (p_dpo > 0.5 + side_margin) & (p_gen > 0.5 + side_margin)
+    down = (p_dpo < 0.5 - side_margin) & (p_gen < 0.5 - side_margin)
+    ones = torch.ones_like(mean)
+    if mode == "agree":
+        confident = torch.maximum(mean, 1.0 - mean) >= confidence_threshold
+        return (up | down) & confident, torch.where(down, -ones, ones)
+    if mode == "chosen":
+        return up & (mean >= confidence_threshold), ones
+    if mode == "all":
+        return torch.ones_like(up), ones
+    raise ConfigError(f"selection: {mode!r} is not one of {', '.join(SELECTIONS)}")
+
+
+def agreement(p_dpo: torch.Tensor, p_gen: torch.Tensor) -> torch.Tensor:
+    """Per pair: 1.0 when both internal reward models prefer the same response (ties: 0.0)."""
+    same = ((p_dpo > 0.5) & (p_gen > 0.5)) | ((p_dpo < 0.5) & (p_gen < 0.5))
+    return same.float()
+
+
+def selected_dpo_loss(h: torch.Tensor, selected: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:
+    """Sigmoid DPO loss averaged over the selected pairs; 0 (graph kept) when none is selected."""
+    per_pair = -F.logsigmoid(sign.to(h.dtype) * h)
+    weight = selected.to(h.dtype)
+    return (per_pair * weight).sum() / weight.sum().clamp(min=1.0)
+
+
+# -- config ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class SCIRConfig(CREAMConfig):
+    """``DPOConfig`` plus SCIR's loss weights, selection rule and pair-judge settings."""
+
+    consistency_mode: str = field(
+        default="none",
+        metadata={"help": "Inherited from CREAMConfig; SCIR ignores any 'consistency' column, so "
+                  "only 'none' is accepted."},
+    )
+    dpo_weight: float = field(
+        default=1.0, metadata={"help": "Weight of the DPO loss on the selected pairs."})
+    consistency_weight: float = field(
+        default=1.0, metadata={"help": "Weight of the consistency loss L_cons (all pairs)."})
+    confidence_weight: float = field(
+        default=0.1,
+        metadata={"help": "Inside L_cons: weight of the binary entropy of mean(P_dpo, P_gen)."})
+    consistency_loss: str = field(
+        default="sym_kl",
+        metadata={"help": "Distance between P_dpo and P_gen: 'sym_kl' or 'mse'.",
+                  "choices": list(CONSISTENCY_LOSSES)})
+    consistency_grad: str = field(
+        default="both",
+        metadata={"help": "Which reward path L_cons trains: 'both', 'dpo' (P_gen detached) or "
+                  "'gen' (P_dpo detached).", "choices": list(CONSISTENCY_GRADS)})
+    selection: str = field(
+        default="agree",
+        metadata={"help": "Pairs DPO trains on: 'agree' (both on one side; that side is the "
+                  "label), 'chosen' (both prefer the chosen response) or 'all'.",
+                  "choices": list(SELECTIONS)})
+    confidence_threshold: float = field(
+        default=0.5,
+        metadata={"help": "Selected pairs also need max(m, 1-m) >= this, m = mean of P_dpo and "
+                  "P_gen; in [0.5, 1)."})
+    side_margin: float = field(
+        default=0.0,
+        metadata={"help": "A probability within this of 0.5 is on neither side (not selected)."})
+    judge_labels: list[str] = field(
+        default_factory=lambda: list(DEFAULT_LABELS),
+        metadata={"help": "The two verdict labels of the pair judge (single tokens)."})
+    judge_max_response_tokens: int | None = field(
+        default=512,
+        metadata={"help": "Cut each response to this many tokens inside the judge prompt."})
+    judge_answer_prefix: str = field(
+        default="", metadata={"help": "Text appended after the assistant header of the judge "
+                              "prompt, before the verdict token."})
+    judge_batch_size: int | None = field(
+        default=None,
+        metadata={"help": "Judge sequences per forward in a training step (None: all 2n at once)."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_scir(self)
+
+
+def check_scir(args: Any) -> None:
+    """Raise :class:`ConfigError` for SCIR settings outside their range."""
+    if getattr(args, "consistency_mode", "none") != "none":
+        raise ConfigError("consistency_mode: SCIR ignores the 'consistency' column; leave it "
+                          "'none' (use trainer 'cream' for consistency-weighted DPO)")
+    if args.consistency_loss not in CONSISTENCY_LOSSES:
+        raise ConfigError(f"consistency_loss: {args.consistency_loss!r} is not one of "
+                          f"{', '.join(CONSISTENCY_LOSSES)}")
+    if args.consistency_grad not in CONSISTENCY_GRADS:
+        raise ConfigError(f"consistency_grad: {args.consistency_grad!r} is not one of "
+                          f"{', '.join(CONSISTENCY_GRADS)}")
+    if args.selection not in SELECTIONS:
+        raise ConfigError(f"selection: {args.selection!r} is not one of {', '.join(SELECTIONS)}")
+    if not 0.5 <= args.confidence_threshold < 1.0:
+        raise ConfigError(f"confidence_threshold: must be in [0.5, 1), got "
+                          f"{args.confidence_threshold}")
+    if not 0.0 <= args.side_margin < 0.5:
+        raise ConfigError(f"side_margin: must be in [0, 0.5), got {args.side_margin}")
+    for name in ("dpo_weight", "consistency_weight", "confidence_weight"):
+        value = getattr(args, name)
+        if not math.isfinite(value) or value < 0:
+            raise ConfigError(f"{name}: must be a finite number >= 0, got {value}")
+    if len(args.judge_labels) != 2:
+        raise ConfigError(f"judge_labels: need two labels, got {args.judge_labels!r}")
+    for name in ("judge_max_response_tokens", "judge_batch_size"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"{name}: must be >= 1 or None, got {value}")
+
+
+# -- the judge inputs of a batch ------------------------------------------------------------------
+
+
+def response_text(value: Any, eos: str | None = None) -> str:
+    """A response column as plain text: the assistant messages' content, or the string itself
+    (without the eos token TRL appends to plain-text completions)."""
+    if isinstance(value, str):
+        if eos and value.endswith(eos):
+            value = value[: -len(eos)]
+        return value
+    if isinstance(value, Sequence) and all(isinstance(m, Mapping) for m in value):
+        return "\n".join(str(m.get("content", "")) for m in value)
+    raise DataError(f"a response must be a string or a list of messages, got {value!r:.80}")
+
+
+class PairJudgeCollator:
+    """Wraps TRL's preference collator so the batch also carries the judge prompts of each pair.
+
+    For n pairs it adds ``scir_judge_input_ids`` / ``scir_judge_attention_mask`` (2n, width),
+    right-padded: rows 0..n-1 show (chosen as A, rejected as B), rows n..2n-1 the swapped order.
+    The ``prompt`` / ``chosen`` / ``rejected`` text and any ``consistency`` value are removed
+    before the wrapped collator runs.
+    """
+
+    def __init__(self, inner: Callable[[list[dict[str, Any]]], dict[str, Any]], tokenizer: Any,
+                 **judge_options: Any) -> None:
+        self.inner = inner
+        self.tokenizer = tokenizer
+        self.judge_options = judge_options
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else \
+            tokenizer.eos_token_id
+        if pad is None:
+            raise ConfigError("the tokenizer has neither a pad nor an eos token")
+        self.pad_id = int(pad)
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        forward, backward, stripped = [], [], []
+        eos = getattr(self.tokenizer, "eos_token", None)
+        for i, example in enumerate(examples):
+            missing = [c for c in _TEXT_COLUMNS if c not in example]
+            if missing:
+                raise DataError(f"batch example {i}: SCIR needs the text columns "
+                                f"{', '.join(missing)} for its judge prompt")
+            chosen = response_text(example["chosen"], eos)
+            rejected = response_text(example["rejected"], eos)
+            forward.append(encode_pair_prompt(self.tokenizer, example["prompt"], chosen, rejected,
+                                              **self.judge_options))
+            backward.append(encode_pair_prompt(self.tokenizer, example["prompt"], rejected,
+                                               chosen, **self.judge_options))
+            stripped.append({k: v for k, v in example.items()
+                             if k not in (*_TEXT_COLUMNS, CONSISTENCY_COLUMN)})
+        batch = self.inner(stripped)
+        sequences = forward + backward
+        width = max(len(s) for s in sequences)
+        ids = torch.full((len(sequences), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(sequences), width), dtype=torch.long)
+        for row, seq in enumerate(sequences):
+            ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+            mask[row, : len(seq)] = 1
+        batch[JUDGE_IDS], batch[JUDGE_MASK] = ids, mask
+        return batch
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+
+def judge_preference_from_batch(model: Any, judge_ids: torch.Tensor, judge_mask: torch.Tensor,
+                                verdict_ids: tuple[int, int], pad_id: int,
+                                batch_size: int | None = None) -> torch.Tensor:
+    """P_gen(chosen > rejected) for the n pairs of a collated batch (2n judge rows)."""
+    lengths = judge_mask.sum(dim=1).tolist()
+    sequences = [judge_ids[row, : int(n)].tolist() for row, n in enumerate(lengths)]
+    probs = first_verdict_probs(model, sequences, verdict_ids, pad_id,
+                                batch_size or len(sequences))
+    n = len(sequences) // 2
+    return order_averaged(probs[:n], probs[n:])
+
+
+# -- the trainer ----------------------------------------------------------------------------------
+
+
+class SCIRTrainer(CREAMTrainer):
+    """``DPOTrainer`` whose step makes the implicit and the generative reward of the policy agree.
+
+    Takes the same arguments as ``DPOTrainer`` (an :class:`SCIRConfig` as ``args``); the data
+    needs ``prompt`` / ``chosen`` / ``rejected`` (optionally ``ref_chosen_logps`` /
+    ``ref_rejected_logps``). Logs DPOTrainer's metrics plus ``scir/agreement`` (share of pairs
+    where both internal reward models prefer the same response), ``scir/selected``,
+    ``scir/flipped``, ``scir/p_dpo``, ``scir/p_gen``, ``scir/dpo_loss`` and
+    ``scir/consistency_loss``.
+    """
+
+    _tag_names = ["trl", "dpo", "scir"]  # noqa: RUF012 - mirrors the TRL class attribute
+    _name = "SCIR"
+
+    def __init__(self, model: Any, ref_model: Any = None, args: Any = None, **kwargs: Any
+                 ) -> None:
+        if args is None:
+            name = model if isinstance(model, str) else getattr(model.config, "_name_or_path", "")
+            args = SCIRConfig(f"{str(name).split('/')[-1] or 'model'}-SCIR")
+        if not isinstance(args, SCIRConfig):
+            raise ConfigError(f"SCIRTrainer needs an SCIRConfig, got {type(args).__name__}")
+        check_scir(args)
+        super().__init__(model, ref_model, args, **kwargs)
+        tokenizer = self.processing_class
+        tokenizer = getattr(tokenizer, "tokenizer", tokenizer)  # a processor's text tokenizer
+        self.verdict_ids = verdict_token_ids(tokenizer, args.judge_labels)
+        inner = self.data_collator
+        inner = getattr(inner, "inner", inner)  # drop CREAM's consistency wrapper: C is ignored
+        self.data_collator = PairJudgeCollator(
+            inner, tokenizer, labels=tuple(args.judge_labels), template=PAIR_TEMPLATE,
+            max_response_tokens=args.judge_max_response_tokens,
+            answer_prefix=args.judge_answer_prefix)
+        self.judge_pad_id = self.data_collator.pad_id
+
+    # -- TRL override points ------------------------------------------------------------------
+
+    def _set_signature_columns_if_needed(self) -> None:
+        DPOTrainer._set_signature_columns_if_needed(self)  # CREAM's would keep 'consistency'
+        columns = self._signature_columns
+        if columns is not None:
+            self._signature_columns = [*columns, *(c for c in _TEXT_COLUMNS if c not in columns)]
+
+    def compute_ref_log_probs(self, model: Any, inputs: dict[str, Any]) -> Any:
+        inputs = {k: v for k, v in inputs.items() if k not in (JUDGE_IDS, JUDGE_MASK)}
+        return super().compute_ref_log_probs(model, inputs)
+
+    def _compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool) -> Any:
+        mode = "train" if self.model is not None and self.model.training else "eval"
+        args: SCIRConfig = self.args  # type: ignore[assignment]
+        model_kwargs = {k: v for k, v in inputs.items() if k not in _NON_MODEL_KEYS}
+        model_kwargs["use_cache"] = False
+        if self.aux_loss_enabled:
+            model_kwargs["output_router_logits"] = True
+        completion_mask = inputs["completion_mask"]
+        shift_completion_mask = completion_mask[..., 1:]
+        labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
+        outputs = model(**model_kwargs, labels=labels, fused_lm_head=True)
+        seq_len = shift_completion_mask.size(1)
+        logps = self._sequence_logps(outputs.log_probs[:, -seq_len:], shift_completion_mask)
+        chosen_logps, rejected_logps = logps.chunk(2, dim=0)
+        if REF_COLUMNS[0] in inputs and REF_COLUMNS[1] in inputs:
+            ref_chosen_logps = inputs[REF_COLUMNS[0]].to(logps.device, logps.dtype)
+            ref_rejected_logps = inputs[REF_COLUMNS[1]].to(logps.device, logps.dtype)
+        else:
+            ref_chosen_logps, ref_rejected_logps = self.compute_ref_log_probs(
+                self.ref_model if self.ref_model is not None else self.model, inputs)
+        chosen_logratios = chosen_logps - ref_chosen_logps
+        rejected_logratios = rejected_logps - ref_rejected_logps
+
+        # The two internal reward models' P(chosen > rejected), both from the current policy.
+        h = self.beta * (chosen_logratios - rejected_logratios)
+        p_dpo = torch.sigmoid(h.float())
+        p_gen = judge_preference_from_batch(
+            model, inputs[JUDGE_IDS], inputs[JUDGE_MASK], self.verdict_ids, self.judge_pad_id,
+            args.judge_batch_size).to(p_dpo.device)
+        h_cons, p_dpo_cons, p_gen_cons = h.float(), p_dpo, p_gen
+        if args.consistency_grad == "dpo":
+            p_gen_cons = p_gen.detach()
+        elif args.consistency_grad == "gen":
+            h_cons, p_dpo_cons = h_cons.detach(), p_dpo.detach()
+        l_cons = consistency_loss(p_dpo_cons, p_gen_cons, kind=args.consistency_loss,
+                                  confidence_weight=args.confidence_weight,
+                                  dpo_logit=h_cons).mean()
+        selected, sign = select_pairs(p_dpo, p_gen, mode=args.selection,
+                                      confidence_threshold=args.confidence_threshold,
+                                      side_margin=args.side_margin)
+        l_dpo = selected_dpo_loss(h, selected, sign)
+        loss = args.dpo_weight * l_dpo + args.consistency_weight * l_cons
+        if self.aux_loss_enabled:
+            aux_loss = outputs.aux_loss
+            loss = loss + self.router_aux_loss_coef * aux_loss
+            self._metrics[mode]["aux_loss"].append(
+                self.accelerator.gather_for_metrics(aux_loss).mean().item())
+
+        ones = torch.ones_like(h)
+        self._log_metrics(mode, inputs, outputs, shift_completion_mask, chosen_logps,
+                          rejected_logps, chosen_logratios, rejected_logratios, ones)
+        self._log_scir_metrics(mode, p_dpo, p_gen, selected, sign, l_dpo, l_cons)
+        if return_outputs:
+            with torch.no_grad():
+                outputs = model(**model_kwargs)
+            return loss, outputs
+        return loss
+
+    def _log_metrics(self, mode: str, inputs: dict[str, Any], outputs: Any,
+                     *args: Any) -> None:
+        super()._log_metrics(mode, inputs, outputs, *args)
+        metrics = self._metrics[mode]
+        for key in ("consistency/mean", "consistency/frac_below_0.5",
+                    "rewards/accuracies_weighted"):
+            metrics.pop(key, None)  # CREAM's C metrics mean nothing here
+
+    def _log_scir_metrics(self, mode: str, p_dpo: torch.Tensor, p_gen: torch.Tensor,
+                          selected: torch.Tensor, sign: torch.Tensor, l_dpo: torch.Tensor,
+                          l_cons: torch.Tensor) -> None:
+        gather = self.accelerator.gather
+        metrics = self._metrics[mode]
+        p_dpo_all, p_gen_all = gather(p_dpo.detach()), gather(p_gen.detach())
+        chosen = gather(selected.float())
+        flipped = gather((selected & (sign < 0)).float())
+        metrics["scir/agreement"].append(agreement(p_dpo_all, p_gen_all).mean().item())
+        metrics["scir/selected"].append(chosen.mean().item())
+        metrics["scir/flipped"].append(flipped.mean().item())
+        metrics["scir/p_dpo"].append(p_dpo_all.mean().item())
+        metrics["scir/p_gen"].append(p_gen_all.mean().item())
+        metrics["scir/dpo_loss"].append(gather(l_dpo.detach().reshape(1)).mean().item())
+        metrics["scir/consistency_loss"].append(gather(l_cons.detach().reshape(1)).mean().item())
+
+
+# -- measuring without training -------------------------------------------------------------------
+
+
+def internal_consistency(model: Any, tokenizer: Any, pairs: Any, *, beta: float,
+                         ref_chosen_logps: Sequence[float] | None = None,
+                         ref_rejected_logps: Sequence[float] | None = None,
+                         batch_size: int = 8, max_length: int | None = None,
+                         labels: Sequence[str] = DEFAULT_LABELS,
+                         max_response_tokens: int | None = 512, progress: bool = False,
+                         ) -> dict[str, Any]:
+    """How often the model's two internal reward models agree on a pairs set (no training).
+
+    ``pairs``: rows (dicts or a Dataset) with ``prompt`` / ``chosen`` / ``rejected``; reference
+    log-probs come from the arguments, else from the rows' ``ref_*_logps`` columns. Returns
+    ``rate`` (share of pairs where P_dpo and P_gen are on the same side of 0.5; a tie at exactly
+    0.5 counts as disagreement), ``n``, ``ties_dpo``, ``mean_p_dpo``, ``mean_p_gen``.
+    """
+    from cream_plugin.logprobs import response_logps
+
+    rows = [dict(r) for r in pairs]
+    if not rows:
+        return {"rate": float("nan"), "n": 0, "ties_dpo": 0, "mean_p_dpo": float("nan"),
+                "mean_p_gen": float("nan")}
+    for i, row in enumerate(rows):
+        missing = [c for c in _TEXT_COLUMNS if c not in row]
+        if missing:
+            raise DataError(f"pairs row {i}: missing {', '.join(missing)}")
+    eos = getattr(tokenizer, "eos_token", None)
+    prompts = [r["prompt"] for r in rows]
+    chosen = [response_text(r["chosen"], eos) for r in rows]
+    rejected = [response_text(r["rejected"], eos) for r in rows]
+    refs = []
+    for column, given in zip(REF_COLUMNS, (ref_chosen_logps, ref_rejected_logps), strict=True):
+        if given is None:
+            if any(column not in r or r[column] is None for r in rows):
+                raise DataError(f"internal_consistency: no {column} given and the pairs lack it")
+            given = [float(r[column]) for r in rows]
+        if len(given) != len(rows):
+            raise DataError(f"{column}: {len(given)} values for {len(rows)} pairs")
+        refs.append(torch.tensor([float(v) for v in given], dtype=torch.float64))
+    table = response_logps(model, tokenizer, prompts, [[c, r] for c, r in zip(
+        chosen, rejected, strict=True)], batch_size=batch_size, max_length=max_length,
+        progress=progress)
+    policy = torch.from_numpy(table.sum)
+    h = beta * ((policy[:, 0] - refs[0]) - (policy[:, 1] - refs[1]))
+    p_dpo = torch.sigmoid(h).float()
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            p_gen = pair_preference(model, tokenizer, prompts, chosen, rejected,
+                                    batch_size=batch_size, labels=labels,
+                                    max_response_tokens=max_response_tokens).float().cpu()
+    finally:
+        model.train(was_training)
+    return {
+        "rate": agreement(p_dpo, p_gen).mean().item(),
+        "n": len(rows),
+        "ties_dpo": int((p_dpo == 0.5).sum()),
+        "mean_p_dpo": p_dpo.mean().item(),
+        "mean_p_gen": p_gen.mean().item(),
+    }
