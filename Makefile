@@ -11,7 +11,7 @@ export HF_DATASETS_OFFLINE ?= 1
 endif
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test test-fast lint types
+.PHONY: install demo test test-fast lint types bench
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -40,3 +40,7 @@ lint: install
 
 types: install
 	$(BIN)/mypy
+
+# Every stage benchmark (SmolLM2-135M, minutes on 2 cores); writes BENCHMARKS.md.
+bench: install
+	$(BIN)/python benchmarks/run_all.py

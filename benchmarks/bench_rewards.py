@@ -1,5 +1,5 @@
-"""Benchmark: implicit-reward log-probs (batched, fused head) vs a one-sequence-at-a-time loop,
-and consistency + pair building for 20,000 prompts x 5 responses.
+"""Benchmark: implicit-reward log-probs against a plain batched forward over the same tokens,
+forward tokens spent per call, and consistency + pairs for 20,000 prompts x 5 responses.
 
 Run:  python benchmarks/bench_rewards.py [--prompts 8 --responses 4] [--skip-model]
 The model part uses the built-in SmolLM2-135M-Instruct (CREAM_CACHE_DIR for its converted copy)
@@ -59,40 +59,82 @@ def _loop_baseline(model: Any, tokenizer: Any, prompts: list[Any], responses: li
     return out, tokens
 
 
-def bench_model(p: int, n: int, batch_size: int) -> None:
+def _plain_forward(model: Any, seqs: list[list[int]], batch_size: int, pad_id: int) -> None:
+    """The baseline: a plain batched forward (logits at every position) over the same batches."""
     import torch
 
-    from cream_plugin.logprobs import response_logps, tokenize_example
+    seqs = sorted(seqs, key=len, reverse=True)
+    with torch.no_grad():
+        for k in range(0, len(seqs), batch_size):
+            batch = seqs[k:k + batch_size]
+            ids = torch.full((len(batch), len(batch[0])), pad_id, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for r, row in enumerate(batch):
+                ids[r, :len(row)] = torch.tensor(row)
+                mask[r, :len(row)] = 1
+            model(input_ids=ids, attention_mask=mask, use_cache=False)
+
+
+def bench_model(p: int, n: int, batch_size: int, repeats: int) -> None:
+    import statistics
+
+    import torch
+
+    from cream_plugin.logprobs import (
+        FORWARD_STATS,
+        LogProbCache,
+        response_logps,
+        tokenize_example,
+    )
     from cream_plugin.models import load_model, load_tokenizer
 
     torch.manual_seed(0)
     tokenizer = load_tokenizer()
-    model = load_model(device="cpu")
+    model = load_model(device="cpu").eval()
     prompts, responses = _seed_table(p, n)
-    total_tokens = sum(len(tokenize_example(tokenizer, pr, r)[0])
-                       for pr, row in zip(prompts, responses, strict=True) for r in row)
+    seqs = [tokenize_example(tokenizer, pr, r)[0]
+            for pr, row in zip(prompts, responses, strict=True) for r in row]
+    total_tokens = sum(len(s) for s in seqs)
     print(f"SmolLM2-135M, {p} prompts x {n} responses = {p * n} sequences, "
-          f"{total_tokens} tokens, torch threads {torch.get_num_threads()}")
+          f"{total_tokens} tokens, torch threads {torch.get_num_threads()}, "
+          f"load {os.getloadavg()[0]:.2f}")
     response_logps(model, tokenizer, prompts[:1], responses[:1], progress=False)  # warm-up
+    pad = tokenizer.pad_token_id
+    times: dict[str, list[float]] = {"plain forward": [], "response_logps": []}
+    for _ in range(repeats):  # interleaved: plain, ours, plain, ours, ...
+        t0 = time.perf_counter()
+        _plain_forward(model, seqs, batch_size, pad)
+        times["plain forward"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        ours = response_logps(model, tokenizer, prompts, responses, batch_size=batch_size,
+                              progress=False)
+        times["response_logps"].append(time.perf_counter() - t0)
+    for name, values in times.items():
+        print(f"  {name:15s} batch {batch_size}: {total_tokens / statistics.median(values):8.1f} "
+              f"tokens/s (median of {repeats}: {', '.join(f'{v:.2f}' for v in values)} s)")
+    ratio = statistics.median(
+        b / a for a, b in zip(times["response_logps"], times["plain forward"], strict=True))
+    print(f"  response_logps / plain forward throughput = {ratio:.2f} (goal >= 0.90)")
 
-    t0 = time.perf_counter()
-    base, _ = _loop_baseline(model, tokenizer, prompts, responses)
-    t_loop = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    single = response_logps(model, tokenizer, prompts, responses, batch_size=1, progress=False)
-    t_single = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    batched = response_logps(model, tokenizer, prompts, responses, batch_size=batch_size,
-                             progress=False)
-    t_batched = time.perf_counter() - t0
-    err = max(np.abs(batched.sum - base).max(), np.abs(single.sum - base).max())
-    print(f"  one-at-a-time loop (full logits): {total_tokens / t_loop:8.1f} tokens/s "
-          f"({t_loop:.2f} s)  [baseline]")
-    print(f"  response_logps batch_size=1     : {total_tokens / t_single:8.1f} tokens/s "
-          f"({t_single:.2f} s)  x{t_loop / t_single:.2f}")
-    print(f"  response_logps batch_size={batch_size:<5d}: {total_tokens / t_batched:8.1f} tokens/s "
-          f"({t_batched:.2f} s)  x{t_loop / t_batched:.2f}")
-    print(f"  max |difference| to the baseline log-probs: {err:.2e}")
+    base, _ = _loop_baseline(model, tokenizer, prompts[:2], responses[:2])
+    err = np.abs(ours.sum[:2] - base).max()
+    print(f"  max |difference| to full-logits log_softmax log-probs: {err:.2e}")
+
+    # Forward-token accounting: a fresh cache scores each distinct pair once, a repeat is free.
+    cache = LogProbCache()
+    doubled_prompts, doubled = prompts + prompts[:1], responses + responses[:1]
+    FORWARD_STATS.clear()
+    response_logps(model, tokenizer, doubled_prompts, doubled, batch_size=batch_size,
+                   progress=False, cache=cache, model_key="m0")
+    first = dict(FORWARD_STATS)
+    response_logps(model, tokenizer, prompts, responses, batch_size=batch_size, progress=False,
+                   cache=cache, model_key="m0")
+    again = FORWARD_STATS["tokens"] - first["tokens"]
+    print(f"  forward tokens spent: {first['tokens']} for {first['sequences']} sequences "
+          f"(minimum: {total_tokens} for {len(seqs)} distinct pairs; the table also repeats "
+          f"one prompt row, scored once), padding {first['padding']}, "
+          f"LM-head positions {first['scored']}; "
+          f"a second call on the cache: {again} tokens")
 
 
 def bench_tables(p: int, n: int) -> None:
@@ -124,11 +166,12 @@ def main() -> None:
     parser.add_argument("--responses", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--table-prompts", type=int, default=20_000)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-model", action="store_true")
     args = parser.parse_args()
     bench_tables(args.table_prompts, 5)
     if not args.skip_model:
-        bench_model(args.prompts, args.responses, args.batch_size)
+        bench_model(args.prompts, args.responses, args.batch_size, args.repeats)
 
 
 if __name__ == "__main__":

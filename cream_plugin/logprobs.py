@@ -11,9 +11,13 @@ count are the completion tokens of TRL 1.16's ``DPOTrainer._prepare_dataset``:
 * plain-text prompt: ``tokenizer(prompt)`` and ``tokenizer(prompt + response + eos)`` (TRL appends
   the eos token to a plain-text completion that does not already end with it).
 
-Sequences are length-sorted and batched with right padding, and scored with TRL's fused LM head
-(``trl.trainer.utils.add_fused_lm_head``), which projects only the completion positions in chunks,
-so no (batch, length, vocab) logits tensor is ever built. Identical (prompt, response) pairs are
+Sequences are length-sorted and batched with right padding. The backbone runs once per batch and
+only the hidden states of completion positions go through the LM head, in chunks, so neither the
+prompt nor the padding is projected and no (batch, length, vocab) logits tensor is built (TRL's
+fused LM head, ``trl.trainer.utils.add_fused_lm_head``, does that only on Triton devices; on CPU
+it projects every position; it is still used for models whose head scales or soft-caps logits).
+``FORWARD_STATS`` counts the tokens each call spends, so a benchmark can check nothing is scored
+twice. Identical (prompt, response) pairs are
 scored once per call, and a :class:`LogProbCache` carries results across calls and stages.
 """
 
@@ -22,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +38,12 @@ from cream_plugin.errors import DataError
 from cream_plugin.types import Prompt
 
 CacheKey = tuple[str, str, str]
+
+# Process-wide counters: "sequences" scored, "tokens" run through the backbone (padding excluded),
+# "padding" positions computed on top of them, "scored" completion tokens projected by the LM head.
+FORWARD_STATS: Counter[str] = Counter()
+# Completion positions projected through the LM head at once (bounds the logits tensor).
+_HEAD_CHUNK = 1024
 
 
 @dataclass
@@ -199,14 +210,55 @@ def ensure_fused_lm_head(model: Any) -> Any:
     return target
 
 
+def _plain_head(model: Any) -> bool:
+    """Whether the LM head is a plain projection (no logit scale or soft-capping to reproduce)."""
+    cfg = model.config
+    cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    scaled = ("final_logit_softcapping", "logit_scale", "output_multiplier",
+              "lm_head_multiplier", "logits_scaling")
+    return all(getattr(cfg, name, None) in (None, 1, 1.0) for name in scaled)
+
+
+def _completion_logp_sums(model: Any, input_ids: Any, attention: Any, labels: Any) -> Any:
+    """Per-row summed log-probs of the labelled (non ``-100``) next tokens, float32 (rows,)."""
+    import torch
+
+    target = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not _plain_head(target):
+        ensure_fused_lm_head(model)
+        out = model(input_ids=input_ids, attention_mask=attention, labels=labels,
+                    fused_lm_head=True, use_cache=False)
+        return out.log_probs.float().sum(dim=1)
+    hidden = target.base_model(input_ids=input_ids, attention_mask=attention,
+                               use_cache=False).last_hidden_state[:, :-1]
+    shifted = labels[:, 1:]
+    mask = shifted != -100
+    states, targets = hidden[mask], shifted[mask]
+    head = target.get_output_embeddings()
+    per_token = torch.empty(targets.shape[0], dtype=torch.float32, device=states.device)
+    for k in range(0, targets.shape[0], _HEAD_CHUNK):
+        logits = head(states[k : k + _HEAD_CHUNK]).float()
+        picked = logits.gather(1, targets[k : k + _HEAD_CHUNK, None]).squeeze(1)
+        per_token[k : k + _HEAD_CHUNK] = picked - logits.logsumexp(dim=-1)
+    rows = mask.nonzero()[:, 0]
+    return torch.zeros(mask.shape[0], dtype=torch.float32, device=states.device).index_add_(
+        0, rows, per_token)
+
+
 def _score_batches(
     model: Any,
     pad_id: int,
     sequences: list[tuple[list[int], int]],
     batch_size: int,
     progress: bool,
+    shard: tuple[int, int] = (0, 1),
 ) -> list[tuple[float, int]]:
-    """Summed completion log-probs of each ``(ids, start)``, longest first, right-padded batches."""
+    """Summed completion log-probs of each ``(ids, start)``, longest first, right-padded batches.
+
+    With ``shard=(rank, world)`` only batches ``rank, rank + world, ...`` of that plan are scored
+    (the rest stay ``(0.0, 0)``): every batch is the one a single process would run, so the
+    sums are bit-identical to a single-process call whatever the number of processes.
+    """
     import torch
     from tqdm.auto import tqdm
 
@@ -215,11 +267,12 @@ def _score_batches(
     order = [i for i in order if len(sequences[i][0]) > sequences[i][1]]  # has a completion token
     if not order:
         return results
-    ensure_fused_lm_head(model)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     batches = [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
+    rank, world = shard
+    batches = batches[rank::world]
     try:
         with torch.no_grad():
             for batch in tqdm(batches, desc="log-probs", unit="batch", disable=not progress):
@@ -233,15 +286,13 @@ def _score_batches(
                     input_ids[row, : len(ids)] = tensor
                     attention[row, : len(ids)] = 1
                     labels[row, start : len(ids)] = tensor[start:]
-                out = model(
-                    input_ids=input_ids.to(device),
-                    attention_mask=attention.to(device),
-                    labels=labels.to(device),
-                    fused_lm_head=True,
-                    use_cache=False,
-                )
-                per_token = out.log_probs[:, -(width - 1):]
-                sums = per_token.float().sum(dim=1).cpu().tolist()
+                sums = _completion_logp_sums(
+                    model, input_ids.to(device), attention.to(device), labels.to(device)
+                ).cpu().tolist()
+                FORWARD_STATS["sequences"] += len(batch)
+                FORWARD_STATS["tokens"] += int(attention.sum())
+                FORWARD_STATS["padding"] += int(attention.numel() - attention.sum())
+                FORWARD_STATS["scored"] += int((labels != -100).sum())
                 for row, idx in enumerate(batch):
                     ids, start = sequences[idx]
                     results[idx] = (float(sums[row]), len(ids) - start)
@@ -261,13 +312,21 @@ def response_logps(
     progress: bool = True,
     cache: LogProbCache | None = None,
     model_key: str = "policy",
+    shard: tuple[int, int] = (0, 1),
 ) -> SequenceLogProbs:
     """Summed log pi(response | prompt) over the response tokens DPO trains on, for P x N pairs.
 
     ``max_length`` truncates prompt + completion from the end (TRL's ``keep_start``), as DPOConfig's
     ``max_length`` does; a response with no token left gets sum 0 and ``num_tokens`` 0.
     With a ``cache``, pairs already scored under ``model_key`` are reused, new ones are added.
+    ``shard=(rank, world)`` scores only this rank's batches of the single-process batch plan and
+    leaves the other entries 0 (sum and ``num_tokens``): summing the ranks' tables gives exactly
+    the single-process table. It cannot be combined with a cache.
     """
+    if shard != (0, 1) and cache is not None:
+        raise ValueError("a sharded call cannot use a cache (unscored entries would be cached)")
+    if not 0 <= shard[0] < shard[1]:
+        raise ValueError(f"shard must be (rank, world) with 0 <= rank < world, got {shard}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     n = _check_table(prompts, responses)
@@ -311,7 +370,7 @@ def response_logps(
             # The first token has no prediction, so a completion starts at position 1 at least.
             todo_seqs.append((ids, min(max(start, 1), len(ids))))
 
-    scored = _score_batches(model, pad_id, todo_seqs, batch_size, progress)
+    scored = _score_batches(model, pad_id, todo_seqs, batch_size, progress, shard)
     fresh = dict(zip(todo, scored, strict=True))
     if cache is not None:
         for key, value in fresh.items():

@@ -5,6 +5,17 @@ Every stage writes one artifact with a manifest (cream_plugin.artifacts). A comp
 skipped on restart; a stage's inputs are the digests of the stages it reads, so a changed
 setting invalidates it and everything after it. Iteration 1 starts from the shared SFT model
 M1 for every method, so its samples and log-probs are computed once and shared.
+
+Several processes (``accelerate launch --num_processes K ... -m cream_plugin.cli run``): every
+process runs the same stage sequence (cream_plugin.distributed). Sampling and rewarder scoring
+are sharded by prompt (sampling is seeded per row, so a prompt's responses do not depend on which
+process draws them); log-prob scoring shards the single-process batch plan by whole batches, so
+every sum is bit-identical to one process; SFT and preference training run under TRL's own DDP
+with ``batch_size`` read as the global batch (``batch_size / K`` per process). Evaluation runs
+on the main process only: lm-eval's HFLM treats an in-memory model as single-process, and
+splitting the tasks across processes would change lm-eval's cross-task batching, so the scores
+could differ from a single-process run (and the default task list is one group). Only the main
+process writes artifacts; the others wait at a barrier and read them.
 """
 
 from __future__ import annotations
@@ -17,6 +28,7 @@ import os
 import shutil
 import signal
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +38,7 @@ import numpy as np
 
 from cream_plugin.artifacts import Stage, prune_checkpoints
 from cream_plugin.config import RunConfig
+from cream_plugin.distributed import DistContext, init_distributed, map_sharded
 from cream_plugin.errors import ConfigError
 
 log = logging.getLogger("cream.pipeline")
@@ -92,6 +105,7 @@ class Pipeline:
         self.config = config
         self._check_components()
         self.run_dir = Path(run_dir or config.output_dir)
+        self.dist: DistContext = init_distributed(config.model.device)
         self._tokenizer: Any = None
         self._evaluator: Any = None
         self._models: dict[str, Any] = {}
@@ -126,6 +140,38 @@ class Pipeline:
 
     def _stage(self, name: str, config_hash: str, **inputs: str) -> Stage:
         return Stage(self.run_dir, name, config_hash, inputs)
+
+    def _on_main(self, fn: Callable[[], Any]) -> None:
+        """Run ``fn`` (a write) on the main process only; every process waits until it is done."""
+        if self.dist.is_main:
+            fn()
+        self.dist.barrier()
+
+    def _per_device(self, batch_size: int, what: str) -> int:
+        """The per-process share of a global batch size (the same optimiser steps on K ranks)."""
+        world = self.dist.world_size
+        if batch_size % world:
+            raise ConfigError(
+                f"{what}={batch_size} is not divisible by the {world} processes; "
+                "the global batch must split evenly to match a single-process run"
+            )
+        return batch_size // world
+
+    @staticmethod
+    def _whole_batches(trainer: Any, global_batch: int) -> None:
+        """Train on whole global batches only (drop the last partial one), as long as there is
+        one whole batch. Under DDP accelerate pads a short last batch with repeated examples
+        (``even_batches``), so a partial batch would make K processes train on other data than
+        one process; with it dropped, every optimiser step sees the same examples for any K."""
+        trainer.args.dataloader_drop_last = len(trainer.train_dataset) >= global_batch
+
+    def _trainer_dir(self, name: str) -> Path:
+        """A per-process scratch folder for a Trainer (hidden: removed on restart)."""
+        return self.run_dir / f".{name.replace('/', '-')}.trainer-rank{self.dist.rank}"
+
+    def reset(self) -> None:
+        """Delete the run folder (``cream run --fresh``), once, before any process starts."""
+        self._on_main(lambda: shutil.rmtree(self.run_dir, ignore_errors=True))
 
     @property
     def tokenizer(self) -> Any:
@@ -186,7 +232,7 @@ class Pipeline:
         )
         rows = [dict(row, iteration=t + 1) for t, chunk in enumerate(pool) for row in chunk]
         _fault_point(stage.name)
-        stage.write_rows(rows, method="", iteration=0, step="prompts")
+        self._on_main(lambda: stage.write_rows(rows, method="", iteration=0, step="prompts"))
         return stage
 
     def prompts_for(self, prompts: Stage, t: int) -> list[dict[str, Any]]:
@@ -195,12 +241,20 @@ class Pipeline:
     def sft(self) -> Stage:
         """M1: supervised fine-tuning of M0 on the seed set."""
         from cream_plugin.data import load_rows
-        from cream_plugin.sft import run_sft
+        from cream_plugin.sft import build_sft_trainer
 
         cfg = self.config
         stage = self._stage(
             "M1",
-            self._hash("model", "data.sft_examples", "training", "seed"),
+            self._hash(
+                "model",
+                "data.sft_examples",
+                "training.sft_epochs",
+                "training.sft_learning_rate",
+                "training.sft_batch_size",
+                "training.max_length",
+                "seed",
+            ),
             base=self._model_digest("M0"),
         )
         if stage.is_complete():
@@ -213,26 +267,35 @@ class Pipeline:
             examples = [examples[i] for i in keep]
         model = self.load("M0")
         tr = cfg.training
+        # Every process trains (DDP inside the Trainer); only the main one saves the weights.
+        scratch = self._trainer_dir(stage.name)
+        trainer = build_sft_trainer(
+            model,
+            self.tokenizer,
+            examples,
+            scratch,
+            epochs=tr.sft_epochs,
+            learning_rate=tr.sft_learning_rate,
+            batch_size=self._per_device(tr.sft_batch_size, "training.sft_batch_size"),
+            max_length=tr.max_length,
+            seed=cfg.seed,
+            progress=self.dist.is_main,
+        )
+        self._whole_batches(trainer, tr.sft_batch_size)
+        trainer.train()
+        trained = trainer.model
+        trained.eval()
+        _fault_point(stage.name)
+        shutil.rmtree(scratch, ignore_errors=True)
 
-        def train_into(folder: Path) -> None:
-            trained = run_sft(
-                model,
-                self.tokenizer,
-                examples,
-                folder / "_trainer",
-                epochs=tr.sft_epochs,
-                learning_rate=tr.sft_learning_rate,
-                batch_size=tr.sft_batch_size,
-                max_length=tr.max_length,
-                seed=cfg.seed,
-            )
-            _fault_point(stage.name)
-            shutil.rmtree(folder / "_trainer", ignore_errors=True)
+        def save_into(folder: Path) -> None:
             trained.save_pretrained(folder, safe_serialization=True)
             self.tokenizer.save_pretrained(folder)
 
-        stage.write_folder(
-            train_into, method="sft", iteration=1, step="sft", examples=len(examples)
+        self._on_main(
+            lambda: stage.write_folder(
+                save_into, method="sft", iteration=1, step="sft", examples=len(examples)
+            )
         )
         self._release()
         return stage
@@ -262,8 +325,13 @@ class Pipeline:
             max_new_tokens=s.max_new_tokens,
             batch_size=s.batch_size,
         )
-        responses = sampler.generate(
-            [r["prompt"] for r in rows], s.num_responses, seed=cfg.seed * 1000 + t
+        prompts = [r["prompt"] for r in rows]
+        # Sharded by prompt; repeats of one prompt stay together (their seeds count repeats).
+        responses = map_sharded(
+            prompts,
+            lambda mine: sampler.generate(mine, s.num_responses, seed=cfg.seed * 1000 + t),
+            self.dist,
+            group=lambda i: json.dumps(prompts[i], sort_keys=True),
         )
         empty = sum(1 for rs in responses for x in rs if not x.strip())
 
@@ -273,8 +341,14 @@ class Pipeline:
                     _fault_point(stage.name)
                 yield {**row, "responses": resp}
 
-        stage.write_rows(
-            out(), method=scope.split("/")[0], iteration=t, step="sample", empty_responses=empty
+        self._on_main(
+            lambda: stage.write_rows(
+                out(),
+                method=scope.split("/")[0],
+                iteration=t,
+                step="sample",
+                empty_responses=empty,
+            )
         )
         return stage
 
@@ -300,21 +374,28 @@ class Pipeline:
             [r["responses"] for r in rows],
             batch_size=self.config.rewarder.batch_size,
             max_length=self.config.training.max_length,
+            shard=(self.dist.rank, self.dist.world_size),
         )
+        if self.dist.active:  # each entry was scored by exactly one rank, the others hold 0
+            parts = self.dist.gather((table.sum, table.num_tokens))
+            table.sum = np.sum([p[0] for p in parts], axis=0)
+            table.num_tokens = np.sum([p[1] for p in parts], axis=0)
         _fault_point(stage.name)
-        stage.write_rows(
-            (
-                {
-                    "prompt_id": r["prompt_id"],
-                    "logps": table.sum[i].tolist(),
-                    "num_tokens": table.num_tokens[i].tolist(),
-                }
-                for i, r in enumerate(rows)
-            ),
-            method=scope.split("/")[0],
-            iteration=t,
-            step="logps",
-            model=key,
+        self._on_main(
+            lambda: stage.write_rows(
+                (
+                    {
+                        "prompt_id": r["prompt_id"],
+                        "logps": table.sum[i].tolist(),
+                        "num_tokens": table.num_tokens[i].tolist(),
+                    }
+                    for i, r in enumerate(rows)
+                ),
+                method=scope.split("/")[0],
+                iteration=t,
+                step="logps",
+                model=key,
+            )
         )
         return stage
 
@@ -346,22 +427,34 @@ class Pipeline:
             },
             options=cfg.rewarder.options.get(name, {}),
         )
-        result = score_rewarder(
-            rewarder,
-            [r["prompt"] for r in rows],
-            [r["responses"] for r in rows],
-            [r.get("reference") for r in rows],
-        )
+        counts: Counter[str] = Counter()
+
+        def score(mine: list[dict[str, Any]]) -> list[tuple[list[float], dict[str, int]]]:
+            result = score_rewarder(
+                rewarder,
+                [r["prompt"] for r in mine],
+                [r["responses"] for r in mine],
+                [r.get("reference") for r in mine],
+            )
+            # This rank's counts ride along with its first row; summed after the gather.
+            tallies = [dict(result.counts)] + [{} for _ in mine[1:]]
+            return list(zip(result.rewards.tolist(), tallies, strict=True))
+
+        scored = map_sharded(rows, score, self.dist)
+        for _, tally in scored:
+            counts.update(tally)
         _fault_point(stage.name)
-        stage.write_rows(
-            (
-                {"prompt_id": r["prompt_id"], "rewards": result.rewards[i].tolist()}
-                for i, r in enumerate(rows)
-            ),
-            method=scope.split("/")[0],
-            iteration=t,
-            step="reward",
-            counts=dict(result.counts),
+        self._on_main(
+            lambda: stage.write_rows(
+                (
+                    {"prompt_id": r["prompt_id"], "rewards": scored[i][0]}
+                    for i, r in enumerate(rows)
+                ),
+                method=scope.split("/")[0],
+                iteration=t,
+                step="reward",
+                counts=dict(counts),
+            )
         )
         return stage
 
@@ -442,13 +535,15 @@ class Pipeline:
 
         ids = [r["prompt_id"] for r in rows]
         c_map = None
+        pair_inputs = dict(inputs)
         if prev is not None:
             c_map = self.consistency(method, t, rewards, prev, ids, inputs)
+            pair_inputs["consistency"] = self._consistency_stage(method, t, inputs).digest
         pairs_stage = self._stage(
             f"{method}/iter{t}/pairs",
             self._hash("consistency", "rewarder"),
             samples=samples.digest,
-            **inputs,
+            **pair_inputs,
         )
         if not pairs_stage.is_complete():
             pairs_stage.start()
@@ -468,13 +563,15 @@ class Pipeline:
                 ref_logps=ref,
             )
             _fault_point(pairs_stage.name)
-            pairs_stage.write_rows(
-                pairs,
-                method=method,
-                iteration=t,
-                step="pairs",
-                prompts=len(rows),
-                skipped=len(rows) - len(pairs),
+            self._on_main(
+                lambda: pairs_stage.write_rows(
+                    pairs,
+                    method=method,
+                    iteration=t,
+                    step="pairs",
+                    prompts=len(rows),
+                    skipped=len(rows) - len(pairs),
+                )
             )
         return self.train(method, t, key, pairs_stage)
 
@@ -495,9 +592,7 @@ class Pipeline:
         stats = {
             m: consistency_rate(rewards, prev, metric=m).statistic for m in CONSISTENCY_METRICS
         }
-        stage = self._stage(
-            f"{method}/iter{t}/consistency", self._hash("consistency.metric"), **inputs
-        )
+        stage = self._consistency_stage(method, t, inputs)
         if not stage.is_complete():
             stage.start()
             summary = {"C": {"mean": rate.mean, "std": rate.std, "n": int(rate.defined.sum())}}
@@ -508,21 +603,30 @@ class Pipeline:
                     "std": float(ok.std()) if ok.size else float("nan"),
                     "n": int(ok.size),
                 }
-            stage.write_rows(
-                (
-                    {
-                        "prompt_id": pid,
-                        "C": float(rate.per_prompt[i]),
-                        **{m: float(stats[m][i]) for m in stats},
-                    }
-                    for i, pid in enumerate(ids)
-                ),
-                method=method,
-                iteration=t,
-                step="consistency",
-                summary=summary,
+            _fault_point(stage.name)
+            self._on_main(
+                lambda: stage.write_rows(
+                    (
+                        {
+                            "prompt_id": pid,
+                            "C": float(rate.per_prompt[i]),
+                            **{m: float(stats[m][i]) for m in stats},
+                        }
+                        for i, pid in enumerate(ids)
+                    ),
+                    method=method,
+                    iteration=t,
+                    step="consistency",
+                    summary=summary,
+                )
             )
-        return rate.as_mapping(ids)
+        # The pairs read C from the artifact, joined by prompt id (what the report shows).
+        return {str(r["prompt_id"]): float(r["C"]) for r in stage.read_rows()}
+
+    def _consistency_stage(self, method: str, t: int, inputs: dict[str, str]) -> Stage:
+        return self._stage(
+            f"{method}/iter{t}/consistency", self._hash("consistency.metric"), **inputs
+        )
 
     def train(self, method: str, t: int, key: str, pairs_stage: Stage) -> str:
         """Preference training of M_t on the pairs -> M_{t+1} (a safetensors checkpoint)."""
@@ -547,21 +651,21 @@ class Pipeline:
         mode = cfg.consistency.mode if spec.regularised else "none"
         tr = cfg.training
 
-        def train_into(folder: Path) -> None:
-            model = self.load(key)
-            if not pairs:
-                log.warning("%s iteration %d: no preference pairs; M%d = M%d", method, t, t + 1, t)
-                model.save_pretrained(folder, safe_serialization=True)
-                self.tokenizer.save_pretrained(folder)
-                return
+        # Every process trains (TRL's DDP); only the main one saves the checkpoint.
+        model = self.load(key)
+        scratch = self._trainer_dir(new_key)
+        log_history: list[dict[str, Any]] = []
+        if not pairs:
+            log.warning("%s iteration %d: no preference pairs; M%d = M%d", method, t, t + 1, t)
+        else:
             fields = {f for f in getattr(config_cls, "__dataclass_fields__", {})}
             kwargs: dict[str, Any] = dict(
-                output_dir=str(folder / "_trainer"),
+                output_dir=str(scratch),
                 beta=tr.beta,
                 learning_rate=tr.learning_rate,
                 num_train_epochs=tr.num_epochs,
                 warmup_ratio=tr.warmup_ratio,
-                per_device_train_batch_size=tr.batch_size,
+                per_device_train_batch_size=self._per_device(tr.batch_size, "training.batch_size"),
                 gradient_accumulation_steps=tr.gradient_accumulation_steps,
                 max_length=tr.max_length,
                 seed=cfg.seed,
@@ -569,7 +673,7 @@ class Pipeline:
                 report_to="none",
                 save_strategy="no",
                 logging_steps=1,
-                disable_tqdm=False,
+                disable_tqdm=not self.dist.is_main,
                 use_cpu=str(model.device) == "cpu",
                 bf16=False,
             )
@@ -593,17 +697,25 @@ class Pipeline:
                 train_dataset=dataset,
                 processing_class=self.tokenizer,
             )
+            self._whole_batches(trainer, tr.batch_size)
             trainer.train()
+            model = trainer.model
+            log_history = trainer.state.log_history
             _fault_point(stage.name)
-            shutil.rmtree(folder / "_trainer", ignore_errors=True)
-            trainer.model.save_pretrained(folder, safe_serialization=True)
-            self.tokenizer.save_pretrained(folder)
-            # The log lives beside the checkpoint so it survives pruning of the weights.
-            log_path = self.run_dir / f"{new_key}.train_log.json"
-            log_path.write_text(json.dumps(trainer.state.log_history, indent=1))
+        shutil.rmtree(scratch, ignore_errors=True)
 
-        stage.write_folder(
-            train_into, method=method, iteration=t, step="train", pairs=len(pairs), mode=mode
+        def save_into(folder: Path) -> None:
+            model.save_pretrained(folder, safe_serialization=True)
+            self.tokenizer.save_pretrained(folder)
+            if pairs:
+                # The log lives beside the checkpoint so it survives pruning of the weights.
+                log_path = self.run_dir / f"{new_key}.train_log.json"
+                log_path.write_text(json.dumps(log_history, indent=1))
+
+        self._on_main(
+            lambda: stage.write_folder(
+                save_into, method=method, iteration=t, step="train", pairs=len(pairs), mode=mode
+            )
         )
         self._release()
         return new_key
@@ -635,7 +747,11 @@ class Pipeline:
         stage = self._stage(
             f"evals/{method}-M{t}", self._hash("evaluation"), model=self._model_digest(key)
         )
-        if not stage.is_complete():
+        if stage.is_complete():
+            self._on_main(lambda: append_results(self.run_dir, stage.read_rows()))
+            return
+
+        def score() -> None:  # main process only: see the module docstring
             stage.start()
             started = time.perf_counter()
             e = self.config.evaluation
@@ -648,7 +764,9 @@ class Pipeline:
             ]
             _fault_point(stage.name)
             stage.write_rows(rows, method=method, iteration=t, step="evaluate")
-        append_results(self.run_dir, stage.read_rows())
+            append_results(self.run_dir, stage.read_rows())
+
+        self._on_main(score)
 
     # -- the whole run -------------------------------------------------------------------
     def _clean_leftovers(self) -> None:
@@ -666,9 +784,13 @@ class Pipeline:
         from cream_plugin.report import write_report
 
         cfg = self.config
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._clean_leftovers()
-        (self.run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+
+        def prepare() -> None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._clean_leftovers()
+            (self.run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+
+        self._on_main(prepare)
         prompts = self.prompts()
         self.sft()
         self.evaluate("sft", 1, "M1")
@@ -682,9 +804,13 @@ class Pipeline:
                 self.evaluate(method, t + 1, key)
             finals.add(key)
         keep = finals | {self._key(m, t) for m in cfg.methods for t in cfg.keep_checkpoints}
-        prune_checkpoints(self.run_dir, keep)
-        self._write_tables()
-        write_report(self.run_dir)
+
+        def finish() -> None:
+            prune_checkpoints(self.run_dir, keep)
+            self._write_tables()
+            write_report(self.run_dir)
+
+        self._on_main(finish)
         return self.run_dir
 
     def _write_tables(self) -> None:

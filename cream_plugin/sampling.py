@@ -54,8 +54,22 @@ def render_prompt(tokenizer: Any, prompt: Prompt) -> str:
     )
 
 
+# Candidates looked at before falling back to the full sorted vocabulary: at T=0.8, top_p=0.95 the
+# nucleus of a 135M chat model almost always lies in the top 64 tokens.
+_CANDIDATES = 64
+# A row whose nucleus boundary is this close to top_p is decided by the full-sort path, so float
+# rounding of the two paths can never disagree on which tokens are in the nucleus.
+_BOUNDARY_EPS = 1e-5
+
+
 class _RowSampler:
-    """Logits processor: temperature, top-p, then per-row Gumbel noise (sampling via argmax)."""
+    """Temperature, top-p, then per-row Gumbel noise: the token is the argmax of the noisy scores.
+
+    Every row draws ``vocab`` uniforms from its own generator at every step (so its stream, and so
+    its tokens, do not depend on the batch), but the nucleus, the Gumbel transform and the argmax
+    are computed over the top ``_CANDIDATES`` tokens only when the nucleus provably lies inside
+    them; other rows take the full-vocabulary path. Both paths pick the same token.
+    """
 
     def __init__(self, seeds: Sequence[int], temperature: float, top_p: float) -> None:
         import torch
@@ -64,10 +78,21 @@ class _RowSampler:
         self.temperature = temperature
         self.top_p = top_p
 
-    def __call__(self, input_ids: Any, scores: Any) -> Any:
+    def select(self, keep: Any) -> None:
+        """Keep only the rows ``keep`` (a 1-D index tensor) for the next steps."""
+        self.generators = [self.generators[int(r)] for r in keep.tolist()]
+
+    def _uniforms(self, vocab: int) -> Any:
         import torch
 
-        scores = scores.float() / self.temperature
+        return torch.stack(
+            [torch.rand(vocab, generator=g, dtype=torch.float64) for g in self.generators]
+        )
+
+    def _full(self, scores: Any, uniform: Any) -> Any:
+        """The reference path: sort the whole vocabulary, mask outside the nucleus, add noise."""
+        import torch
+
         if self.top_p < 1.0:
             sorted_scores, order = torch.sort(scores, dim=-1, descending=True)
             probs = sorted_scores.softmax(dim=-1)
@@ -75,12 +100,32 @@ class _RowSampler:
             drop_sorted = (probs.cumsum(dim=-1) - probs) >= self.top_p
             drop = drop_sorted.scatter(-1, order, drop_sorted)
             scores = scores.masked_fill(drop, float("-inf"))
-        vocab = scores.shape[-1]
-        uniform = torch.stack(
-            [torch.rand(vocab, generator=g, dtype=torch.float64) for g in self.generators]
-        ).to(scores.device)
         gumbel = -torch.log(-torch.log(uniform.clamp_min(1e-300)))
-        return scores + gumbel.to(scores.dtype)
+        return (scores + gumbel.to(scores.dtype)).argmax(dim=-1)
+
+    def __call__(self, logits: Any) -> Any:
+        """One token per row from ``logits`` (rows, vocab)."""
+        import torch
+
+        scores = logits.float() / self.temperature
+        uniform = self._uniforms(scores.shape[-1])
+        k = min(_CANDIDATES, scores.shape[-1])
+        if self.top_p >= 1.0 or k == scores.shape[-1]:
+            return self._full(scores, uniform)
+        top, index = scores.topk(k, dim=-1)
+        probs = (top - scores.max(dim=-1, keepdim=True).values).exp()
+        probs = probs / (scores - top[:, :1]).exp().sum(dim=-1, keepdim=True)
+        before = probs.cumsum(dim=-1) - probs
+        drop = before >= self.top_p
+        ambiguous = ((before - self.top_p).abs() < _BOUNDARY_EPS).any(dim=-1)
+        fast = drop[:, -1] & ~ambiguous  # the nucleus closes inside the candidates
+        noise = -torch.log(-torch.log(uniform.gather(1, index).clamp_min(1e-300)))
+        noisy = (top + noise.to(top.dtype)).masked_fill(drop, float("-inf"))
+        tokens = index.gather(1, noisy.argmax(dim=-1, keepdim=True)).squeeze(1)
+        slow = (~fast).nonzero().squeeze(1)
+        if slow.numel():
+            tokens[slow] = self._full(scores[slow], uniform[slow])
+        return tokens
 
 
 class HFSampler:
@@ -160,9 +205,9 @@ class HFSampler:
                     ids[r, width - length :] = torch.tensor(encoded[i], dtype=torch.long)
                     mask[r, width - length :] = 1
                 seeds = [row_seed(seed, keys[i], j) for i, j in batch]
-                out = self._generate_batch(ids.to(device), mask.to(device), seeds, pad_id)
+                out = self._generate_batch(ids.to(device), mask.to(device), seeds, stop_ids)
                 for r, (i, j) in enumerate(batch):
-                    results[i][j] = self._decode(out[r, width:].tolist(), stop_ids)
+                    results[i][j] = self._decode(out[r].tolist(), stop_ids)
         finally:
             if was_training:
                 self.model.train()
@@ -172,48 +217,58 @@ class HFSampler:
         self.stats["milliseconds"] += int(1000 * (time.perf_counter() - started))
         return results
 
-    def _generate_batch(self, ids: Any, mask: Any, seeds: list[int], pad_id: int) -> Any:
-        import torch
-        from transformers import GenerationConfig, LogitsProcessorList
+    def _generate_batch(self, ids: Any, mask: Any, seeds: list[int], stop_ids: set[int]) -> Any:
+        """New tokens (rows, steps) of a left-padded batch; a row's tokens end at its stop token.
 
-        eos = self.model.generation_config.eos_token_id
-        if eos is None:
-            eos = self.tokenizer.eos_token_id
-        config = GenerationConfig(
-            do_sample=False,
-            max_new_tokens=self.max_new_tokens,
-            pad_token_id=pad_id,
-            eos_token_id=eos,
-        )
-        processors = LogitsProcessorList()
-        if self.temperature > 0:
-            processors.append(_RowSampler(seeds, self.temperature, self.top_p))
+        A decode loop of its own instead of ``generate``: one forward per step over the rows still
+        running (a row is dropped from the batch and from the KV cache as soon as it emits a stop
+        token), logits for the last position only, and no logits-processor machinery. It computes
+        what greedy ``generate`` with the row sampler as logits processor computes.
+        """
+        import torch
+        from transformers import DynamicCache
+
+        rows = ids.shape[0]
+        stop = torch.tensor(sorted(stop_ids), dtype=torch.long, device=ids.device)
+        out = torch.full((rows, self.max_new_tokens), -1, dtype=torch.long)
+        pick = _RowSampler(seeds, self.temperature, self.top_p) if self.temperature > 0 else None
+        alive = torch.arange(rows)
+        cache = DynamicCache(config=self.model.config)
+        positions = (mask.cumsum(dim=-1) - 1).clamp_min(0)
+        inputs = ids
         with torch.inference_mode():
-            out = self.model.generate(
-                input_ids=ids,
-                attention_mask=mask,
-                generation_config=config,
-                logits_processor=processors,
-            )
-        new_tokens = out[:, ids.shape[1] :]
-        self.stats["new_tokens"] += int(_count_new_tokens(new_tokens, pad_id, eos))
+            for step in range(self.max_new_tokens):
+                logits = self.model(
+                    input_ids=inputs,
+                    attention_mask=mask,
+                    position_ids=positions,
+                    past_key_values=cache,
+                    use_cache=True,
+                    logits_to_keep=1,
+                ).logits[:, -1, :]
+                tokens = logits.argmax(dim=-1) if pick is None else pick(logits)
+                out[alive, step] = tokens.cpu()
+                self.stats["new_tokens"] += int(alive.numel())
+                finished = torch.isin(tokens, stop)
+                positions = positions[:, -1:] + 1
+                if bool(finished.any()):
+                    keep = (~finished).nonzero().squeeze(1)
+                    if keep.numel() == 0:
+                        break
+                    alive, tokens = alive[keep.cpu()], tokens[keep]
+                    mask, positions = mask[keep], positions[keep]
+                    cache.batch_select_indices(keep)
+                    if pick is not None:
+                        pick.select(keep)
+                mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
+                inputs = tokens[:, None]
         return out
 
     def _decode(self, tokens: list[int], stop_ids: set[int]) -> str:
         for k, tok in enumerate(tokens):
-            if tok in stop_ids:
+            if tok in stop_ids or tok < 0:  # -1 fills the steps after a row stopped
                 tokens = tokens[:k]
                 break
         text: str = self.tokenizer.decode(tokens, skip_special_tokens=True)
         return text.strip()
 
-
-def _count_new_tokens(new_tokens: Any, pad_id: int, eos: Any) -> int:
-    """Generated tokens up to and including the first EOS of each row (padding not counted)."""
-    import torch
-
-    eos_ids = eos if isinstance(eos, list) else [eos]
-    stop = torch.isin(new_tokens, torch.tensor([*eos_ids, pad_id], device=new_tokens.device))
-    # Tokens before the first stop token, plus the stop token itself when there is one.
-    before = (stop.cumsum(dim=-1) == 0).sum(dim=-1)
-    return int((before + stop.any(dim=-1).long()).sum())

@@ -8,8 +8,9 @@ import pytest
 
 from cream_plugin.registry import get_sampler
 from cream_plugin.sampling import HFSampler, prompt_keys, row_seed
+from cream_plugin.types import Prompt
 
-PROMPTS = [
+PROMPTS: list[Prompt] = [
     "What is two plus three?",
     [{"role": "user", "content": "Write a short poem about the sea and the quick brown fox."}],
     [{"role": "system", "content": "Answer step by step."}, {"role": "user", "content": "Hi"}],
@@ -60,25 +61,17 @@ def test_temperature_zero_is_greedy(tiny_model, tiny_tokenizer):
 
 
 def _force_eos_at(model, eos, step):
-    """Make ``model.generate`` emit EOS as the ``step``-th new token of every row."""
-    from transformers import LogitsProcessorList
+    """Make the model emit EOS as the ``step``-th new token of every row (a forward hook)."""
+    calls: list[int] = []
 
-    real = model.generate
+    def force(module, args, kwargs, output):
+        if kwargs["input_ids"].shape[1] > 1:  # a prefill: a new batch starts
+            calls.clear()
+        output.logits[..., eos] = float("inf") if len(calls) == step else float("-inf")
+        calls.append(1)
+        return output
 
-    def generate(*args, **kwargs):
-        start = kwargs["input_ids"].shape[1]
-
-        def force(input_ids, scores):
-            if input_ids.shape[1] - start == step:
-                scores[:, eos] = float("inf")
-            else:
-                scores[:, eos] = float("-inf")
-            return scores
-
-        kwargs["logits_processor"] = LogitsProcessorList([*kwargs["logits_processor"], force])
-        return real(*args, **kwargs)
-
-    model.generate = generate
+    model.register_forward_hook(force, with_kwargs=True)
 
 
 @pytest.mark.parametrize("step", [0, 3])
@@ -101,6 +94,66 @@ def test_responses_cut_at_eos_and_empty_kept(tiny_model, tiny_tokenizer, step):
         head = _sampler(twin, tiny_tokenizer, max_new_tokens=step).generate(PROMPTS, 2, seed=0)
         assert out == head
         assert any(text for responses in out for text in responses)
+
+
+class _Reference:
+    """The sampler as it was: HF ``generate`` (greedy) with the full-vocabulary row sampler."""
+
+    def __init__(self, seeds, temperature, top_p):
+        from cream_plugin.sampling import _RowSampler
+
+        self.rows = _RowSampler(seeds, temperature, top_p)
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        scores = scores.float() / self.rows.temperature
+        best = self.rows._full(scores, self.rows._uniforms(scores.shape[-1]))
+        return torch.full_like(scores, float("-inf")).scatter(1, best[:, None], 0.0)
+
+
+@pytest.mark.parametrize("top_p", [0.95, 0.5, 1.0])
+def test_decode_loop_equals_generate_with_row_sampler(tiny_model, tiny_tokenizer, top_p):
+    import torch
+    from transformers import LogitsProcessorList
+
+    sampler = _sampler(tiny_model, tiny_tokenizer, temperature=0.8, top_p=top_p,
+                       max_new_tokens=12, batch_size=5)
+    out = sampler.generate(PROMPTS, 2, seed=11)
+    for prompt, responses in zip(PROMPTS, out, strict=True):
+        from cream_plugin.sampling import render_prompt
+
+        text = render_prompt(tiny_tokenizer, prompt)
+        ids = tiny_tokenizer(text, return_tensors="pt", add_special_tokens=False)
+        keys = prompt_keys([render_prompt(tiny_tokenizer, p) for p in PROMPTS])
+        key = keys[PROMPTS.index(prompt)]
+        seeds = [row_seed(11, key, j) for j in range(2)]
+        with torch.no_grad():
+            ref = tiny_model.generate(
+                input_ids=ids["input_ids"].repeat(2, 1),
+                attention_mask=ids["attention_mask"].repeat(2, 1),
+                do_sample=False, max_new_tokens=12, pad_token_id=tiny_tokenizer.pad_token_id,
+                logits_processor=LogitsProcessorList([_Reference(seeds, 0.8, top_p)]),
+            )
+        expected = [
+            sampler._decode(row[ids["input_ids"].shape[1]:].tolist(), sampler._stop_ids())
+            for row in ref
+        ]
+        assert responses == expected
+
+
+def test_candidate_path_picks_the_full_path_token():
+    import torch
+
+    from cream_plugin.sampling import _RowSampler
+
+    torch.manual_seed(0)
+    # peaked rows (nucleus inside the candidates) and flat rows (fallback), 1000-token vocab
+    logits = torch.randn(64, 1000) * torch.linspace(0.5, 12.0, 64)[:, None]
+    for top_p in (0.95, 0.7, 1.0):
+        fast = _RowSampler(range(64), 0.8, top_p)(logits)
+        full = _RowSampler(range(64), 0.8, top_p)
+        assert torch.equal(fast, full._full(logits / 0.8, full._uniforms(1000)))
 
 
 def test_special_tokens_stripped(tiny_model, tiny_tokenizer):

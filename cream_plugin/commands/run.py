@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -67,8 +66,9 @@ def run(args: argparse.Namespace) -> int:
     config = build_config(args)  # validated before any work starts
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     pipeline = Pipeline(config)
-    if args.fresh and pipeline.run_dir.exists():
-        shutil.rmtree(pipeline.run_dir)
+    if args.fresh:
+        pipeline.reset()  # on the main process only when several are launched
     run_dir = pipeline.run()
-    print(f"run finished: {run_dir}; report: {run_dir / 'report.md'}")
+    if pipeline.dist.is_main:
+        print(f"run finished: {run_dir}; report: {run_dir / 'report.md'}")
     return 0

@@ -1,0 +1,279 @@
+"""The iterative pipeline on the smoke preset: every method, kill-and-resume, seeds, invalidation.
+
+Each test runs real stages (tiny model, TRL training, lm-eval), so they take tens of seconds to
+minutes on two shared cores and are marked slow. The reference run (``--method cream``, seed 7)
+is made once per module in a subprocess and shared by the kill, seed and invalidation tests.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cream_plugin.artifacts import MANIFEST_SUFFIX
+
+pytestmark = pytest.mark.slow
+
+VOLATILE = {"seconds"}
+"""Fields of evaluation rows that hold wall-clock time, not results."""
+
+
+@pytest.fixture(scope="module")
+def run_env(data_dir, tmp_path_factory) -> dict[str, str]:
+    cache = os.environ.get("CREAM_CACHE_DIR") or str(tmp_path_factory.mktemp("cache"))
+    return {
+        **os.environ,
+        "CREAM_DATA_DIR": str(data_dir),
+        "CREAM_CACHE_DIR": cache,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+
+
+def cream_run(
+    out: Path, env: dict[str, str], *args: str, fault: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``cream run --preset smoke --method cream`` in a subprocess (killed when ``fault`` hits)."""
+    cmd = [sys.executable, "-m", "cream_plugin.cli", "run", "--preset", "smoke"]
+    cmd += ["--method", "cream", "--output", str(out), *args]
+    run_env = dict(env)
+    run_env.pop("CREAM_FAULT_STAGE", None)
+    if fault:
+        run_env["CREAM_FAULT_STAGE"] = fault
+    return subprocess.run(cmd, env=run_env, capture_output=True, text=True, timeout=600)
+
+
+def ok(done: subprocess.CompletedProcess[str]) -> None:
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+
+
+def manifests(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """Stage name -> manifest, for every manifest in the run folder."""
+    out = {}
+    for path in sorted(run_dir.rglob(f"*{MANIFEST_SUFFIX}")):
+        name = str(path.relative_to(run_dir))[: -len(MANIFEST_SUFFIX)]
+        out[name] = json.loads(path.read_text())
+    return out
+
+
+def rows_of(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def reference(run_env, tmp_path_factory) -> Path:
+    """One uninterrupted cream run with the smoke preset (seed 7)."""
+    out = tmp_path_factory.mktemp("reference") / "run"
+    ok(cream_run(out, run_env, "--fresh"))
+    return out
+
+
+def assert_same_artifacts(a: Path, b: Path) -> None:
+    """Every rows artifact equal (byte for byte; eval rows row for row without timings) and
+    every checkpoint that is still on disk bit-identical (torch.equal on every tensor)."""
+    import torch
+    from safetensors.torch import load_file
+
+    ma, mb = manifests(a), manifests(b)
+    assert ma.keys() == mb.keys()
+    for name, m in ma.items():
+        assert m["complete"] and mb[name]["complete"], name
+        assert m.get("pruned") == mb[name].get("pruned"), name
+        if m["kind"] == "rows":
+            if name.startswith("evals/"):
+                strip = [
+                    {k: v for k, v in r.items() if k not in VOLATILE}
+                    for r in rows_of(a / f"{name}.jsonl")
+                ]
+                other = [
+                    {k: v for k, v in r.items() if k not in VOLATILE}
+                    for r in rows_of(b / f"{name}.jsonl")
+                ]
+                assert strip == other, name
+            else:
+                assert (a / f"{name}.jsonl").read_bytes() == (b / f"{name}.jsonl").read_bytes(), (
+                    name
+                )
+                assert m["digest"] == mb[name]["digest"], name
+        elif not m.get("pruned"):
+            wa = load_file(str(a / name / "model.safetensors"))
+            wb = load_file(str(b / name / "model.safetensors"))
+            assert wa.keys() == wb.keys(), name
+            for key in wa:
+                assert torch.equal(wa[key], wb[key]), f"{name}: {key} differs"
+            assert m["digest"] == mb[name]["digest"], name
+
+
+def test_smoke_every_method(data_dir, run_env, tmp_path, monkeypatch) -> None:
+    """All five methods end to end: report, every stage's manifest, consistency in the pairs."""
+    from cream_plugin.commands.run import add_arguments, build_config
+    from cream_plugin.pipeline import METHODS, Pipeline
+
+    for key in ("CREAM_DATA_DIR", "CREAM_CACHE_DIR"):
+        monkeypatch.setenv(key, run_env[key])
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    config = build_config(parser.parse_args(["--preset", "smoke", "--output", str(tmp_path)]))
+    assert sorted(config.methods) == sorted(METHODS)
+    run_dir = Pipeline(config).run()
+
+    assert (run_dir / "report.md").is_file()
+    assert "cream" in (run_dir / "report.md").read_text()
+    found = manifests(run_dir)
+    cfg = config
+    expected = {"prompts", "M1", "evals/sft-M1"}
+    for method in cfg.methods:
+        spec = METHODS[method]
+        if spec.reward is None:
+            continue
+        for t in range(1, cfg.iterations + 1):
+            scope = "shared/iter1" if t == 1 else f"{method}/iter{t}"
+            expected |= {
+                f"{method}/iter{t}/pairs",
+                f"{method}/M{t + 1}",
+                f"evals/{method}-M{t + 1}",
+                f"{scope}/samples",
+            }
+            if spec.reward == "main":  # implicit reward: log-probs of M_t, M_{t-1} (, M_{t-2})
+                current = "M1" if t == 1 else f"{method}-M{t}"
+                expected |= {
+                    f"{scope}/logps-{current}",
+                    f"{scope}/logps-M{t - 1}",
+                    f"{method}/iter{t}/consistency",
+                }
+    expected |= {"shared/iter1/rewards-judge-M1", f"shared/iter1/rewards-{cfg.rewarder.oracle}"}
+    missing = expected - found.keys()
+    assert not missing, f"stages without a manifest: {sorted(missing)}"
+    for name, m in found.items():
+        assert m["complete"] is True, name
+        if m["kind"] == "rows":
+            assert (run_dir / f"{name}.jsonl").is_file(), name
+        else:
+            assert m.get("pruned") or (run_dir / name / "model.safetensors").is_file(), name
+
+    for t in range(1, cfg.iterations + 1):
+        pairs = rows_of(run_dir / f"cream/iter{t}/pairs.jsonl")
+        c_rows = {
+            r["prompt_id"]: r["C"] for r in rows_of(run_dir / f"cream/iter{t}/consistency.jsonl")
+        }
+        assert pairs, f"cream iteration {t} made no pairs"
+        assert set(c_rows) == {
+            r["prompt_id"]
+            for r in rows_of(
+                run_dir / ("shared/iter1" if t == 1 else f"cream/iter{t}") / "samples.jsonl"
+            )
+        }
+        for pair in pairs:
+            c = pair["consistency"]
+            assert 0.0 <= c <= 1.0, pair["prompt_id"]
+            assert c == c_rows[pair["prompt_id"]] or (math.isnan(c_rows[pair["prompt_id"]])), pair
+        # The pairs stage lists the consistency stage it read among its inputs.
+        c_digest = found[f"cream/iter{t}/consistency"]["digest"]
+        assert found[f"cream/iter{t}/pairs"]["inputs"]["consistency"] == c_digest
+        # Without regularisation every pair has C = 1 (plain DPO).
+        assert all(
+            p["consistency"] == 1.0 for p in rows_of(run_dir / f"cream-no-rc/iter{t}/pairs.jsonl")
+        )
+
+
+# The stages of a cream run, in the order the pipeline reaches them; one SIGKILL inside each.
+FAULTS = [
+    "prompts",
+    "M1",
+    "evals/sft-M1",
+    "shared/iter1/samples",
+    "shared/iter1/logps-M1",
+    "shared/iter1/logps-M0",
+    "cream/iter1/consistency",
+    "cream/iter1/pairs",
+    "cream/M2",
+    "evals/cream-M2",
+    "cream/iter2/samples",
+    "cream/iter2/logps-*",
+    "cream/iter2/pairs",
+    "cream/M3",
+    "evals/*",
+]
+
+
+def test_kill_in_every_stage_then_resume(reference, run_env, tmp_path) -> None:
+    """SIGKILL half-way through each stage in turn; each restart resumes from what was complete
+    (earlier stages untouched) and the end result equals an uninterrupted run bit for bit."""
+    out = tmp_path / "run"
+    before: dict[str, dict[str, Any]] = {}
+    for fault in FAULTS:
+        done = cream_run(out, run_env, fault=fault)
+        assert done.returncode == -9, (
+            f"{fault}: not killed (rc {done.returncode})\n" + done.stderr[-3000:]
+        )
+        assert "fault injection: killing the run inside stage" in done.stderr
+        after = manifests(out)
+        for name, m in before.items():  # complete stages were skipped, not redone
+            assert after.get(name) == m, f"restart at {fault} redid {name}"
+        killed_in = done.stderr.rsplit("inside stage ", 1)[1].split()[0]
+        assert killed_in not in after, f"{killed_in} has a manifest though it was killed"
+        before = after
+    ok(cream_run(out, run_env))
+    after = manifests(out)
+    for name, m in before.items():  # only pruning of intermediate checkpoints touched them
+        assert {**after[name], "pruned": None} == {**m, "pruned": None}, name
+    assert not [p for p in out.rglob(".*") if p.name != ".gitignore"], "leftover temporary files"
+    assert_same_artifacts(reference, out)
+
+
+def test_same_seed_same_pairs_other_seed_other_samples(reference, run_env, tmp_path) -> None:
+    """A second run with seed 7 makes the same pairs; seed 8 draws different samples."""
+    again, other = tmp_path / "again", tmp_path / "other"
+    ok(cream_run(again, run_env))
+    for t in (1, 2):
+        name = f"cream/iter{t}/pairs.jsonl"
+        assert (again / name).read_bytes() == (reference / name).read_bytes(), name
+    ok(cream_run(other, run_env, "--set", "seed=8", "--set", "evaluation.limit=1"))
+    ours = rows_of(reference / "shared/iter1/samples.jsonl")
+    theirs = rows_of(other / "shared/iter1/samples.jsonl")
+    assert [r["responses"] for r in ours] != [r["responses"] for r in theirs]
+
+
+def test_changed_setting_reruns_that_stage_and_later_only(reference, run_env, tmp_path) -> None:
+    """training.beta feeds the preference training: M2 and everything after it re-run, the
+    prompts, SFT, iteration-1 samples, log-probs, consistency and pairs are kept."""
+    out = tmp_path / "run"
+    shutil.copytree(reference, out)
+    old = manifests(out)
+    ok(cream_run(out, run_env, "--set", "training.beta=0.3"))
+    new = manifests(out)
+    kept = {
+        "prompts",
+        "M1",
+        "evals/sft-M1",
+        "shared/iter1/samples",
+        "shared/iter1/logps-M1",
+        "shared/iter1/logps-M0",
+        "cream/iter1/consistency",
+        "cream/iter1/pairs",
+    }
+    assert kept | {"cream/M2"} <= old.keys()
+    for name in kept:
+        assert new[name] == old[name], f"{name} re-ran though its inputs did not change"
+    rerun = set(old) - kept
+    assert {
+        "cream/M2",
+        "cream/M3",
+        "cream/iter2/samples",
+        "cream/iter2/pairs",
+        "evals/cream-M3",
+    } <= rerun
+    for name in rerun:
+        assert new[name] != old[name], f"{name} was not re-run after training.beta changed"
+        assert new[name]["created"] >= old[name]["created"], name
