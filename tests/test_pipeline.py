@@ -29,7 +29,7 @@ VOLATILE = {"seconds"}
 @pytest.fixture(scope="module")
 def run_env(data_dir, tmp_path_factory) -> dict[str, str]:
     cache = os.environ.get("CREAM_CACHE_DIR") or str(tmp_path_factory.mktemp("cache"))
-    return {
+    env = {
         **os.environ,
         "CREAM_DATA_DIR": str(data_dir),
         "CREAM_CACHE_DIR": cache,
@@ -37,6 +37,11 @@ def run_env(data_dir, tmp_path_factory) -> dict[str, str]:
         "HF_DATASETS_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
     }
+    # Build the tiny model into the cache once, in its own process, before any compared run:
+    # every run under test then reads the same cached checkpoint the same way.
+    warm = "from cream_plugin.models import resolve_model_path as r; r('tiny-random')"
+    subprocess.run([sys.executable, "-c", warm], env=env, check=True, timeout=300)
+    return env
 
 
 def cream_run(
