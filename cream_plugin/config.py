@@ -109,6 +109,18 @@ class TrainingConfig:
 
 
 @dataclass
+class ScirConfig:
+    """SCIR's weights and thresholds (method ``scir``; see docs/scir.md for each choice)."""
+
+    dpo_weight: float = _f(1.0, lo=0.0)
+    consistency_weight: float = _f(1.0, lo=0.0)
+    confidence_weight: float = _f(0.1, lo=0.0)
+    consistency_loss: str = _f("sym_kl", choices=("sym_kl", "mse"))
+    selection: str = _f("agree", choices=("agree", "chosen", "all"))
+    confidence_threshold: float = _f(0.5, lo=0.5, hi=0.999)
+
+
+@dataclass
 class EvaluationConfig:
     """Which benchmarks score every iteration, and how many items."""
 
@@ -140,6 +152,7 @@ class RunConfig:
     rewarder: RewarderConfig = field(default_factory=RewarderConfig)
     consistency: ConsistencyConfig = field(default_factory=ConsistencyConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    scir: ScirConfig = field(default_factory=ScirConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
     def to_dict(self) -> dict[str, Any]:

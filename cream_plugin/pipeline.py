@@ -20,6 +20,7 @@ process writes artifacts; the others wait at a barrier and read them.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import gc
 import json
@@ -55,6 +56,7 @@ class Method:
     name: str
     reward: str | None  # "main" (rewarder.name), "judge", "oracle"; None: stop after SFT
     regularised: bool
+    trainer: str | None = None  # a registered trainer; None: the config's training.trainer
 
 
 METHODS: dict[str, Method] = {
@@ -63,6 +65,9 @@ METHODS: dict[str, Method] = {
     "oracle": Method("oracle", "oracle", False),
     "cream-no-rc": Method("cream-no-rc", "main", False),
     "cream": Method("cream", "main", True),
+    # SCIR (second paper): implicit-reward pairs, trained so that the implicit and the
+    # generative internal reward models agree (cream_plugin.scir).
+    "scir": Method("scir", "main", False, trainer="scir"),
 }
 
 CONSISTENCY_METRICS = ("kendall", "spearman", "toporder")
@@ -123,6 +128,8 @@ class Pipeline:
         ]
         for method in cfg.methods:
             reward = METHODS[method].reward
+            if METHODS[method].trainer:
+                needed.append(("trainer", str(METHODS[method].trainer)))
             if reward:
                 name = {
                     "main": cfg.rewarder.name,
@@ -573,7 +580,48 @@ class Pipeline:
                     skipped=len(rows) - len(pairs),
                 )
             )
+        if spec.trainer == "scir" and reward_name == "implicit":
+            self.internal_consistency(method, t, key, pairs_stage)
         return self.train(method, t, key, pairs_stage)
+
+    def internal_consistency(self, method: str, t: int, key: str, pairs_stage: Stage) -> Stage:
+        """SCIR's quantity (its Figure 2): how often M_t's two internal reward models agree on
+        the iteration's pairs. The implicit one is r_t = log pi_t - log pi_{t-1} (the reward that
+        ranked the responses, so P_dpo > 0.5 for every pair); the generative one is M_t judging
+        the pair in both orders. Reported as ``scir_C`` beside CREAM's cross-iteration C."""
+        from cream_plugin.scir import internal_consistency
+
+        stage = self._stage(
+            f"{method}/iter{t}/internal-consistency",
+            self._hash("training.beta", "training.max_length", "rewarder.batch_size"),
+            pairs=pairs_stage.digest,
+            model=self._model_digest(key),
+        )
+        if stage.is_complete():
+            return stage
+        stage.start()
+        pairs = pairs_stage.read_rows()
+
+        def measure() -> None:
+            # pairs carry ref = log pi_t and reward = log pi_t - log pi_{t-1}: recover pi_{t-1}.
+            result = internal_consistency(
+                self.load(key),
+                self.tokenizer,
+                pairs,
+                beta=self.config.training.beta,
+                ref_chosen_logps=[p["ref_chosen_logps"] - p["chosen_reward"] for p in pairs],
+                ref_rejected_logps=[p["ref_rejected_logps"] - p["rejected_reward"] for p in pairs],
+                batch_size=self.config.rewarder.batch_size,
+                max_length=self.config.training.max_length,
+            )
+            _fault_point(stage.name)
+            summary = {"scir_C": {"mean": result["rate"], "std": None, "n": result["n"]}}
+            stage.write_rows(
+                [dict(result)], method=method, iteration=t, step="consistency", summary=summary
+            )
+
+        self._on_main(measure)
+        return stage
 
     def consistency(
         self,
@@ -639,7 +687,7 @@ class Pipeline:
         new_key = self._key(method, t + 1)
         stage = self._stage(
             new_key,
-            self._hash("training", "consistency", "seed"),
+            self._hash("training", "consistency", "seed", *(["scir"] if spec.trainer else [])),
             pairs=pairs_stage.digest,
             base=self._model_digest(key),
         )
@@ -647,7 +695,7 @@ class Pipeline:
             return new_key
         stage.start()
         pairs = pairs_stage.read_rows()
-        trainer_cls, config_cls = get_trainer(cfg.training.trainer)
+        trainer_cls, config_cls = get_trainer(spec.trainer or cfg.training.trainer)
         mode = cfg.consistency.mode if spec.regularised else "none"
         tr = cfg.training
 
@@ -679,6 +727,8 @@ class Pipeline:
             )
             if "consistency_mode" in fields:
                 kwargs["consistency_mode"] = mode
+            if spec.trainer == "scir":
+                kwargs.update(dataclasses.asdict(cfg.scir))
             kwargs = {k: v for k, v in kwargs.items() if k in fields}
             has_ref = "ref_chosen_logps" in pairs[0]
             columns = ["prompt", "chosen", "rejected", "consistency"]
@@ -822,7 +872,9 @@ class Pipeline:
                 continue
             timings.append(
                 {
-                    "method": m.get("method", ""),
+                    "method": {"": "(all)", "shared": "(shared)"}.get(
+                        m.get("method", ""), m.get("method")
+                    ),
                     "iteration": m.get("iteration", 0),
                     "stage": m["step"],
                     "name": m["stage"],

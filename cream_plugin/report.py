@@ -247,7 +247,11 @@ def write_report(
             "## Ranking consistency",
             "",
             "Agreement of the rankings of the same responses by M_t and M_(t-1) "
-            "(mean ± std over prompts).",
+            "(mean ± std over prompts): C is CREAM's consistency rate under the configured "
+            "metric; kendall and spearman are the raw tau and rho, toporder the share of prompts "
+            "where both models pick the same best and worst response. scir_C (method scir) is "
+            "the share of the iteration's pairs on which M_t's two internal reward models, the "
+            "implicit DPO reward and the generative judge, prefer the same response.",
             "",
             consistency_table(consistency),
             "",

@@ -119,7 +119,7 @@ def assert_same_artifacts(a: Path, b: Path) -> None:
 
 
 def test_smoke_every_method(data_dir, run_env, tmp_path, monkeypatch) -> None:
-    """All five methods end to end: report, every stage's manifest, consistency in the pairs."""
+    """Every method end to end: report, every stage's manifest, consistency in the pairs."""
     from cream_plugin.commands.run import add_arguments, build_config
     from cream_plugin.pipeline import METHODS, Pipeline
 
@@ -157,6 +157,8 @@ def test_smoke_every_method(data_dir, run_env, tmp_path, monkeypatch) -> None:
                     f"{scope}/logps-M{t - 1}",
                     f"{method}/iter{t}/consistency",
                 }
+            if spec.trainer == "scir":  # the internal reward models' agreement, per iteration
+                expected.add(f"{method}/iter{t}/internal-consistency")
     expected |= {"shared/iter1/rewards-judge-M1", f"shared/iter1/rewards-{cfg.rewarder.oracle}"}
     missing = expected - found.keys()
     assert not missing, f"stages without a manifest: {sorted(missing)}"
