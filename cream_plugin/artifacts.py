@@ -27,7 +27,8 @@ from cream_plugin.errors import DataError
 MANIFEST_SUFFIX = ".manifest.json"
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a whole file under a temporary name, then rename it: readers never see half."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -148,7 +149,7 @@ class Stage:
             "complete": True,
             **extra,
         }
-        _atomic_write_text(self.manifest_path, json.dumps(manifest, indent=2) + "\n")
+        atomic_write_text(self.manifest_path, json.dumps(manifest, indent=2) + "\n")
 
     def write_rows(self, rows: Iterable[Mapping[str, Any]], **extra: Any) -> str:
         """Write all rows (JSON lines), then the manifest; returns the new digest.
@@ -238,7 +239,7 @@ def prune_checkpoints(run_dir: str | os.PathLike[str], keep: Collection[str]) ->
         if name in keep:
             continue
         m["pruned"] = True
-        _atomic_write_text(manifest_path, json.dumps(m, indent=2) + "\n")
+        atomic_write_text(manifest_path, json.dumps(m, indent=2) + "\n")
         folder = run_dir / name
         if folder.is_dir():
             shutil.rmtree(folder)

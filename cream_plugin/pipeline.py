@@ -886,7 +886,7 @@ class Pipeline:
                     consistency.append(
                         {"method": m["method"], "iteration": m["iteration"], "metric": metric, **s}
                     )
-        from cream_plugin.artifacts import _atomic_write_text
+        from cream_plugin.artifacts import atomic_write_text
 
         for name, rows in (("consistency.jsonl", consistency), ("timings.jsonl", timings)):
-            _atomic_write_text(self.run_dir / name, "".join(json.dumps(r) + "\n" for r in rows))
+            atomic_write_text(self.run_dir / name, "".join(json.dumps(r) + "\n" for r in rows))

@@ -8,11 +8,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from cream_plugin.artifacts import atomic_write_text
 from cream_plugin.data import read_jsonl
 from cream_plugin.errors import DataError
 
@@ -74,17 +74,8 @@ def append_results(run_dir: str | os.PathLike[str], rows: Iterable[dict[str, Any
             raise DataError(f"results row {i} ({raw}): {problem}")
         new.append(row)
     path = results_path(run_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
     table = {tuple(r[k] for k in KEY): r for r in read_results(run_dir)}
     for row in new:
         table[tuple(row[k] for k in KEY)] = row
-    fd, tmp = tempfile.mkstemp(prefix=RESULTS_FILE + ".", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            for row in table.values():
-                handle.write(json.dumps(row, allow_nan=False) + "\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write_text(path, "".join(json.dumps(r, allow_nan=False) + "\n" for r in table.values()))
     return path

@@ -310,6 +310,8 @@ class SCIRTrainer(CREAMTrainer):
     ``scir/consistency_loss``.
     """
 
+    non_model_keys = _NON_MODEL_KEYS
+
     _tag_names = ["trl", "dpo", "scir"]  # noqa: RUF012 - mirrors the TRL class attribute
     _name = "SCIR"
 
@@ -348,28 +350,10 @@ class SCIRTrainer(CREAMTrainer):
     def _compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool) -> Any:
         mode = "train" if self.model is not None and self.model.training else "eval"
         args: SCIRConfig = self.args  # type: ignore[assignment]
-        model_kwargs = {k: v for k, v in inputs.items() if k not in _NON_MODEL_KEYS}
-        model_kwargs["use_cache"] = False
-        if self.aux_loss_enabled:
-            model_kwargs["output_router_logits"] = True
-        completion_mask = inputs["completion_mask"]
-        shift_completion_mask = completion_mask[..., 1:]
-        labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
-        outputs = model(**model_kwargs, labels=labels, fused_lm_head=True)
-        seq_len = shift_completion_mask.size(1)
-        logps = self._sequence_logps(outputs.log_probs[:, -seq_len:], shift_completion_mask)
-        chosen_logps, rejected_logps = logps.chunk(2, dim=0)
-        if REF_COLUMNS[0] in inputs and REF_COLUMNS[1] in inputs:
-            ref_chosen_logps = inputs[REF_COLUMNS[0]].to(logps.device, logps.dtype)
-            ref_rejected_logps = inputs[REF_COLUMNS[1]].to(logps.device, logps.dtype)
-        else:
-            ref_chosen_logps, ref_rejected_logps = self.compute_ref_log_probs(
-                self.ref_model if self.ref_model is not None else self.model, inputs)
-        chosen_logratios = chosen_logps - ref_chosen_logps
-        rejected_logratios = rejected_logps - ref_rejected_logps
+        step = self._policy_pass(model, inputs)
+        outputs, h = step.outputs, step.h
 
         # The two internal reward models' P(chosen > rejected), both from the current policy.
-        h = self.beta * (chosen_logratios - rejected_logratios)
         p_dpo = torch.sigmoid(h.float())
         p_gen = judge_preference_from_batch(
             model, inputs[JUDGE_IDS], inputs[JUDGE_MASK], self.verdict_ids, self.judge_pad_id,
@@ -386,22 +370,14 @@ class SCIRTrainer(CREAMTrainer):
                                       confidence_threshold=args.confidence_threshold,
                                       side_margin=args.side_margin)
         l_dpo = selected_dpo_loss(h, selected, sign)
-        loss = args.dpo_weight * l_dpo + args.consistency_weight * l_cons
-        if self.aux_loss_enabled:
-            aux_loss = outputs.aux_loss
-            loss = loss + self.router_aux_loss_coef * aux_loss
-            self._metrics[mode]["aux_loss"].append(
-                self.accelerator.gather_for_metrics(aux_loss).mean().item())
-
-        ones = torch.ones_like(h)
-        self._log_metrics(mode, inputs, outputs, shift_completion_mask, chosen_logps,
-                          rejected_logps, chosen_logratios, rejected_logratios, ones)
+        loss = self._with_aux_loss(
+            mode, args.dpo_weight * l_dpo + args.consistency_weight * l_cons, outputs
+        )
+        self._log_metrics(mode, inputs, outputs, step.shift_completion_mask, step.chosen_logps,
+                          step.rejected_logps, step.chosen_logratios, step.rejected_logratios,
+                          torch.ones_like(h))
         self._log_scir_metrics(mode, p_dpo, p_gen, selected, sign, l_dpo, l_cons)
-        if return_outputs:
-            with torch.no_grad():
-                outputs = model(**model_kwargs)
-            return loss, outputs
-        return loss
+        return self._finish(model, loss, step, return_outputs)
 
     def _log_metrics(self, mode: str, inputs: dict[str, Any], outputs: Any,
                      *args: Any) -> None:

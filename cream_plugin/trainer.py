@@ -32,7 +32,7 @@ import contextlib
 import copy
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from trl import DPOConfig, DPOTrainer
@@ -108,6 +108,19 @@ def _is_map_style(dataset: Any) -> bool:
     return hasattr(dataset, "column_names") and hasattr(dataset, "__len__")
 
 
+class PolicyPass(NamedTuple):
+    """What one policy forward over a preference batch gives the loss and the metrics."""
+
+    outputs: Any
+    model_kwargs: dict[str, Any]
+    shift_completion_mask: torch.Tensor
+    chosen_logps: torch.Tensor
+    rejected_logps: torch.Tensor
+    chosen_logratios: torch.Tensor
+    rejected_logratios: torch.Tensor
+    h: torch.Tensor
+
+
 class CREAMTrainer(DPOTrainer):
     """``DPOTrainer`` with the consistency-regularised loss of CREAM (ICLR 2025, Eq. 3.7).
 
@@ -116,6 +129,8 @@ class CREAMTrainer(DPOTrainer):
     ``consistency/frac_below_0.5`` and ``rewards/accuracies_weighted`` (accuracy weighted by C).
     """
 
+    non_model_keys: frozenset[str] = _NON_MODEL_KEYS
+    """Batch keys that must never reach ``model(**kwargs)``; subclasses add their own."""
     _tag_names = ["trl", "dpo", "cream"]  # noqa: RUF012 - mirrors the TRL class attribute
     _name = "CREAM"
 
@@ -237,9 +252,10 @@ class CREAMTrainer(DPOTrainer):
         tail_logps = (per_token_logps * (comp_pos > shared)).sum(dim=1)
         return shared_logps + self.ld_alpha * tail_logps
 
-    def _compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool) -> Any:
-        mode = "train" if self.model is not None and self.model.training else "eval"
-        model_kwargs = {k: v for k, v in inputs.items() if k not in _NON_MODEL_KEYS}
+    def _policy_pass(self, model: Any, inputs: dict[str, Any]) -> PolicyPass:
+        """One policy forward over the chosen+rejected batch (TRL's fused-head path) and the
+        log-ratios against the reference (precomputed columns, else a reference forward)."""
+        model_kwargs = {k: v for k, v in inputs.items() if k not in self.non_model_keys}
         model_kwargs["use_cache"] = False
         if self.aux_loss_enabled:
             model_kwargs["output_router_logits"] = True
@@ -262,23 +278,36 @@ class CREAMTrainer(DPOTrainer):
         chosen_logratios = chosen_logps - ref_chosen_logps
         rejected_logratios = rejected_logps - ref_rejected_logps
         h = self.beta * (chosen_logratios - rejected_logratios)
+        return PolicyPass(outputs, model_kwargs, shift_completion_mask, chosen_logps,
+                          rejected_logps, chosen_logratios, rejected_logratios, h)
 
-        c_used, c_seen = self._pair_consistency(inputs, h.size(0), h.device)
-        loss = cream_loss(h, c_used).mean()
-        if self.aux_loss_enabled:
-            aux_loss = outputs.aux_loss
-            loss = loss + self.router_aux_loss_coef * aux_loss
-            self._metrics[mode]["aux_loss"].append(
-                self.accelerator.gather_for_metrics(aux_loss).mean().item()
-            )
+    def _with_aux_loss(self, mode: str, loss: torch.Tensor, outputs: Any) -> torch.Tensor:
+        """Add a mixture-of-experts router loss, as DPOTrainer does, when the model has one."""
+        if not self.aux_loss_enabled:
+            return loss
+        aux_loss = outputs.aux_loss
+        self._metrics[mode]["aux_loss"].append(
+            self.accelerator.gather_for_metrics(aux_loss).mean().item()
+        )
+        return loss + self.router_aux_loss_coef * aux_loss
 
-        self._log_metrics(mode, inputs, outputs, shift_completion_mask, chosen_logps,
-                          rejected_logps, chosen_logratios, rejected_logratios, c_seen)
+    def _finish(self, model: Any, loss: torch.Tensor, step: PolicyPass,
+                return_outputs: bool) -> Any:
         if return_outputs:
             with torch.no_grad():
-                outputs = model(**model_kwargs)
+                outputs = model(**step.model_kwargs)
             return loss, outputs
         return loss
+
+    def _compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool) -> Any:
+        mode = "train" if self.model is not None and self.model.training else "eval"
+        step = self._policy_pass(model, inputs)
+        c_used, c_seen = self._pair_consistency(inputs, step.h.size(0), step.h.device)
+        loss = self._with_aux_loss(mode, cream_loss(step.h, c_used).mean(), step.outputs)
+        self._log_metrics(mode, inputs, step.outputs, step.shift_completion_mask,
+                          step.chosen_logps, step.rejected_logps, step.chosen_logratios,
+                          step.rejected_logratios, c_seen)
+        return self._finish(model, loss, step, return_outputs)
 
     # -- metrics ------------------------------------------------------------------------------
 
