@@ -118,6 +118,7 @@ class ScirConfig:
     consistency_loss: str = _f("sym_kl", choices=("sym_kl", "mse"))
     selection: str = _f("agree", choices=("agree", "chosen", "all"))
     confidence_threshold: float = _f(0.5, lo=0.5, hi=0.999)
+    side_margin: float = _f(1e-4, lo=0.0, hi=0.49, doc="a probability this close to 0.5 is a tie")
 
 
 @dataclass

@@ -166,8 +166,10 @@ class SCIRConfig(CREAMConfig):
         metadata={"help": "Selected pairs also need max(m, 1-m) >= this, m = mean of P_dpo and "
                   "P_gen; in [0.5, 1)."})
     side_margin: float = field(
-        default=0.0,
-        metadata={"help": "A probability within this of 0.5 is on neither side (not selected)."})
+        default=1e-4,
+        metadata={"help": "A probability within this of 0.5 is on neither side (not selected). "
+                  "Not 0: at an iteration's first step P_dpo is a tie up to float noise (the "
+                  "precomputed reference and the training forward use different kernels)."})
     judge_labels: list[str] = field(
         default_factory=lambda: list(DEFAULT_LABELS),
         metadata={"help": "The two verdict labels of the pair judge (single tokens)."})

@@ -357,10 +357,12 @@ def test_vllm_evaluator_runs(tiny_model_dir: Path, data_dir: Path) -> None:
 
 # -------------------------------------------------------------------------------- slow ones
 
-def _lm_eval_bin() -> str:
-    found = shutil.which("lm_eval") or str(Path(sys.executable).parent / "lm_eval")
-    if not Path(found).exists():
-        pytest.skip("lm_eval command not found")
+def _script(name: str) -> str:
+    """A console script of this environment (its bin folder need not be on PATH, as in CI)."""
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.exists() else shutil.which(name)
+    if not found:
+        pytest.skip(f"{name} command not found")
     return found
 
 
@@ -369,10 +371,10 @@ def test_lm_eval_cli_offline(tiny_model_dir: Path, data_dir: Path, tmp_path: Pat
     """The documented `lm_eval run ... --include_path $(cream tasks-path)` command, offline."""
     env = {**os.environ, "CREAM_DATA_DIR": str(data_dir), "HF_HUB_OFFLINE": "1",
            "HF_DATASETS_OFFLINE": "1"}
-    include = subprocess.run(["cream", "tasks-path"], capture_output=True, text=True,
+    include = subprocess.run([_script("cream"), "tasks-path"], capture_output=True, text=True,
                              check=True, env=env).stdout.strip()
     proc = subprocess.run(
-        [_lm_eval_bin(), "run", "--model", "hf", "--model_args",
+        [_script("lm_eval"), "run", "--model", "hf", "--model_args",
          f"pretrained={tiny_model_dir}", "--tasks", "cream_benchmarks", "--include_path",
          include, "--limit", "5", "--gen_kwargs", "max_gen_toks=16",
          "--output_path", str(tmp_path / "out")],
