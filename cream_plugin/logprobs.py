@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from cream_plugin.artifacts import atomic_write_text
+from cream_plugin.data import read_jsonl
 from cream_plugin.errors import DataError
 from cream_plugin.types import Prompt
 
@@ -73,6 +74,18 @@ def prompt_key(prompt: Prompt) -> str:
     return json.dumps(prompt, sort_keys=True, ensure_ascii=False)
 
 
+_CACHE_FIELDS = ("model", "prompt", "response", "sum", "num_tokens")
+
+
+def _check_cache_row(row: dict[str, Any]) -> str | None:
+    missing = [k for k in _CACHE_FIELDS if k not in row]
+    if missing:
+        return f"not a log-prob cache row (missing {', '.join(missing)})"
+    if not isinstance(row["sum"], (int, float)) or not isinstance(row["num_tokens"], int):
+        return "not a log-prob cache row ('sum' must be a number, 'num_tokens' an integer)"
+    return None
+
+
 class LogProbCache:
     """(model_key, prompt, response) -> (summed log-prob, number of tokens), with hit counters.
 
@@ -104,37 +117,20 @@ class LogProbCache:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the cache as JSON lines, atomically (a temporary file renamed into place)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                for (model, prompt, response), (total, count) in self._data.items():
-                    row = {"model": model, "prompt": prompt, "response": response,
-                           "sum": total, "num_tokens": count}
-                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        lines = (
+            json.dumps({"model": model, "prompt": prompt, "response": response, "sum": total,
+                        "num_tokens": count}, ensure_ascii=False) + "\n"
+            for (model, prompt, response), (total, count) in self._data.items()
+        )
+        atomic_write_text(Path(path), "".join(lines))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> LogProbCache:
         """Read a cache written by :meth:`save`; a broken line raises DataError naming it."""
         cache = cls()
-        path = Path(path)
-        if not path.is_file():
-            raise DataError(f"{path}: log-prob cache file not found")
-        with path.open(encoding="utf-8") as handle:
-            for lineno, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                    key = (row["model"], row["prompt"], row["response"])
-                    cache._data[key] = (float(row["sum"]), int(row["num_tokens"]))
-                except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                    raise DataError(f"{path}:{lineno}: not a log-prob cache row ({exc})") from None
+        for row in read_jsonl(path, _check_cache_row):
+            key = (row["model"], row["prompt"], row["response"])
+            cache._data[key] = (float(row["sum"]), int(row["num_tokens"]))
         return cache
 
 
