@@ -49,21 +49,23 @@ _SCORE = re.compile(r"score\s*[:=]\s*\**\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
 MAX_POINTS = 5.0
 
 
-def _render_request(prompt: Prompt) -> str:
+def render_request(prompt: Prompt) -> str:
+    """A chat prompt as plain text for a judge prompt (one ``role: content`` line a turn)."""
     if isinstance(prompt, str):
         return prompt
     return "\n".join(f"{m.get('role', 'user')}: {m.get('content', '')}" for m in prompt)
 
 
-def _fence(text: str, tag: str) -> str:
-    # A response cannot close its own fence early.
+def fence(text: str, tag: str) -> str:
+    """Neutralise ``</tag>`` in text placed inside that tag, so a response cannot close its
+    own fence early and fake the layout of the judge prompt."""
     return re.sub(rf"</\s*{tag}\s*>", f"</ {tag}-text>", text, flags=re.IGNORECASE)
 
 
 def build_judge_prompt(prompt: Prompt, response: str) -> list[dict[str, str]]:
     """The chat message asking the judge to grade ``response`` to ``prompt`` on the rubric."""
-    content = RUBRIC.format(request=_fence(_render_request(prompt), "request"),
-                            response=_fence(response, "response"))
+    content = RUBRIC.format(request=fence(render_request(prompt), "request"),
+                            response=fence(response, "response"))
     return [{"role": "user", "content": content}]
 
 

@@ -20,12 +20,12 @@ responses to the same prompt.
 from __future__ import annotations
 
 import logging
-import re
 from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from cream_plugin.errors import ConfigError, DataError
+from rewarders.judge import fence, render_request
 
 if TYPE_CHECKING:  # torch / numpy are imported where used, so listing plugins stays fast
     import torch
@@ -56,17 +56,6 @@ Which response is better? Answer with a single letter: {label_a} if Response A i
 {label_b} if Response B is better."""
 
 DEFAULT_LABELS = ("A", "B")
-
-
-def _render_request(prompt: Prompt) -> str:
-    if isinstance(prompt, str):
-        return prompt
-    return "\n".join(f"{m.get('role', 'user')}: {m.get('content', '')}" for m in prompt)
-
-
-def _fence(text: str, tag: str) -> str:
-    """A response cannot close its own tag early and fake the layout of the judge prompt."""
-    return re.sub(rf"</\s*{tag}\s*>", f"</ {tag}-text>", text, flags=re.IGNORECASE)
 
 
 def verdict_token_ids(tokenizer: Any, labels: Sequence[str] = DEFAULT_LABELS) -> tuple[int, int]:
@@ -114,9 +103,9 @@ def build_pair_messages(prompt: Prompt, response_a: str, response_b: str,
                         template: str = PAIR_TEMPLATE) -> list[dict[str, str]]:
     """The chat message asking the judge which of ``response_a`` / ``response_b`` is better."""
     content = template.format(
-        request=_fence(_render_request(prompt), "request"),
-        response_a=_fence(response_a, "response_a"),
-        response_b=_fence(response_b, "response_b"),
+        request=fence(render_request(prompt), "request"),
+        response_a=fence(response_a, "response_a"),
+        response_b=fence(response_b, "response_b"),
         label_a=labels[0], label_b=labels[1],
     )
     return [{"role": "user", "content": content}]
