@@ -136,6 +136,9 @@ class EvaluationConfig:
     max_gen_toks: int | None = _f(
         None, lo=1, doc="cap on generated tokens in generative tasks (None: the task's own)"
     )
+    decode_loop: bool = _f(
+        True, doc="greedy generative tasks on cream's decode loop (same strings, rows stop early)"
+    )
 
 
 @dataclass

@@ -786,6 +786,7 @@ class Pipeline:
                 batch_size=e.batch_size,
                 num_fewshot=e.num_fewshot,
                 data_dir=self.config.data.data_dir,
+                decode_loop=e.decode_loop,
                 **extra,
             )
         return self._evaluator

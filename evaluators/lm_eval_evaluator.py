@@ -52,9 +52,12 @@ class LMEvalEvaluator:
         data_dir: str | Path | None = None,
         include_paths: Sequence[str | Path] | None = None,
         generation_limit: int | None = None,
+        decode_loop: bool = True,
     ) -> None:
         """``generation_limit`` caps the items of generation tasks (GSM8K, CoT), which cost
-        seconds per item on a CPU, below the ``limit`` of the loglikelihood tasks."""
+        seconds per item on a CPU, below the ``limit`` of the loglikelihood tasks.
+        ``decode_loop`` runs greedy generation on cream's decode loop (``DecodeLoopHFLM``: the
+        same strings as lm-eval's ``generate`` path, each row stopping at its own stop string)."""
         if isinstance(tasks, str):
             tasks = [tasks]
         self.tasks = list(tasks)
@@ -64,6 +67,7 @@ class LMEvalEvaluator:
         self.data_dir = str(Path(data_dir).expanduser().resolve()) if data_dir else None
         self._include_paths = [str(p) for p in include_paths] if include_paths else None
         self.generation_limit = generation_limit
+        self.decode_loop = decode_loop
         self._task_manager: Any = None
 
     def include_paths(self) -> list[str]:
@@ -106,12 +110,16 @@ class LMEvalEvaluator:
         """Rows {task, metric, value, stderr, seconds, limit} for an in-memory model.
 
         ``tokenizer`` is the object (HFLM would otherwise reload it from the model's name).
-        Options: ``tasks``, ``limit``, ``num_fewshot``, ``batch_size`` override the constructor.
+        Options: ``tasks``, ``limit``, ``num_fewshot``, ``batch_size``, ``decode_loop`` override
+        the constructor.
         """
         from lm_eval.models.huggingface import HFLM
 
-        lm = HFLM(pretrained=model, tokenizer=tokenizer,
-                  batch_size=options.pop("batch_size", self.batch_size))
+        from evaluators.decode_loop_hflm import DecodeLoopHFLM
+
+        lm_class = DecodeLoopHFLM if options.pop("decode_loop", self.decode_loop) else HFLM
+        lm = lm_class(pretrained=model, tokenizer=tokenizer,
+                      batch_size=options.pop("batch_size", self.batch_size))
         return self.evaluate_lm(lm, **options)
 
     def evaluate_lm(

@@ -96,3 +96,36 @@ def test_finished_rows_leave_the_batch_and_keep_their_last_token(tiny_model, tin
     assert out[2, 2:].tolist() == [-1] * 4 and out[0, 4:].tolist() == [-1] * 2
     assert out[2, :2].tolist() == full[2, :2].tolist()
     assert out[1].tolist() == full[1].tolist() and out[3].tolist() == full[3].tolist()
+
+
+def test_length_groups_bound_padding_and_run_long_rows_alone():
+    from cream_plugin.decoding import length_groups
+
+    assert length_groups([10, 10, 10]) == [[0, 1, 2]]
+    assert length_groups([5, 100, 98, 6]) == [[1, 2], [3, 0]]
+    assert length_groups([300, 300, 20]) == [[0], [1], [2]]
+    lengths = [140, 70, 90, 139, 72, 88, 500]
+    groups = length_groups(lengths)
+    assert groups[0] == [6]
+    assert sorted(r for g in groups for r in g) == list(range(len(lengths)))
+    for g in groups:
+        assert lengths[g[0]] * len(g) <= 1.15 * sum(lengths[r] for r in g)
+
+
+def test_grouped_prefill_equals_one_padded_forward(tiny_model, tiny_tokenizer):
+    from cream_plugin.decoding import length_groups, prefill
+
+    ids, mask = _batch(tiny_tokenizer, TEXTS)
+    assert len(length_groups(mask.sum(-1).tolist())) > 1
+    positions = (mask.cumsum(-1) - 1).clamp_min(0)
+    with torch.inference_mode():
+        logits, cache = prefill(tiny_model, ids, mask, ids.shape[1] + 4)
+        ref = tiny_model(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, -1]
+        assert torch.allclose(logits, ref, atol=1e-5)
+        step = logits.argmax(-1, keepdim=True)
+        grown = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
+        nxt = tiny_model(input_ids=step, attention_mask=grown, position_ids=positions[:, -1:] + 1,
+                         past_key_values=cache).logits[:, -1]
+        full = tiny_model(input_ids=torch.cat([ids, step], 1), attention_mask=grown,
+                          position_ids=(grown.cumsum(-1) - 1).clamp_min(0)).logits[:, -1]
+    assert torch.allclose(nxt, full, atol=1e-5)

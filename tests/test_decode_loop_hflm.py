@@ -1,0 +1,68 @@
+"""DecodeLoopHFLM returns stock HFLM's generations, with rows stopping at their own stop string."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("lm_eval")
+
+CONTEXTS = [
+    "the cat sat on the mat and then",
+    "one",
+    "a b c d e f g h i j k l m n o p q r s t u v w x y z",
+    "hello there, how",
+    "numbers: 1 2 3",
+    "the the the",
+    "why",
+]
+
+
+def _requests(until, max_gen_toks=20):
+    from lm_eval.api.instance import Instance
+
+    kwargs = {"until": until, "max_gen_toks": max_gen_toks, "do_sample": False}
+    return [Instance("generate_until", {}, (c, dict(kwargs)), i) for i, c in enumerate(CONTEXTS)]
+
+
+@pytest.fixture
+def both_lms(tiny_model, tiny_tokenizer):
+    from lm_eval.models.huggingface import HFLM
+
+    from evaluators.decode_loop_hflm import DecodeLoopHFLM
+
+    stock = HFLM(pretrained=tiny_model, tokenizer=tiny_tokenizer, batch_size=4)
+    fast = DecodeLoopHFLM(pretrained=tiny_model, tokenizer=tiny_tokenizer, batch_size=4)
+    return stock, fast
+
+
+def test_generations_equal_stock_and_rows_stop_early(both_lms):
+    stock, fast = both_lms
+    free = stock.generate_until(_requests([]), disable_tqdm=True)
+    # Stop strings taken from the middle of two free generations: some rows stop early.
+    stops = [text[6:9] for text in free if len(text.strip()) > 12][:2]
+    assert len(stops) == 2, free
+    requests = _requests(stops)
+    expected = stock.generate_until(requests, disable_tqdm=True)
+    got = fast.generate_until(requests, disable_tqdm=True)
+    assert got == expected
+    assert sum(len(e) < len(f) for e, f in zip(expected, free, strict=True)) >= 2
+    assert fast.decode_stats["fast_batches"] == 2 and fast.decode_stats["stock_batches"] == 0
+    assert fast.decode_stats["new_tokens"] < len(CONTEXTS) * 20
+
+
+def test_unconstrained_generations_equal_stock(both_lms):
+    stock, fast = both_lms
+    requests = _requests([], max_gen_toks=12)
+    assert fast.generate_until(requests, disable_tqdm=True) == stock.generate_until(
+        requests, disable_tqdm=True)
+
+
+def test_what_the_loop_cannot_reproduce_goes_to_the_stock_path(both_lms, tiny_model):
+    _, fast = both_lms
+    assert fast.fast_path_reason({"do_sample": False, "temperature": 0.0}) is None
+    assert fast.fast_path_reason({"do_sample": True, "temperature": 0.7}) == "sampling"
+    assert "top_k" in (fast.fast_path_reason({"do_sample": False, "top_k": 5}) or "")
+    tiny_model.generation_config.repetition_penalty = 1.3
+    assert fast.fast_path_reason({"do_sample": False}) == "generation_config.repetition_penalty"
+    out = fast.generate_until(_requests([], max_gen_toks=4)[:2], disable_tqdm=True)
+    assert len(out) == 2 and fast.decode_stats["stock_batches"] == 1
