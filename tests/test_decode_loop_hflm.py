@@ -66,3 +66,30 @@ def test_what_the_loop_cannot_reproduce_goes_to_the_stock_path(both_lms, tiny_mo
     assert fast.fast_path_reason({"do_sample": False}) == "generation_config.repetition_penalty"
     out = fast.generate_until(_requests([], max_gen_toks=4)[:2], disable_tqdm=True)
     assert len(out) == 2 and fast.decode_stats["stock_batches"] == 1
+
+
+@pytest.mark.slow
+def test_smollm2_gsm8k_generations_and_scores_equal_stock(data_dir) -> None:
+    """The real case the loop exists for: 5-shot GSM8K with SmolLM2, 6 items in one batch."""
+    import os
+
+    from lm_eval.models.huggingface import HFLM
+
+    from cream_plugin.models import load_model, load_tokenizer
+    from evaluators.decode_loop_hflm import DecodeLoopHFLM
+    from evaluators.lm_eval_evaluator import LMEvalEvaluator
+
+    os.environ.setdefault("CREAM_CACHE_DIR", "/tmp/creamcache")
+    tokenizer, model = load_tokenizer(), load_model(device="cpu").eval()
+    evaluator = LMEvalEvaluator(tasks=["cream_gsm8k"], limit=6, data_dir=data_dir)
+    results = {}
+    for cls in (DecodeLoopHFLM, HFLM):
+        lm = cls(pretrained=model, tokenizer=tokenizer, batch_size=6)
+        generations: list[str] = []
+        original = lm.generate_until
+        lm.generate_until = lambda reqs, disable_tqdm=False, f=original, g=generations: (
+            g.extend(f(reqs, disable_tqdm=True)) or g[-len(reqs):])
+        rows = evaluator.evaluate_lm(lm, gen_kwargs={"max_gen_toks": 96}, bootstrap_iters=0)
+        results[cls.__name__] = (generations, [(r["metric"], r["value"]) for r in rows])
+    assert results["DecodeLoopHFLM"] == results["HFLM"]
+    assert len(results["HFLM"][0]) == 6 and any(g.strip() for g in results["HFLM"][0])
