@@ -135,29 +135,39 @@ def make_cache(model: Any, capacity: int) -> Cache:
 
 
 def length_groups(
-    lengths: Sequence[int], max_padding: float = 0.15, solo_length: int = 256
+    lengths: Sequence[int],
+    max_padding: float = 0.15,
+    solo_length: int | None = 256,
+    max_rows: int | None = None,
 ) -> list[list[int]]:
-    """Rows grouped for prefill, longest first.
+    """Row indices grouped into batches, longest first, each padded by at most ``max_padding``
+    of its real tokens and holding at most ``max_rows`` rows.
 
-    A row of ``solo_length`` tokens or more is a group of its own: it is matmul work enough for
-    full speed, and without padding it needs no attention mask (the masked attention path costs
-    ~25% more at 1,000 tokens). Shorter rows share a group while its padding stays under
-    ``max_padding`` of its real tokens.
+    With ``solo_length``, a row of that many tokens or more is a group of its own: it is matmul
+    work enough for full speed, and without padding it needs no attention mask (the masked
+    attention path costs ~25% more at 1,000 tokens).
     """
     order = sorted(range(len(lengths)), key=lambda r: (-lengths[r], r))
     groups: list[list[int]] = []
     real = 0
     for r in order:
-        head = lengths[groups[-1][0]] if groups else solo_length
-        if head < solo_length and head * (len(groups[-1]) + 1) <= (1 + max_padding) * (
-            real + lengths[r]
-        ):
+        if groups and _joins(lengths[groups[-1][0]], len(groups[-1]), real, lengths[r],
+                             max_padding, solo_length, max_rows):
             groups[-1].append(r)
             real += lengths[r]
         else:
             groups.append([r])
             real = lengths[r]
     return groups
+
+
+def _joins(head: int, rows: int, real: int, length: int, max_padding: float,
+           solo_length: int | None, max_rows: int | None) -> bool:
+    if solo_length is not None and head >= solo_length:
+        return False
+    if max_rows is not None and rows >= max_rows:
+        return False
+    return head * (rows + 1) <= (1 + max_padding) * (real + length)
 
 
 def prefill(model: Any, input_ids: Any, attention_mask: Any, capacity: int) -> tuple[Any, Cache]:

@@ -11,7 +11,8 @@ count are the completion tokens of TRL 1.16's ``DPOTrainer._prepare_dataset``:
 * plain-text prompt: ``tokenizer(prompt)`` and ``tokenizer(prompt + response + eos)`` (TRL appends
   the eos token to a plain-text completion that does not already end with it).
 
-Sequences are length-sorted and batched with right padding. The backbone runs once per batch and
+Sequences are length-sorted and batched with right padding (a batch is cut where its padding
+would pass 15% of its tokens). The backbone runs once per batch and
 only the hidden states of completion positions go through the LM head, in chunks, so neither the
 prompt nor the padding is projected and no (batch, length, vocab) logits tensor is built (TRL's
 fused LM head, ``trl.trainer.utils.add_fused_lm_head``, does that only on Triton devices; on CPU
@@ -249,7 +250,8 @@ def _score_batches(
     progress: bool,
     shard: tuple[int, int] = (0, 1),
 ) -> list[tuple[float, int]]:
-    """Summed completion log-probs of each ``(ids, start)``, longest first, right-padded batches.
+    """Summed completion log-probs of each ``(ids, start)``, longest first, right-padded batches
+    of similar lengths (``decoding.length_groups``).
 
     With ``shard=(rank, world)`` only batches ``rank, rank + world, ...`` of that plan are scored
     (the rest stay ``(0.0, 0)``): every batch is the one a single process would run, so the
@@ -257,6 +259,8 @@ def _score_batches(
     """
     import torch
     from tqdm.auto import tqdm
+
+    from cream_plugin.decoding import length_groups
 
     results: list[tuple[float, int]] = [(0.0, 0)] * len(sequences)
     order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i][0]))
@@ -266,7 +270,10 @@ def _score_batches(
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    batches = [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
+    # Up to batch_size rows, cut where padding would pass 15% of the real tokens.
+    plan = length_groups([len(sequences[i][0]) for i in order], solo_length=None,
+                         max_rows=batch_size)
+    batches = [[order[k] for k in group] for group in plan]
     rank, world = shard
     batches = batches[rank::world]
     try:

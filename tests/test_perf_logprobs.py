@@ -29,10 +29,11 @@ def test_forward_tokens_are_the_minimum(tiny_model, tiny_tokenizer):
     FORWARD_STATS.clear()
     # the first prompt row twice: the repeat is not run again
     response_logps(tiny_model, tiny_tokenizer, [*CHATS, CHATS[0]], [*RESPONSES, RESPONSES[0]],
-                   batch_size=2, progress=False, cache=cache, model_key="m")
+                   batch_size=8, progress=False, cache=cache, model_key="m")
     assert FORWARD_STATS["sequences"] == 6
     assert FORWARD_STATS["tokens"] == tokens
     assert FORWARD_STATS["scored"] == completion  # prompt and padding never projected
+    assert FORWARD_STATS["padding"] <= 0.15 * tokens  # batches of similar lengths
     before = dict(FORWARD_STATS)
     response_logps(tiny_model, tiny_tokenizer, CHATS, RESPONSES, progress=False, cache=cache,
                    model_key="m")

@@ -17,6 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=None, help="items per task (quick runs)")
     parser.add_argument("--generation-limit", type=int, default=None,
                         help="items per generation task (GSM8K, CoT), at most --limit")
+    parser.add_argument("--stock-generate", action="store_true",
+                        help="greedy generation with lm-eval's own generate path instead of "
+                        "cream's decode loop (same strings, slower)")
     parser.add_argument("--num-fewshot", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--backend", choices=("hf", "vllm"), default="hf",
@@ -58,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
 
         tokenizer = load_tokenizer(args.model)
         model = load_model(args.model, dtype=args.dtype, device=args.device)
-        rows = get_evaluator("lm-eval", **config).evaluate(model, tokenizer)
+        evaluator = get_evaluator("lm-eval", **config, decode_loop=not args.stock_generate)
+        rows = evaluator.evaluate(model, tokenizer)
     if args.json:
         for row in rows:
             print(json.dumps(row))
