@@ -84,7 +84,8 @@ def main() -> None:
         print(f"== {title}: {shown}", flush=True)
         start = time.perf_counter()
         done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True)
-        out = "\n".join(line for line in done.stdout.splitlines() if "Warning" not in line)
+        out = "\n".join(line for line in done.stdout.splitlines()
+                        if "Warning" not in line and not line.startswith("{'"))  # Trainer logs
         if done.returncode:
             out += f"\n(exit {done.returncode})\n" + done.stderr[-2000:]
         print(out, flush=True)
