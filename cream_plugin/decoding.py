@@ -25,13 +25,16 @@ RowsKept = Callable[[Any], None]
 class PreallocatedLayer(DynamicLayer):
     """One layer's keys and values in a buffer with room for ``capacity`` positions.
 
-    ``keys``/``values`` are views of the filled part, so attention reads exactly what a
-    ``DynamicLayer`` would hold; the buffer doubles if a caller writes past ``capacity``.
+    ``keys``/``values`` are views of the window ``[start, length)`` of the buffer, so attention
+    reads exactly what a ``DynamicLayer`` would hold; the buffer grows if a caller writes past
+    its end. ``start`` moves forward when every row's left padding covers the first columns
+    (``trim_front``), so a long stream of rows does not drag dead columns along.
     """
 
     def __init__(self, capacity: int) -> None:
         super().__init__()
         self.capacity = capacity
+        self.start = 0
         self.length = 0
         self._keys: Any = None
         self._values: Any = None
@@ -44,33 +47,39 @@ class PreallocatedLayer(DynamicLayer):
         self._values = value_states.new_empty((batch, heads, shape[2], value_states.shape[-1]))
         self.is_initialized = True
 
+    def _views(self) -> None:
+        self.keys = self._keys[:, :, self.start : self.length]
+        self.values = self._values[:, :, self.start : self.length]
+
     def update(
         self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any
     ) -> tuple[Any, Any]:
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
+        if self.length + key_states.shape[-2] > self._keys.shape[2]:
+            self._rebuffer(front=0, room=key_states.shape[-2])
         end = self.length + key_states.shape[-2]
-        if end > self._keys.shape[2]:
-            self._grow(end)
         self._keys[:, :, self.length : end] = key_states
         self._values[:, :, self.length : end] = value_states
         self.length = end
-        self.keys = self._keys[:, :, :end]
-        self.values = self._values[:, :, :end]
+        self._views()
         return self.keys, self.values
 
-    def _grow(self, needed: int) -> None:
-        import torch
-
-        size = max(needed, 2 * self._keys.shape[2])
-        pad = size - self._keys.shape[2]
-        self._keys = torch.cat([self._keys, self._keys.new_empty(
-            (*self._keys.shape[:2], pad, self._keys.shape[3]))], dim=2)
-        self._values = torch.cat([self._values, self._values.new_empty(
-            (*self._values.shape[:2], pad, self._values.shape[3]))], dim=2)
+    def _rebuffer(self, front: int, room: int) -> None:
+        """Copy the window to a new buffer after ``front`` zero columns, with space for at least
+        ``room`` more columns (doubling, so growth is amortised)."""
+        window = self.length - self.start
+        size = max(front + window + room, 2 * (front + window))
+        keys = self._keys.new_zeros((*self._keys.shape[:2], size, self._keys.shape[3]))
+        values = self._values.new_zeros((*self._values.shape[:2], size, self._values.shape[3]))
+        keys[:, :, front : front + window] = self._keys[:, :, self.start : self.length]
+        values[:, :, front : front + window] = self._values[:, :, self.start : self.length]
+        self._keys, self._values = keys, values
+        self.start, self.length = 0, front + window
+        self._views()
 
     def get_seq_length(self) -> int:
-        return self.length
+        return self.length - self.start
 
     def write_rows(self, rows: Any, keys: Any, values: Any, end: int, batch: int) -> None:
         """Place a separately prefilled group of rows right-aligned to position ``end``.
@@ -86,12 +95,38 @@ class PreallocatedLayer(DynamicLayer):
             self.is_initialized = True
         self._keys[rows, :, end - keys.shape[2] : end] = keys
         self._values[rows, :, end - values.shape[2] : end] = values
-        self.length = end
-        self.keys = self._keys[:, :, :end]
-        self.values = self._values[:, :, :end]
+        self.start, self.length = 0, end
+        self._views()
+
+    def trim_front(self, columns: int) -> None:
+        """Drop the first ``columns`` of the window (every row must have them masked)."""
+        self.start += columns
+        self._views()
+
+    def pad_front(self, columns: int) -> None:
+        """Add ``columns`` zero (masked) columns before the window."""
+        if columns <= self.start:
+            self.start -= columns
+            self._keys[:, :, self.start : self.start + columns] = 0
+            self._values[:, :, self.start : self.start + columns] = 0
+            self._views()
+        else:
+            self._rebuffer(front=columns, room=0)
+
+    def append_rows(self, keys: Any, values: Any) -> None:
+        """Add rows whose window (``keys``: rows, heads, window, dim) matches this one's."""
+        import torch
+
+        def grown(buffer: Any, rows: Any) -> Any:
+            extra = buffer.new_zeros((rows.shape[0], *buffer.shape[1:]))
+            extra[:, :, self.start : self.length] = rows
+            return torch.cat([buffer, extra], dim=0)
+
+        self._keys, self._values = grown(self._keys, keys), grown(self._values, values)
+        self._views()
 
     def batch_select_indices(self, indices: Any) -> None:
-        """Keep the rows ``indices``: sorted drops compact in place, moving only the filled part
+        """Keep the rows ``indices``: sorted drops compact in place, moving only the window
         of the rows after the first dropped one; any other selection gathers."""
         if not self.is_initialized:
             return
@@ -100,14 +135,13 @@ class PreallocatedLayer(DynamicLayer):
         if kept <= self._keys.shape[0] and bool((indices[1:] > indices[:-1]).all()):
             if bool(moved.any()):
                 first = int(moved.nonzero()[0])
-                span = slice(0, self.length)
+                span = slice(self.start, self.length)
                 self._keys[first:kept, :, span] = self._keys[indices[first:], :, span]
                 self._values[first:kept, :, span] = self._values[indices[first:], :, span]
             self._keys, self._values = self._keys[:kept], self._values[:kept]
         else:
             self._keys, self._values = self._keys[indices], self._values[indices]
-        self.keys = self._keys[:, :, : self.length]
-        self.values = self._values[:, :, : self.length]
+        self._views()
 
     @staticmethod
     def _arange(n: int, device: Any) -> Any:
@@ -266,3 +300,127 @@ def decode(
                 logits_to_keep=1,
             ).logits[:, -1, :]
     return out
+
+
+# Which running rows are finished: (row indices, each row's tokens so far) -> bool mask.
+StreamFinished = Callable[[list[int], list[list[int]]], Any]
+
+
+def _left_padded(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any]:
+    import torch
+
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for r, prompt in enumerate(prompts):
+        ids[r, width - len(prompt) :] = torch.tensor(list(prompt), dtype=torch.long)
+        mask[r, width - len(prompt) :] = 1
+    return ids, mask
+
+
+def decode_stream(
+    model: Any,
+    prompts: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+    choose: ChooseTokens,
+    finished: StreamFinished,
+    pad_id: int = 0,
+    on_done: Callable[[int], None] | None = None,
+) -> list[list[int]] | None:
+    """New tokens of every prompt, decoded with continuous batching (``None`` when the model's
+    cache cannot be pre-allocated; use ``decode`` then).
+
+    Up to ``batch_size`` rows run at once; when half of them have finished, the next prompts
+    (in the given order) are prefilled and join the running batch, so rows that run long do not
+    leave the batch nearly empty for the rest of their tokens, as they do in fixed batches.
+    A row stops after the token at which ``finished`` says so, or after ``max_new_tokens``.
+    """
+    import torch
+
+    if not prompts:
+        return []
+    device = next(model.parameters()).device
+    results: list[list[int]] = [[] for _ in prompts]
+    pending = 0
+    alive: list[int] = []
+    cache: Any = None
+    mask: Any = None
+    positions: Any = None
+    logits: Any = None
+    with torch.inference_mode():
+        while pending < len(prompts) or alive:
+            if pending < len(prompts) and len(alive) <= batch_size // 2:
+                take = list(range(pending, min(len(prompts), pending + batch_size - len(alive))))
+                pending = take[-1] + 1
+                ids, new_mask = _left_padded([prompts[i] for i in take], pad_id)
+                ids, new_mask = ids.to(device), new_mask.to(device)
+                new_logits, new_cache = prefill(
+                    model, ids, new_mask, ids.shape[1] + max_new_tokens)
+                if not all(isinstance(layer, PreallocatedLayer) for layer in new_cache.layers):
+                    return None
+                new_positions = new_mask.sum(dim=-1, keepdim=True)
+                if cache is None:
+                    cache, mask, positions, logits = new_cache, new_mask, new_positions, new_logits
+                else:
+                    wider = new_mask.shape[1] - mask.shape[1]
+                    if wider > 0:
+                        for layer in cache.layers:
+                            layer.pad_front(wider)
+                        mask = torch.cat([mask.new_zeros((mask.shape[0], wider)), mask], dim=1)
+                    elif wider < 0:
+                        new_mask = torch.cat(
+                            [new_mask.new_zeros((new_mask.shape[0], -wider)), new_mask], dim=1)
+                    for layer, part in zip(cache.layers, new_cache.layers, strict=True):
+                        layer.append_rows(*_right_aligned(part, mask.shape[1]))
+                    mask = torch.cat([mask, new_mask], dim=0)
+                    positions = torch.cat([positions, new_positions], dim=0)
+                    logits = torch.cat([logits, new_logits], dim=0)
+                alive += take
+            tokens = choose(logits)
+            for row, token in zip(alive, tokens.tolist(), strict=True):
+                results[row].append(int(token))
+            done = finished(alive, results).to(torch.bool)
+            done |= torch.tensor([len(results[r]) >= max_new_tokens for r in alive])
+            if bool(done.any()):
+                if on_done is not None:
+                    for r in done.nonzero().squeeze(1).tolist():
+                        on_done(alive[r])
+                keep = (~done).nonzero().squeeze(1)
+                alive = [alive[r] for r in keep.tolist()]
+                if not alive:
+                    cache = None
+                    continue
+                keep = keep.to(device)
+                tokens, mask, positions = tokens[keep], mask[keep], positions[keep]
+                cache.batch_select_indices(keep)
+                lead = int(mask.argmax(dim=1).min())  # columns every row has as left padding
+                if lead:
+                    for layer in cache.layers:
+                        layer.trim_front(lead)
+                    mask = mask[:, lead:]
+            mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
+            logits = model(
+                input_ids=tokens[:, None],
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            ).logits[:, -1, :]
+            positions = positions + 1
+    return results
+
+
+def _right_aligned(layer: Any, width: int) -> tuple[Any, Any]:
+    """A prefilled layer's keys and values left-padded with zeros to ``width`` columns."""
+    keys, values = layer.keys, layer.values
+    short = width - keys.shape[2]
+    if short <= 0:
+        return keys, values
+    pad_k = keys.new_zeros((keys.shape[0], keys.shape[1], short, keys.shape[3]))
+    pad_v = values.new_zeros((values.shape[0], values.shape[1], short, values.shape[3]))
+    import torch
+
+    return torch.cat([pad_k, keys], dim=2), torch.cat([pad_v, values], dim=2)

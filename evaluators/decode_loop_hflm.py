@@ -16,6 +16,11 @@ from __future__ import annotations
 from typing import Any
 
 from lm_eval.models.huggingface import HFLM
+from lm_eval.models.utils import (
+    handle_stop_sequences,
+    normalize_gen_kwargs,
+    postprocess_generated_text,
+)
 
 # Generation-config fields that change greedy logits: the fast path needs them unset or neutral.
 _NEUTRAL_GENERATION = {
@@ -56,12 +61,95 @@ class DecodeLoopHFLM(HFLM):
             return "autocast"
         if self.backend != "causal":
             return "not a causal LM"
+        if self.think_end_token is not None:
+            return "think_end_token (stop strings inside the thinking trace do not stop stock)"
         config = self.model.generation_config
         for name, neutral in _NEUTRAL_GENERATION.items():
             value = getattr(config, name, None)  # transformers 5 leaves unset fields None
             if value is not None and value not in (neutral, [], {}):
                 return f"generation_config.{name}"
         return None
+
+    def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
+        """All greedy requests of a generation setting in one continuous-batching stream
+        (``decoding.decode_stream``); anything else through HFLM's batches."""
+        import json
+
+        from tqdm.auto import tqdm
+
+        groups: dict[str, list[int]] = {}
+        for i, request in enumerate(requests):
+            key = json.dumps(request.args[1], sort_keys=True, default=str)
+            groups.setdefault(key, []).append(i)
+        plans = [self._stream_plan(requests[idx[0]].args[1]) for idx in groups.values()]
+        if not isinstance(self.batch_size, int) or any(plan is None for plan in plans):
+            return list(super().generate_until(requests, disable_tqdm=disable_tqdm))
+        results: list[str] = [""] * len(requests)
+        bar = tqdm(total=len(requests), disable=disable_tqdm or self.rank != 0,
+                   desc="generate_until (decode loop)")
+        for indices, plan in zip(groups.values(), plans, strict=True):
+            assert plan is not None
+            out = self._stream(requests, indices, *plan, bar)
+            if out is None:  # the model's cache cannot be pre-allocated
+                bar.close()
+                return list(super().generate_until(requests, disable_tqdm=disable_tqdm))
+            for i, text in zip(indices, out, strict=True):
+                results[i] = text
+        bar.close()
+        return results
+
+    def _stream_plan(self, gen_kwargs: Any) -> tuple[list[str], int] | None:
+        """(stop strings, max new tokens) when the stream reproduces these kwargs, else None."""
+        if not isinstance(gen_kwargs, dict):
+            return None
+        kwargs = normalize_gen_kwargs(gen_kwargs, self.max_gen_toks)
+        eos = self.tok_decode(self.eot_token_id, skip_special_tokens=False)
+        until = handle_stop_sequences(kwargs.pop("until", None), eos=eos)
+        max_gen_toks = int(kwargs.pop("max_gen_toks"))
+        if "max_length" in kwargs or self.fast_path_reason(kwargs) is not None:
+            return None
+        return until, max_gen_toks
+
+    def _stream(self, requests: list[Any], indices: list[int], until: list[str],
+                max_gen_toks: int, bar: Any) -> list[str] | None:
+        import torch
+
+        from cream_plugin.decoding import decode_stream
+
+        contexts = [requests[i].args[0] for i in indices]
+        max_ctx_len = self.max_length - max_gen_toks
+        encoded = [self.tok_batch_encode([c], left_truncate_len=max_ctx_len,
+                                         truncation=self.truncation)[0][0].tolist()
+                   for c in contexts]
+        order = sorted(range(len(contexts)), key=lambda k: (-len(encoded[k]), contexts[k]))
+        eos = torch.tensor(sorted(self._eos_ids()), dtype=torch.long)
+        tokenizer = self.tokenizer
+
+        def finished(alive: list[int], tokens: list[list[int]]) -> Any:
+            done = torch.isin(torch.tensor([tokens[r][-1] for r in alive]), eos)
+            for k, row in enumerate(alive):
+                if not done[k] and until:
+                    text = tokenizer.decode(tokens[row])
+                    done[k] = any(stop in text for stop in until)
+            return done
+
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        out = decode_stream(
+            self.model, [encoded[k] for k in order], max_new_tokens=max_gen_toks,
+            batch_size=int(self.batch_size), choose=lambda logits: logits.argmax(dim=-1),
+            finished=finished, pad_id=pad, on_done=lambda _: bar.update(1),
+        )
+        if out is None:
+            return None
+        self.decode_stats["stream_rows"] = self.decode_stats.get("stream_rows", 0) + len(out)
+        self.decode_stats["new_tokens"] += sum(len(t) for t in out)
+        texts: list[str] = [""] * len(contexts)
+        for k, tokens in zip(order, out, strict=True):
+            text = postprocess_generated_text(self.tok_decode(tokens), until, None)
+            texts[k] = text
+            gen_kwargs = requests[indices[k]].args[1]
+            self.cache_hook.add_partial("generate_until", (contexts[k], gen_kwargs), text)
+        return texts
 
     def _eos_ids(self) -> set[int]:
         value = self.model.generation_config.eos_token_id

@@ -129,3 +129,26 @@ def test_grouped_prefill_equals_one_padded_forward(tiny_model, tiny_tokenizer):
         full = tiny_model(input_ids=torch.cat([ids, step], 1), attention_mask=grown,
                           position_ids=(grown.cumsum(-1) - 1).clamp_min(0)).logits[:, -1]
     assert torch.allclose(nxt, full, atol=1e-5)
+
+
+def test_stream_with_refills_equals_each_prompt_decoded_alone(tiny_model, tiny_tokenizer):
+    """Rows joining a running batch (padding added on either side, leading columns trimmed)
+    get the tokens they get when decoded alone."""
+    from cream_plugin.decoding import decode, decode_stream
+
+    texts = [*TEXTS, "z", "seven eight nine ten eleven twelve thirteen fourteen", "ok then"]
+    prompts = [tiny_tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    stop_after = {i: 2 + (3 * i) % 7 for i in range(len(prompts))}  # rows finish at mixed steps
+
+    def finished(alive, tokens):
+        return torch.tensor([len(tokens[r]) >= stop_after[r] for r in alive])
+
+    done: list[int] = []
+    streamed = decode_stream(tiny_model, prompts, max_new_tokens=7, batch_size=3,
+                             choose=_greedy, finished=finished, on_done=done.append)
+    assert sorted(done) == list(range(len(prompts)))
+    for i, prompt in enumerate(prompts):
+        ids = torch.tensor([prompt])
+        alone = decode(tiny_model, ids, torch.ones_like(ids), max_new_tokens=7, choose=_greedy,
+                       finished=_never)[0].tolist()
+        assert streamed[i] == alone[: min(7, stop_after[i])], i
