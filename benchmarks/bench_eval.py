@@ -1,6 +1,6 @@
 """Benchmark: evaluation items/s per task with the in-memory lm-eval evaluator (SmolLM2-135M).
 
-Run:  python benchmarks/bench_eval.py [--mc-limit 32 --gen-limit 16 --batch-sizes 16,64]
+Run:  python benchmarks/bench_eval.py [--mc-limit 32 --gen-limit 48 --batch-sizes 16,64]
 The task index is built once (its time is reported) and reused; the model stays in memory.
 Multiple-choice tasks: batch sizes timed interleaved (A, B, A, B), medians reported.
 GSM8K: lm-eval's stock HFLM (``generate``) against DecodeLoopHFLM at the same batch size on the
@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("--mc-tasks", default=",".join(MC_TASKS))
     parser.add_argument("--gen-task", default="cream_gsm8k")
     parser.add_argument("--mc-limit", type=int, default=32)
-    parser.add_argument("--gen-limit", type=int, default=16)
+    parser.add_argument("--gen-limit", type=int, default=48)
     parser.add_argument("--batch-sizes", default="16,64", help="multiple-choice batch sizes")
     parser.add_argument("--gen-batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=2)

@@ -103,27 +103,25 @@ class PreallocatedLayer(DynamicLayer):
         self.start += columns
         self._views()
 
-    def pad_front(self, columns: int) -> None:
-        """Add ``columns`` zero (masked) columns before the window."""
-        if columns <= self.start:
-            self.start -= columns
-            self._keys[:, :, self.start : self.start + columns] = 0
-            self._values[:, :, self.start : self.start + columns] = 0
-            self._views()
-        else:
-            self._rebuffer(front=columns, room=0)
+    def join_rows(self, keys: Any, values: Any, room: int) -> int:
+        """Add rows prefilled on their own (``keys``: rows, heads, width, dim); both the old and
+        the new rows end up right-aligned in a window as wide as the wider of the two, in one
+        new buffer with ``room`` free columns after it. Returns the window's width."""
+        window, width = self.length - self.start, keys.shape[2]
+        wide = max(window, width)
+        rows = self._keys.shape[0] + keys.shape[0]
 
-    def append_rows(self, keys: Any, values: Any) -> None:
-        """Add rows whose window (``keys``: rows, heads, window, dim) matches this one's."""
-        import torch
+        def joined(old: Any, new: Any) -> Any:
+            buffer = old.new_empty((rows, old.shape[1], wide + room, old.shape[3]))
+            buffer[:, :, :wide] = 0
+            buffer[: old.shape[0], :, wide - window : wide] = old[:, :, self.start : self.length]
+            buffer[old.shape[0] :, :, wide - width : wide] = new
+            return buffer
 
-        def grown(buffer: Any, rows: Any) -> Any:
-            extra = buffer.new_zeros((rows.shape[0], *buffer.shape[1:]))
-            extra[:, :, self.start : self.length] = rows
-            return torch.cat([buffer, extra], dim=0)
-
-        self._keys, self._values = grown(self._keys, keys), grown(self._values, values)
+        self._keys, self._values = joined(self._keys, keys), joined(self._values, values)
+        self.start, self.length = 0, wide
         self._views()
+        return wide
 
     def batch_select_indices(self, indices: Any) -> None:
         """Keep the rows ``indices``: sorted drops compact in place, moving only the window
@@ -364,17 +362,11 @@ def decode_stream(
                 if cache is None:
                     cache, mask, positions, logits = new_cache, new_mask, new_positions, new_logits
                 else:
-                    wider = new_mask.shape[1] - mask.shape[1]
-                    if wider > 0:
-                        for layer in cache.layers:
-                            layer.pad_front(wider)
-                        mask = torch.cat([mask.new_zeros((mask.shape[0], wider)), mask], dim=1)
-                    elif wider < 0:
-                        new_mask = torch.cat(
-                            [new_mask.new_zeros((new_mask.shape[0], -wider)), new_mask], dim=1)
+                    wide = 0
                     for layer, part in zip(cache.layers, new_cache.layers, strict=True):
-                        layer.append_rows(*_right_aligned(part, mask.shape[1]))
-                    mask = torch.cat([mask, new_mask], dim=0)
+                        assert isinstance(part, PreallocatedLayer)
+                        wide = layer.join_rows(part.keys, part.values, room=max_new_tokens)
+                    mask = torch.cat([_pad_left(mask, wide), _pad_left(new_mask, wide)], dim=0)
                     positions = torch.cat([positions, new_positions], dim=0)
                     logits = torch.cat([logits, new_logits], dim=0)
                 alive += take
@@ -413,14 +405,11 @@ def decode_stream(
     return results
 
 
-def _right_aligned(layer: Any, width: int) -> tuple[Any, Any]:
-    """A prefilled layer's keys and values left-padded with zeros to ``width`` columns."""
-    keys, values = layer.keys, layer.values
-    short = width - keys.shape[2]
-    if short <= 0:
-        return keys, values
-    pad_k = keys.new_zeros((keys.shape[0], keys.shape[1], short, keys.shape[3]))
-    pad_v = values.new_zeros((values.shape[0], values.shape[1], short, values.shape[3]))
+def _pad_left(mask: Any, width: int) -> Any:
+    """``mask`` (rows, w) with zero columns added on the left up to ``width``."""
     import torch
 
-    return torch.cat([pad_k, keys], dim=2), torch.cat([pad_v, values], dim=2)
+    short = width - mask.shape[1]
+    if short <= 0:
+        return mask
+    return torch.cat([mask.new_zeros((mask.shape[0], short)), mask], dim=1)

@@ -2,14 +2,16 @@
 
 Stock ``HFLM._model_generate`` calls ``generate`` with lm-eval's stop criterion, which ends the
 batch only when *every* row has produced the *same* stop string, so a batch of 16 GSM8K rows
-usually runs to ``max_gen_toks`` even when most rows stopped long before; and the
-``DynamicCache`` copies itself at every step. Here each row leaves the batch as soon as its
-text contains one of the stop strings (or it emits an EOS id), and the cache is pre-allocated.
-lm-eval truncates every generation at its first stop string anyway, so the strings returned
-are those of greedy ``generate``. Anything this loop does not reproduce exactly (sampling,
-extra generation kwargs, logits processors from the model's generation config, autocast)
-goes to the stock path.
-"""
+often runs to ``max_gen_toks`` when most rows stopped long before; the ``DynamicCache`` copies
+itself at every step; and every context is padded to the longest of its batch. Here
+``generate_until`` sends all greedy requests of one generation setting through one
+continuous-batching stream (``decoding.decode_stream``): each row leaves as soon as its text
+contains one of the stop strings (or it emits an EOS id), new rows join when half the batch has
+left, contexts are prefilled without padding, and the cache is pre-allocated. lm-eval truncates
+every generation at its first stop string anyway, so the strings returned are those of greedy
+``generate``. Anything the loop does not reproduce exactly (sampling, extra generation kwargs,
+logits processors from the model's generation config, autocast, thinking tokens, ``auto``
+batch size) goes to the stock path."""
 
 from __future__ import annotations
 

@@ -71,7 +71,7 @@ def test_what_the_loop_cannot_reproduce_goes_to_the_stock_path(both_lms, tiny_mo
 
 @pytest.mark.slow
 def test_smollm2_gsm8k_generations_and_scores_equal_stock(data_dir) -> None:
-    """The real case the loop exists for: 5-shot GSM8K with SmolLM2, 6 items in one batch."""
+    """The real case the loop exists for: 5-shot GSM8K with SmolLM2, 6 items, batches of 2."""
     import os
 
     from lm_eval.models.huggingface import HFLM
@@ -85,7 +85,7 @@ def test_smollm2_gsm8k_generations_and_scores_equal_stock(data_dir) -> None:
     evaluator = LMEvalEvaluator(tasks=["cream_gsm8k"], limit=6, data_dir=data_dir)
     results = {}
     for cls in (DecodeLoopHFLM, HFLM):
-        lm = cls(pretrained=model, tokenizer=tokenizer, batch_size=6)
+        lm = cls(pretrained=model, tokenizer=tokenizer, batch_size=2)  # the stream refills
         generations: list[str] = []
         original = lm.generate_until
         lm.generate_until = lambda reqs, disable_tqdm=False, f=original, g=generations: (
