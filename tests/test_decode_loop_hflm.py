@@ -94,3 +94,12 @@ def test_smollm2_gsm8k_generations_and_scores_equal_stock(data_dir) -> None:
         results[cls.__name__] = (generations, [(r["metric"], r["value"]) for r in rows])
     assert results["DecodeLoopHFLM"] == results["HFLM"]
     assert len(results["HFLM"][0]) == 6 and any(g.strip() for g in results["HFLM"][0])
+
+
+def test_models_without_a_preallocatable_cache_use_the_stock_batches(both_lms, tiny_model):
+    stock, fast = both_lms
+    tiny_model.config.sliding_window = 4  # make_cache falls back to transformers' own cache
+    requests = _requests([], max_gen_toks=6)
+    assert fast.generate_until(requests, disable_tqdm=True) == stock.generate_until(
+        requests, disable_tqdm=True)
+    assert "stream_rows" not in fast.decode_stats and fast.decode_stats["fast_batches"] >= 1
