@@ -128,8 +128,10 @@ class PreallocatedLayer(DynamicLayer):
         of the rows after the first dropped one; any other selection gathers."""
         if not self.is_initialized:
             return
+        import torch
+
         kept = int(indices.numel())
-        moved = indices != self._arange(kept, indices.device)
+        moved = indices != torch.arange(kept, device=indices.device)
         if kept <= self._keys.shape[0] and bool((indices[1:] > indices[:-1]).all()):
             if bool(moved.any()):
                 first = int(moved.nonzero()[0])
@@ -140,12 +142,6 @@ class PreallocatedLayer(DynamicLayer):
         else:
             self._keys, self._values = self._keys[indices], self._values[indices]
         self._views()
-
-    @staticmethod
-    def _arange(n: int, device: Any) -> Any:
-        import torch
-
-        return torch.arange(n, device=device)
 
     def crop(self, tokens_to_remove: int) -> None:
         raise NotImplementedError("a pre-allocated decode cache is never cropped")
@@ -264,7 +260,7 @@ def decode(
     out = torch.full((rows, max_new_tokens), -1, dtype=torch.long)
     alive = torch.arange(rows)
     mask = attention_mask
-    positions = (mask.cumsum(dim=-1) - 1).clamp_min(0)
+    positions = mask.sum(dim=-1, keepdim=True)  # each row's next position: its length
     with torch.inference_mode():
         logits, cache = prefill(model, input_ids, mask, input_ids.shape[1] + max_new_tokens)
         if row_source is not None:
@@ -287,16 +283,8 @@ def decode(
                     kept(keep)
             if step + 1 == max_new_tokens:
                 break
-            mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
-            positions = positions[:, -1:] + 1
-            logits = model(
-                input_ids=tokens[:, None],
-                attention_mask=mask,
-                position_ids=positions,
-                past_key_values=cache,
-                use_cache=True,
-                logits_to_keep=1,
-            ).logits[:, -1, :]
+            logits, mask = _step(model, tokens, mask, positions, cache)
+            positions = positions + 1
     return out
 
 
@@ -304,7 +292,8 @@ def decode(
 StreamFinished = Callable[[list[int], list[list[int]]], Any]
 
 
-def _left_padded(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any]:
+def left_padded(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any]:
+    """Token lists as one left-padded batch: ``(input_ids, attention_mask)``, both long."""
     import torch
 
     width = max(len(p) for p in prompts)
@@ -352,7 +341,7 @@ def decode_stream(
             if pending < len(prompts) and len(alive) <= batch_size // 2:
                 take = list(range(pending, min(len(prompts), pending + batch_size - len(alive))))
                 pending = take[-1] + 1
-                ids, new_mask = _left_padded([prompts[i] for i in take], pad_id)
+                ids, new_mask = left_padded([prompts[i] for i in take], pad_id)
                 ids, new_mask = ids.to(device), new_mask.to(device)
                 new_logits, new_cache = prefill(
                     model, ids, new_mask, ids.shape[1] + max_new_tokens)
@@ -392,17 +381,26 @@ def decode_stream(
                     for layer in cache.layers:
                         layer.trim_front(lead)
                     mask = mask[:, lead:]
-            mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
-            logits = model(
-                input_ids=tokens[:, None],
-                attention_mask=mask,
-                position_ids=positions,
-                past_key_values=cache,
-                use_cache=True,
-                logits_to_keep=1,
-            ).logits[:, -1, :]
+            logits, mask = _step(model, tokens, mask, positions, cache)
             positions = positions + 1
     return results
+
+
+def _step(model: Any, tokens: Any, mask: Any, positions: Any, cache: Cache) -> tuple[Any, Any]:
+    """One decode step: each running row's new token at its position (rows, 1); returns the
+    last-position logits and the attention mask grown by that token's column."""
+    import torch
+
+    mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
+    logits = model(
+        input_ids=tokens[:, None],
+        attention_mask=mask,
+        position_ids=positions,
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    ).logits[:, -1, :]
+    return logits, mask
 
 
 def _pad_left(mask: Any, width: int) -> Any:

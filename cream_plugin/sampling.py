@@ -179,6 +179,8 @@ class HFSampler:
         import torch
         from tqdm.auto import tqdm
 
+        from cream_plugin.decoding import left_padded
+
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         texts = [render_prompt(self.tokenizer, p) for p in prompts]
@@ -199,14 +201,7 @@ class HFSampler:
         try:
             for batch in tqdm(batches, desc="sampling", unit="batch", disable=not self.progress):
                 slot = {i: r for r, i in enumerate(dict.fromkeys(i for i, _ in batch))}
-                distinct = list(slot)
-                width = max(len(encoded[i]) for i in distinct)
-                ids = torch.full((len(distinct), width), pad_id, dtype=torch.long)
-                mask = torch.zeros((len(distinct), width), dtype=torch.long)
-                for r, i in enumerate(distinct):
-                    length = len(encoded[i])
-                    ids[r, width - length :] = torch.tensor(encoded[i], dtype=torch.long)
-                    mask[r, width - length :] = 1
+                ids, mask = left_padded([encoded[i] for i in slot], pad_id)
                 source = torch.tensor([slot[i] for i, _ in batch], dtype=torch.long)
                 seeds = [row_seed(seed, keys[i], j) for i, j in batch]
                 out = self._generate_batch(ids.to(device), mask.to(device), seeds, stop_ids, source)
