@@ -46,7 +46,8 @@ _GREEDY_KEYS = {"do_sample", "temperature", "attention_mask"}
 
 
 class DecodeLoopHFLM(HFLM):
-    """HFLM whose greedy ``generate_until`` batches run on ``cream_plugin.decoding.decode``."""
+    """HFLM whose greedy ``generate_until`` runs on ``cream_plugin.decoding.decode_stream``
+    (or, where only HFLM's batches fit, ``decoding.decode`` per batch)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -124,22 +125,15 @@ class DecodeLoopHFLM(HFLM):
                                          truncation=self.truncation)[0][0].tolist()
                    for c in contexts]
         order = sorted(range(len(contexts)), key=lambda k: (-len(encoded[k]), contexts[k]))
-        eos = torch.tensor(sorted(self._eos_ids()), dtype=torch.long)
-        tokenizer = self.tokenizer
+        stopped = self._stop_rule(until)
 
         def finished(alive: list[int], tokens: list[list[int]]) -> Any:
-            done = torch.isin(torch.tensor([tokens[r][-1] for r in alive]), eos)
-            for k, row in enumerate(alive):
-                if not done[k] and until:
-                    text = tokenizer.decode(tokens[row])
-                    done[k] = any(stop in text for stop in until)
-            return done
+            return torch.tensor([stopped(tokens[row]) for row in alive], dtype=torch.bool)
 
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         out = decode_stream(
             self.model, [encoded[k] for k in order], max_new_tokens=max_gen_toks,
             batch_size=int(self.batch_size), choose=lambda logits: logits.argmax(dim=-1),
-            finished=finished, pad_id=pad, on_done=lambda _: bar.update(1),
+            finished=finished, pad_id=self._pad_id(), on_done=lambda _: bar.update(1),
         )
         if out is None:
             return None
@@ -153,11 +147,24 @@ class DecodeLoopHFLM(HFLM):
             self.cache_hook.add_partial("generate_until", (contexts[k], gen_kwargs), text)
         return texts
 
-    def _eos_ids(self) -> set[int]:
+    def _stop_rule(self, until: list[str]) -> Any:
+        """Whether a row whose new tokens are ``tokens`` is finished: it ends in an EOS id of the
+        model's generation config (as ``generate`` stops), or its text, special tokens kept as
+        lm-eval's stop criterion decodes them, contains one of the ``until`` strings."""
         value = self.model.generation_config.eos_token_id
-        if value is None:
-            return set()
-        return set(value) if isinstance(value, list) else {int(value)}
+        eos = set() if value is None else set(value) if isinstance(value, list) else {int(value)}
+        tokenizer = self.tokenizer
+
+        def stopped(tokens: list[int]) -> bool:
+            if tokens[-1] in eos:
+                return True
+            return bool(until) and any(stop in tokenizer.decode(tokens) for stop in until)
+
+        return stopped
+
+    def _pad_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        return int(pad) if pad is not None else 0
 
     def _model_generate(
         self, context: Any, max_length: int, stop: list[str], **generation_kwargs: Any
@@ -172,18 +179,11 @@ class DecodeLoopHFLM(HFLM):
         mask = generation_kwargs.get("attention_mask")
         if mask is None:
             mask = torch.ones_like(context)
-        eos = torch.tensor(sorted(self._eos_ids()), dtype=torch.long)
-        tokenizer = self.tokenizer
+        stopped = self._stop_rule(stop)
 
         def finished(alive: Any, out: Any, step: int) -> Any:
-            # The criterion lm-eval applies, per row: a stop string in the text decoded so far
-            # (special tokens kept, as its criterion decodes them), or an EOS id as generate does.
-            done = torch.isin(out[alive, step], eos)
-            for r, row in enumerate(alive.tolist()):
-                if not done[r] and stop:
-                    text = tokenizer.decode(out[row, : step + 1].tolist())
-                    done[r] = any(s in text for s in stop)
-            return done
+            rows = out[alive, : step + 1].tolist()
+            return torch.tensor([stopped(tokens) for tokens in rows], dtype=torch.bool)
 
         new = decode(
             self.model, context, mask, max_new_tokens=max(1, max_length - context.shape[1]),
@@ -193,6 +193,5 @@ class DecodeLoopHFLM(HFLM):
         new = new[:, :steps]
         self.decode_stats["fast_batches"] += 1
         self.decode_stats["new_tokens"] += int((new >= 0).sum())
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        new = new.masked_fill(new < 0, pad).to(context.device)
+        new = new.masked_fill(new < 0, self._pad_id()).to(context.device)
         return torch.cat([context, new], dim=1)
