@@ -12,6 +12,33 @@ CHATML_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
+# A small preference set in the tiny tokenizer's vocabulary: prompt i, its better and worse
+# response (trainer and SCIR tests build their pair rows from it).
+PAIR_PROMPTS = [
+    "What is two plus three?",
+    "Which gas do plants absorb?",
+    "Write a short poem about the sea.",
+    "Please answer step by step.",
+]
+PAIR_GOOD = ["Answer: 5", "B carbon dioxide", "The waves roll in and out again.", "Answer: B"]
+PAIR_BAD = ["The quick brown fox.", "A. oxygen", "Score: 4", "jumps over the lazy dog"]
+
+
+def offline_env(data_dir: str | Path, cache_dir: str | Path, **extra: str) -> dict[str, str]:
+    """The environment of a ``cream`` subprocess in tests: local data, a model cache, no Hub."""
+    import os
+
+    return {
+        **os.environ,
+        "CREAM_DATA_DIR": str(data_dir),
+        "CREAM_CACHE_DIR": str(cache_dir),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        **extra,
+    }
+
+
 _CORPUS = [
     "The quick brown fox jumps over the lazy dog.",
     "Question: What is two plus three? Answer: 5",

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from cream_plugin.artifacts import MANIFEST_SUFFIX
+from cream_plugin.testing import offline_env
 
 pytestmark = pytest.mark.slow
 
@@ -29,14 +30,7 @@ VOLATILE = {"seconds"}
 @pytest.fixture(scope="module")
 def run_env(data_dir, tmp_path_factory) -> dict[str, str]:
     cache = os.environ.get("CREAM_CACHE_DIR") or str(tmp_path_factory.mktemp("cache"))
-    env = {
-        **os.environ,
-        "CREAM_DATA_DIR": str(data_dir),
-        "CREAM_CACHE_DIR": cache,
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-    }
+    env = offline_env(data_dir, cache)
     # Build the tiny model into the cache once, in its own process, before any compared run:
     # every run under test then reads the same cached checkpoint the same way.
     warm = "from cream_plugin.models import resolve_model_path as r; r('tiny-random')"

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from cream_plugin.distributed import DistContext, map_sharded, shard, unshard
+from cream_plugin.testing import offline_env
 
 
 @dataclass(frozen=True)
@@ -135,16 +136,7 @@ def test_two_processes_write_the_same_run_as_one(data_dir, tmp_path) -> None:
     from safetensors.torch import load_file
 
     cache = os.environ.get("CREAM_CACHE_DIR") or str(tmp_path / "cache")
-    env = {
-        **os.environ,
-        "CREAM_DATA_DIR": str(data_dir),
-        "CREAM_CACHE_DIR": cache,
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "OMP_NUM_THREADS": "1",
-        "CUDA_VISIBLE_DEVICES": "",
-    }
+    env = offline_env(data_dir, cache, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
     env.pop("CREAM_FAULT_STAGE", None)
     run_args = ["run", "--preset", "smoke", "--method", "cream", "--fresh"]
     one, two = tmp_path / "one", tmp_path / "two"

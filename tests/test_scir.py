@@ -24,20 +24,14 @@ from cream_plugin.scir import (
     select_pairs,
     selected_dpo_loss,
 )
+from cream_plugin.testing import PAIR_BAD as BAD
+from cream_plugin.testing import PAIR_GOOD as GOOD
+from cream_plugin.testing import PAIR_PROMPTS as PROMPTS
 from rewarders.pairwise_judge import (
     encode_both_orders,
     pair_preference,
     verdict_token_ids,
 )
-
-PROMPTS = [
-    "What is two plus three?",
-    "Which gas do plants absorb?",
-    "Write a short poem about the sea.",
-    "Please answer step by step.",
-]
-GOOD = ["Answer: 5", "B carbon dioxide", "The waves roll in and out again.", "Answer: B"]
-BAD = ["The quick brown fox.", "A. oxygen", "Score: 4", "jumps over the lazy dog"]
 
 
 def perturbed(model: Any, scale: float = 0.3, seed: int = 1) -> Any:

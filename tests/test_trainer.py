@@ -17,17 +17,11 @@ from datasets import Dataset
 from trl import DPOConfig, DPOTrainer
 
 from cream_plugin.errors import ConfigError, DataError
+from cream_plugin.testing import PAIR_BAD as BAD
+from cream_plugin.testing import PAIR_GOOD as GOOD
+from cream_plugin.testing import PAIR_PROMPTS as PROMPTS
 from cream_plugin.trainer import CREAMConfig, CREAMTrainer
 from cream_plugin.trainer_utils import cream_loss
-
-PROMPTS = [
-    "What is two plus three?",
-    "Which gas do plants absorb?",
-    "Write a short poem about the sea.",
-    "Please answer step by step.",
-]
-GOOD = ["Answer: 5", "B carbon dioxide", "The waves roll in and out again.", "Answer: B"]
-BAD = ["The quick brown fox.", "A. oxygen", "Score: 4", "jumps over the lazy dog"]
 
 
 def make_rows(consistency: list[float | None] | None, swap: bool = False) -> list[dict[str, Any]]:
