@@ -90,7 +90,7 @@ class _Lazy:
 def _call_with_supported(factory: Callable[..., Any], **kwargs: Any) -> Any:
     """Call a component factory with the keyword arguments it names (all of them when it
     names none and takes ``**kwargs``); a ``_Lazy`` value is loaded only if passed."""
-    from rewarders import factory_parameters
+    from cream_plugin.rewarders import factory_parameters
 
     named = factory_parameters(factory)
     if named:
@@ -410,7 +410,7 @@ class Pipeline:
         self, scope: str, name: str, key: str | None, samples: Stage, t: int
     ) -> Stage:
         """Rewards from a rewarder plugin (judge, oracle, third-party), using model ``key``."""
-        from rewarders import build_rewarder, score_rewarder
+        from cream_plugin.rewarders import build_rewarder, score_rewarder
 
         cfg = self.config
         tag = f"{name}-{key.replace('/', '-')}" if key else name
@@ -517,7 +517,7 @@ class Pipeline:
             ref_logps = cur
         else:
             from cream_plugin.registry import get_component
-            from rewarders import factory_parameters
+            from cream_plugin.rewarders import factory_parameters
 
             needs_model = "model" in factory_parameters(get_component("rewarder", reward_name).obj)
             r_stage = self.model_rewards(

@@ -24,8 +24,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "cream_plugin.default_plugins.consistency",
     "cream_plugin.default_plugins.samplers",
     "cream_plugin.default_plugins.trainers",
-    "rewarders.default_plugin",
-    "evaluators.default_plugin",
+    "cream_plugin.rewarders.default_plugin",
+    "cream_plugin.evaluators.default_plugin",
 )
 
 

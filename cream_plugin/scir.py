@@ -6,7 +6,8 @@ training step. For a pair (y_w, y_l) of the batch:
 
 - the implicit DPO reward gives ``P_dpo = sigmoid(h)``, ``h = beta * (log-ratio_w - log-ratio_l)``;
 - the generative judge gives ``P_gen``, the order-averaged probability that the current policy,
-  prompted as a pairwise judge, prefers y_w (:func:`rewarders.pairwise_judge.pair_preference`).
+  prompted as a pairwise judge, prefers y_w
+  (:func:`cream_plugin.rewarders.pairwise_judge.pair_preference`).
 
 The loss is ``dpo_weight * DPO(selected pairs) + consistency_weight * L_cons`` where ``L_cons``
 pulls P_dpo and P_gen together (symmetric KL or squared difference) and towards confidence
@@ -31,9 +32,7 @@ import torch.nn.functional as F
 from trl import DPOTrainer
 
 from cream_plugin.errors import ConfigError, DataError
-from cream_plugin.trainer import CREAMConfig, CREAMTrainer
-from cream_plugin.trainer_utils import CONSISTENCY_COLUMN, REF_COLUMNS
-from rewarders.pairwise_judge import (
+from cream_plugin.rewarders.pairwise_judge import (
     DEFAULT_LABELS,
     PAIR_TEMPLATE,
     encode_pair_prompt,
@@ -42,6 +41,8 @@ from rewarders.pairwise_judge import (
     pair_preference,
     verdict_token_ids,
 )
+from cream_plugin.trainer import CREAMConfig, CREAMTrainer
+from cream_plugin.trainer_utils import CONSISTENCY_COLUMN, REF_COLUMNS
 
 CONSISTENCY_LOSSES = ("sym_kl", "mse")
 CONSISTENCY_GRADS = ("both", "dpo", "gen")

@@ -15,14 +15,14 @@ TASKS_PATH = str(Path(__file__).resolve().parent / "tasks")
 
 def lm_eval_factory(**config: Any) -> Any:
     """Build an LMEvalEvaluator (in-memory HF model)."""
-    from evaluators.lm_eval_evaluator import LMEvalEvaluator
+    from cream_plugin.evaluators.lm_eval_evaluator import LMEvalEvaluator
 
     return LMEvalEvaluator(**config)
 
 
 def vllm_factory(**config: Any) -> Any:
     """Build a VLLMEvaluator (checkpoint path, vLLM backend)."""
-    from evaluators.vllm_evaluator import VLLMEvaluator
+    from cream_plugin.evaluators.vllm_evaluator import VLLMEvaluator
 
     return VLLMEvaluator(**config)
 

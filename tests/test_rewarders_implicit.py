@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from cream_plugin.rewarders.implicit import ImplicitRewarder, implicit_rewards
 
 from cream_plugin import get_rewarder
 from cream_plugin.logprobs import LogProbCache, SequenceLogProbs
 from cream_plugin.testing import build_tiny_model
-from rewarders.implicit import ImplicitRewarder, implicit_rewards
 
 PROMPTS = [
     [{"role": "user", "content": "What is two plus three?"}],

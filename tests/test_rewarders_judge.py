@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from rewarders.judge import JudgeRewarder, build_judge_prompt, parse_judgement
+from cream_plugin.rewarders.judge import JudgeRewarder, build_judge_prompt, parse_judgement
 
 
 @pytest.mark.parametrize(("text", "expected"), [

@@ -5,10 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from cream_plugin import get_rewarder
-from cream_plugin.data import load_rows
-from rewarders.oracle import (
+from cream_plugin.rewarders.oracle import (
     AnswerKeyRewarder,
     RewardModelRewarder,
     extract_choice,
@@ -16,6 +13,9 @@ from rewarders.oracle import (
     parse_reference,
     reference_for,
 )
+
+from cream_plugin import get_rewarder
+from cream_plugin.data import load_rows
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,11 @@ import torch
 
 pytest.importorskip("trl")
 
+from cream_plugin.rewarders.pairwise_judge import (
+    encode_both_orders,
+    pair_preference,
+    verdict_token_ids,
+)
 from datasets import Dataset
 
 from cream_plugin.errors import ConfigError
@@ -27,11 +32,6 @@ from cream_plugin.scir import (
 from cream_plugin.testing import PAIR_BAD as BAD
 from cream_plugin.testing import PAIR_GOOD as GOOD
 from cream_plugin.testing import PAIR_PROMPTS as PROMPTS
-from rewarders.pairwise_judge import (
-    encode_both_orders,
-    pair_preference,
-    verdict_token_ids,
-)
 
 
 def perturbed(model: Any, scale: float = 0.3, seed: int = 1) -> Any:
@@ -333,7 +333,7 @@ def test_internal_consistency_rate(tiny_model, tiny_tokenizer) -> None:
 
 def test_pairwise_judge_rewarder_is_mean_win_probability(tiny_model, tiny_tokenizer,
                                                          fresh_plugins) -> None:
-    from rewarders import build_rewarder
+    from cream_plugin.rewarders import build_rewarder
 
     model = perturbed(tiny_model)
     rewarder = build_rewarder("pairwise-judge", {"model": lambda: model,

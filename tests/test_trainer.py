@@ -92,9 +92,12 @@ def run_pair(cls: type, cfg_cls: type, rows: list[dict[str, Any]], tiny_model: A
 
 
 def assert_close_grads(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    # atol 1e-6: a mixture 0.7 g1 + 0.3 g2 of float32 gradients cancels to ~1e-7 on some entries.
     assert a.keys() == b.keys() and a
     for name in a:
-        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-7, msg=name)
+        torch.testing.assert_close(
+            a[name], b[name], rtol=1e-5, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}"
+        )
 
 
 # -- the loss ------------------------------------------------------------------------------------

@@ -167,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
 
     from cream_plugin.config import load_config
     from cream_plugin.registry import UnknownComponentError
-    from rewarders import build_rewarder, score_rewarder
+    from cream_plugin.rewarders import build_rewarder, score_rewarder
 
     cfg = load_config(args.config, args.set)
     name = args.rewarder or cfg.rewarder.name
