@@ -80,6 +80,12 @@ class TempJournal:
                 path.unlink(missing_ok=True)
                 removed.append(rel)
         self.path.unlink(missing_ok=True)
+        for rel in removed:  # the stage folders those files were in, when left empty
+            for parent in (self.run_dir / rel).parents:
+                if parent == self.run_dir or self.run_dir not in parent.parents:
+                    break
+                if parent.is_dir() and not any(parent.iterdir()):
+                    parent.rmdir()
         return removed
 
 

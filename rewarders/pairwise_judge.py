@@ -24,9 +24,8 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from cream_plugin.rewarders.judge import fence, render_request
-
 from cream_plugin.errors import ConfigError, DataError
+from cream_plugin.rewarders.judge import fence, render_request
 
 if TYPE_CHECKING:  # torch / numpy are imported where used, so listing plugins stays fast
     import torch

@@ -67,8 +67,7 @@ class Runner:
             self.reused.append(spec.name)
             return store
         for key in spec.models():
-            if key != "M0":
-                self.ensure_checkpoint(key)
+            self.ctx.model_path(key)  # on disk and verified (trained again if pruned)
         store = self.store(spec)  # inputs may name a checkpoint that was just trained again
         if store.is_complete():
             self.reused.append(spec.name)
@@ -93,8 +92,7 @@ class Runner:
             )
         log.info("checkpoint %s was pruned; training it again", key)
         for dep in spec.models():
-            if dep != "M0":
-                self.ensure_checkpoint(dep)
+            self.ctx.model_path(dep)
         self._compute_and_write(spec, self.store(spec))
 
     def _compute_and_write(self, spec: StageSpec, store: Stage) -> None:
