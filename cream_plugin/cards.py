@@ -714,3 +714,79 @@ def run_card_text(
     if dataset_repo_id:
         lines += ["", f"Samples and preference pairs: the data set `{dataset_repo_id}`."]
     return _front_matter(meta, "\n".join(lines))
+
+
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """First 16 hex digits of a file's sha256 (the length of the run manifests' digests)."""
+    import hashlib
+
+    sha = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()[:16]
+
+
+def folder_digest(folder: str | os.PathLike[str]) -> str:
+    """A checkpoint folder's digest: its run manifest's when it has one (a run checkpoint),
+    else a sha256 over every file's path and content (the card excluded)."""
+    import hashlib
+
+    folder = Path(folder)
+    manifest = _read_manifest(folder.with_name(folder.name + MANIFEST_SUFFIX))
+    if manifest and manifest.get("digest"):
+        return str(manifest["digest"])
+    sha = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != CARD_NAME):
+        sha.update(path.relative_to(folder).as_posix().encode())
+        sha.update(file_digest(path).encode())
+    return sha.hexdigest()[:16]
+
+
+def standalone_lineage(
+    pairs_file: str | os.PathLike[str],
+    model: str,
+    *,
+    method: str,
+    checkpoint: str,
+    training: Mapping[str, Any],
+) -> Lineage:
+    """The lineage of a checkpoint trained outside a run (``cream train``): the parent is the
+    model it started from (its base model is carried over from the parent's own card), the
+    pairs file is identified by its manifest digest or its content hash, and C is summarised
+    from the file's ``consistency`` column."""
+    import statistics
+
+    from cream_plugin.data import read_jsonl
+
+    pairs_path = Path(pairs_file)
+    manifest = _read_manifest(pairs_path.with_name(pairs_path.stem + MANIFEST_SUFFIX)) or {}
+    rows = read_jsonl(pairs_path)
+    values = [float(r["consistency"]) for r in rows if r.get("consistency") is not None]
+    consistency = None
+    if values:
+        consistency = {"C": {
+            "mean": statistics.fmean(values),
+            "std": statistics.pstdev(values) if len(values) > 1 else 0.0,
+            "n": len(values),
+        }}
+    parent_path = Path(model)
+    parent_meta = read_card_metadata(parent_path) if parent_path.is_dir() else {}
+    base = parent_meta.get("base_model") or hub_model_id(model) or model
+    return Lineage(
+        method=method,
+        checkpoint=checkpoint,
+        base_model=str(base),
+        parent=model,
+        parent_digest=folder_digest(parent_path) if parent_path.is_dir() else None,
+        pairs=ArtifactRef(
+            path=str(pairs_path),
+            digest=str(manifest.get("digest") or file_digest(pairs_path)),
+            rows=len(rows),
+            bytes=pairs_path.stat().st_size,
+        ),
+        consistency=consistency,
+        training=dict(training),
+        datasets=[str(d) for d in parent_meta.get("datasets") or []],
+        license=parent_meta.get("license"),
+    )
