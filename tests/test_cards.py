@@ -173,3 +173,40 @@ def test_cli_train_writes_a_card_and_tensorboard_logs(tiny_model_dir, tmp_path) 
     assert lin["consistency"]["C"]["mean"] == pytest.approx(sum(values) / 4)
     assert lin["training"]["max_steps"] == 1 and lin["training"]["beta"] == 0.1
     assert ModelCard.load(out / "README.md").data.library_name == "transformers"
+
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "integration.md"
+
+
+def doc_blocks(name: str) -> str:
+    """The python blocks of docs/integration.md marked ``<!-- test: name -->``, joined."""
+    import re
+
+    pattern = rf"<!-- test: {re.escape(name)} -->\n```python\n(.*?)```"
+    blocks = re.findall(pattern, DOC.read_text(), re.DOTALL)
+    assert blocks, f"no block marked {name} in {DOC}"
+    return "\n".join(blocks)
+
+
+def test_doc_trl_script_runs(tiny_model, tiny_tokenizer, tmp_path, monkeypatch) -> None:
+    pytest.importorskip("tensorboard")
+    monkeypatch.chdir(tmp_path)
+    scope = {"model": tiny_model, "tokenizer": tiny_tokenizer}
+    exec(compile(doc_blocks("trl-script"), str(DOC), "exec"), scope)
+    assert list((tmp_path / "out" / "tb" / "cream" / "M2").glob("events.out.tfevents.*"))
+    meta = read_card_metadata(tmp_path / "out" / "M2")
+    assert meta["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert meta["cream"]["parent"] == "M1"
+    assert meta["cream"]["benchmarks"]["arc_easy"]["acc"] == 0.49
+    assert scope["trainer"].args.report_to == ["tensorboard"]
+
+
+def test_doc_reading_snippets_run(tiny_run_dir, capsys) -> None:
+    code = doc_blocks("read-artifacts").replace('"runs/demo"', repr(str(tiny_run_dir)))
+    scope: dict = {}
+    exec(compile(code, str(DOC), "exec"), scope)
+    assert scope["lineage"]["parent"] == "M1"
+    assert scope["low_c"].num_rows == 1  # C = 0.2, 0.6, 0.9, 1.0
+    assert scope["samples"].num_rows == 4
+    assert scope["table"].loc[("cream", 2), "cream_arc_easy"] == 0.5
+    assert manifest(tiny_run_dir, "cream/M2")["inputs"]["base"] in capsys.readouterr().out
