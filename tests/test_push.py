@@ -112,9 +112,14 @@ def test_pushed_layout_loads_with_transformers_and_datasets(tiny_run_dir, tmp_pa
     import datasets
     from transformers import AutoModelForCausalLM
 
-    from cream_plugin.cards import read_card_metadata
+    from cream_plugin.cards import read_card_metadata, write_run_cards
 
+    write_run_cards(tiny_run_dir)  # cards already on disk are replaced, not sent twice
     plan = plan_push(tiny_run_dir, "org/study", ["checkpoints", "pairs", "samples"])
+    dests = [(u.repo_type, u.path_in_repo) for u in plan]
+    assert len(dests) == len(set(dests))
+    card = next(u for u in plan if u.path_in_repo == "cream/M2/README.md")
+    assert card.content is not None and card.source is None
     model_repo = materialise(plan, "model", tmp_path / "model-repo")
     data_repo = materialise(plan, "dataset", tmp_path / "data-repo")
     model = AutoModelForCausalLM.from_pretrained(model_repo, subfolder="cream/M2")
