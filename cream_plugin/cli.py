@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from cream_plugin.errors import CreamError
 
 COMMANDS: tuple[str, ...] = (
-    "run", "sample", "reward", "pairs", "train", "eval", "report", "clean", "plugins",
+    "run", "sample", "reward", "pairs", "train", "eval", "report", "clean", "push", "plugins",
     "tasks-path",
 )
 

@@ -11,6 +11,11 @@ from typing import Any
 from cream_plugin.errors import ConfigError, DataError
 
 HELP = "Train a model on a pairs file (CREAM or plain DPO) and save it to a folder."
+# The trainer-config fields recorded in the checkpoint's model card.
+TRAINING_SETTINGS = (
+    "beta", "learning_rate", "num_train_epochs", "warmup_ratio", "per_device_train_batch_size",
+    "gradient_accumulation_steps", "max_length", "consistency_mode", "seed",
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,6 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--set", action="append", default=[], metavar="KEY=VALUE",
         help="a field of the trainer's config, e.g. --set beta=0.1 --set consistency_mode=average",
     )
+    parser.add_argument(
+        "--report-to", default="none",
+        help="trackers: none, or comma-separated tensorboard,trackio,wandb,... (logs in OUTPUT/tb)",
+    )
+    parser.add_argument("--run-name", help="tracker run name (default: the output folder's name)")
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -63,7 +73,12 @@ def run(args: argparse.Namespace) -> int:
         trainer_cls, config_cls = get_trainer(args.trainer)
     except KeyError as exc:
         raise ConfigError(str(exc)) from None
-    config = build_args(config_cls, args.output, parse_overrides(args.set))
+    from cream_plugin.cards import standalone_lineage, write_model_card
+    from cream_plugin.tracking import track, tracking_kwargs
+
+    tracking = tracking_kwargs(args.report_to, args.run_name, stage="train", run_dir=args.output)
+    overrides = parse_overrides(args.set)
+    config = build_args(config_cls, args.output, {**tracking, **overrides})
     rows = read_jsonl(args.pairs_file)
     if not rows:
         raise DataError(f"{args.pairs_file}: no pairs")
@@ -77,8 +92,15 @@ def run(args: argparse.Namespace) -> int:
         kwargs["ref_model"] = copy.deepcopy(model).eval().requires_grad_(False)
     trainer = trainer_cls(model=model, args=config, train_dataset=dataset,
                           processing_class=tokenizer, **kwargs)
-    trainer.train()
+    with track(trainer, stage="train", run_dir=args.output, run_name=args.run_name):
+        trainer.train()
     trainer.save_model(args.output)
     tokenizer.save_pretrained(args.output)
+    settings = {k: getattr(config, k) for k in TRAINING_SETTINGS if hasattr(config, k)}
+    lineage = standalone_lineage(
+        args.pairs_file, args.model, method=args.trainer, checkpoint=Path(args.output).name,
+        training={**settings, **overrides},
+    )
+    write_model_card(args.output, lineage)
     print(Path(args.output))
     return 0
