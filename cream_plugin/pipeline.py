@@ -184,6 +184,7 @@ class Pipeline:
         self.dist.barrier()
 
     def _finish(self, finals: set[str]) -> None:
+        from cream_plugin.cards import write_run_cards
         from cream_plugin.report import write_report
 
         keep = finals | last_checkpoints(self.run_dir)
@@ -191,6 +192,7 @@ class Pipeline:
         prune_checkpoints(self.run_dir, keep)
         write_tables(self.run_dir)
         write_report(self.run_dir)
+        write_run_cards(self.run_dir)  # after the manifests: cards change no digest
         self.folder.clean_leftovers()
 
 

@@ -94,8 +94,11 @@ def check_device(config: RunConfig) -> None:
 
 def preflight(config: RunConfig) -> dict[str, Method]:
     """All checks; returns the configured methods."""
+    from cream_plugin.tracking import normalize_report_to
+
     methods = resolve_methods(list(config.methods))
     check_components(config, methods)
+    normalize_report_to(config.training.report_to)
     check_data(config)
     check_device(config)
     return methods

@@ -35,7 +35,7 @@ RUN_FILES = (
     "instruments.json",
     "report.md",
 )
-RUN_FOLDERS = ("plots",)
+RUN_FOLDERS = ("plots", "tb")
 """Run-level files and folders cream writes beside the stage artifacts."""
 
 
@@ -164,7 +164,22 @@ class RunFolder:
             if m.get("kind") == "folder":
                 paths.append(self.path / f"{name}.train_log.json")
         paths += [self.path / f for f in RUN_FILES] + [self.path / d for d in RUN_FOLDERS]
+        paths += self._card_files(paths)
         return paths
+
+    @staticmethod
+    def _card_files(paths: list[Path]) -> list[Path]:
+        """Data set cards (README.md) cream wrote beside its artifacts: they carry its tag."""
+        cards = []
+        for folder in {p.parent for p in paths}:
+            card = folder / "README.md"
+            try:
+                head = card.read_text(encoding="utf-8")[:2000]
+            except (OSError, UnicodeDecodeError):
+                continue
+            if head.startswith("---") and "cream-plugin" in head:
+                cards.append(card)
+        return cards
 
     def wipe(self) -> list[str]:
         """``--fresh``: delete cream's own files only, then the folders that became empty."""

@@ -49,14 +49,17 @@ def build_sft_trainer(
     gradient_accumulation_steps: int = 1,
     warmup_ratio: float = 0.0,
     progress: bool = True,
+    extra_args: dict[str, Any] | None = None,
 ) -> Any:
-    """An SFTTrainer with completion-only loss on the seed conversations (not yet trained)."""
+    """An SFTTrainer with completion-only loss on the seed conversations (not yet trained).
+
+    ``extra_args`` are further SFTConfig fields (e.g. the tracking settings)."""
     import torch
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
     dataset = Dataset.from_list(to_prompt_completion(examples))
-    config = SFTConfig(
+    values: dict[str, Any] = dict(
         output_dir=str(output_dir),
         num_train_epochs=epochs,
         learning_rate=learning_rate,
@@ -76,6 +79,8 @@ def build_sft_trainer(
         bf16=False,
         fp16=False,
     )
+    values.update(extra_args or {})
+    config = SFTConfig(**values)
     return SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer)
 
 

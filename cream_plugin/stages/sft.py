@@ -71,6 +71,7 @@ class SFTStage(StageSpec):
     def compute(self, ctx: RunContext) -> Output:
         from cream_plugin.data import load_rows
         from cream_plugin.sft import build_sft_trainer
+        from cream_plugin.tracking import track, tracking_kwargs
 
         cfg = ctx.config
         tr = cfg.training
@@ -89,9 +90,12 @@ class SFTStage(StageSpec):
             max_length=tr.max_length,
             seed=cfg.seed,
             progress=ctx.dist.is_main,
+            extra_args=tracking_kwargs(tr.report_to, tr.run_name, stage=self.name,
+                                       run_dir=ctx.run_dir),
         )
         whole_batches(trainer, tr.sft_batch_size)
-        trainer.train()
+        with track(trainer, stage=self.name, run_dir=ctx.run_dir, run_name=tr.run_name):
+            trainer.train()
         trained = trainer.model.eval()
         shutil.rmtree(scratch, ignore_errors=True)
         ctx.release()

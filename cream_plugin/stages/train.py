@@ -58,6 +58,7 @@ class TrainStage(StageSpec):
 
     def compute(self, ctx: RunContext) -> Output:
         from cream_plugin.registry import get_trainer
+        from cream_plugin.tracking import track, tracking_kwargs
 
         cfg = ctx.config
         tr = cfg.training
@@ -80,7 +81,8 @@ class TrainStage(StageSpec):
                 max_length=tr.max_length,
                 seed=cfg.seed,
                 data_seed=cfg.seed,
-                report_to="none",
+                **tracking_kwargs(tr.report_to, tr.run_name, stage=self.name,
+                                  run_dir=ctx.run_dir),
                 save_strategy="no",
                 logging_steps=1,
                 disable_tqdm=not ctx.dist.is_main,
@@ -103,7 +105,8 @@ class TrainStage(StageSpec):
                 processing_class=ctx.tokenizer,
             )
             whole_batches(trainer, tr.batch_size)
-            trainer.train()
+            with track(trainer, stage=self.name, run_dir=ctx.run_dir, run_name=tr.run_name):
+                trainer.train()
             model = trainer.model
             history = trainer.state.log_history
         shutil.rmtree(scratch, ignore_errors=True)
