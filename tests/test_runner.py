@@ -158,3 +158,22 @@ def test_pruned_checkpoint_unknown_to_this_run_names_the_fix(tmp_path) -> None:
     prune_checkpoints(tmp_path, keep=())
     with pytest.raises(DataError, match=r"M1 .* pruned.*--fresh"):
         Runner(ctx).run(Checkpoint("cream/M2", "M1"))
+
+
+def test_every_stage_is_in_the_architecture_doc() -> None:
+    """Like datasette's hook check: a stage class without a row in docs/architecture.md fails."""
+    import importlib
+    import pkgutil
+
+    import cream_plugin.stages as pkg
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "architecture.md").read_text()
+    found = []
+    for info in pkgutil.iter_modules(pkg.__path__):
+        module = importlib.import_module(f"cream_plugin.stages.{info.name}")
+        for obj in vars(module).values():
+            if isinstance(obj, type) and issubclass(obj, StageSpec) and obj is not StageSpec:
+                found.append(obj.__name__)
+    assert found
+    missing = [name for name in set(found) if f"`{name}`" not in doc]
+    assert not missing, f"stages missing from docs/architecture.md: {missing}"
