@@ -106,3 +106,33 @@ def test_across_seeds_is_a_t_interval():
     out = aggregate_seeds(rows, ("method", "task"))
     assert out[("cream", "arc")] == e
     assert out[("sft", "arc")].n == 1
+
+
+@pytest.mark.slow
+def test_item_scores_read_real_lm_eval_log_samples(tiny_tokenizer):
+    """lm-eval's own log_samples output: per-item means equal the task score lm-eval reports."""
+    pytest.importorskip("lm_eval")
+    import torch
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+
+    from cream_plugin.evaluators.lm_eval_evaluator import LMEvalEvaluator
+    from cream_plugin.testing import build_tiny_model
+
+    evaluator = LMEvalEvaluator()
+    tasks = list(evaluator.load_tasks(["cream_arc_easy"]).values())
+    scores = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        lm = HFLM(pretrained=build_tiny_model(tiny_tokenizer, seed=seed),
+                  tokenizer=tiny_tokenizer, batch_size=8)
+        out = simple_evaluate(model=lm, tasks=tasks, task_manager=evaluator.task_manager,
+                              limit=12, log_samples=True, bootstrap_iters=0)
+        per_item = item_scores(out["samples"]["cream_arc_easy"], "acc")
+        assert len(per_item) == 12
+        assert np.mean(list(per_item.values())) == pytest.approx(
+            out["results"]["cream_arc_easy"]["acc,none"])
+        scores.append(per_item)
+    c = compare_items(scores[0], scores[1], n_boot=500)
+    assert c.difference.n == 12 and c.mcnemar is not None
+    assert c.difference.value == pytest.approx(c.mean_b - c.mean_a)

@@ -90,12 +90,12 @@ def test_sentences_are_sorted_by_significance():
         "iteration 2: +9.4 points (95% CI +4.1 to +14.6): the policy got more answers right.",
         "cream, iteration 1: how far the policy moved: per-token KL(M_(t+1) || M_t) = 0.0123 "
         "nats (95% CI 0.0100 to 0.0146, n = 20000 tokens): it moved.",
-        "cream, iteration 1: label accuracy of the r_t reward: 30.0% of 100 pairs whose "
+        "cream, iteration 1: label accuracy of reward r_t: 30.0% of 100 pairs whose "
         "responses differ in correctness (95% CI 21.9%–39.6%; p < 0.001; chance 50%): worse "
         "than chance: its labels are mostly reversed.",
         "cream, iteration 1: soft-label vs hard-label accuracy: 45.0% vs 37.5%, +7.5 points "
         "(95% CI +5.0 to +10.0; p = 0.001, n = 80 pairs): the soft labels are more accurate.",
-        "cream, iteration 1: the r_t reward vs response length: within-prompt Spearman 0.350 "
+        "cream, iteration 1: reward r_t vs response length: within-prompt Spearman 0.350 "
         "(95% CI 0.200 to 0.500, n = 600 responses): longer responses score higher.",
         "cream − cream-no-rc, C at M2 across 3 seeds: mean 0.100 (95% t-CI 0.020 to 0.180); "
         "reference 0: above the reference.",
@@ -127,7 +127,7 @@ def test_reversed_ordering_and_absent_sections():
     ev = Evidence(reward_quality=[RewardQualityRow("srlm", 2, "judge",
                                                    proportion(70, 100, chance=0.5))])
     text = render_summary(ev, heading="# Summary")
-    assert "judge reward: 70.0% of 100 pairs" in text and "better than chance" in text
+    assert "reward judge: 70.0% of 100 pairs" in text and "better than chance" in text
     assert "**Not significant**" not in text and "Pool accuracy treats" not in text
     assert render_summary(Evidence()) == (
         "## Summary\n\nNo instrument produced a figure for this run.\n")

@@ -124,7 +124,7 @@ def _reward_quality(rows: list[RewardQualityRow]) -> list[Finding]:
     out = []
     for r in rows:
         e = r.accuracy
-        what = f"{r.method}, iteration {r.iteration}: label accuracy of the {r.reward} reward"
+        what = f"{r.method}, iteration {r.iteration}: label accuracy of reward {r.reward}"
         figure = (f"{fmt.pct(e.value)} of {e.n} pairs whose responses differ in correctness "
                   f"(95% CI {fmt.interval(e, 'pct')}{_p(e)}; chance 50%)")
         out.append(_tested(e, 0.5, what, figure,
@@ -156,7 +156,7 @@ def _informativeness(rows: list[InformativenessRow]) -> list[Finding]:
 def _biases(rows: list[BiasRow]) -> list[Finding]:
     out = []
     for r in rows:
-        head = f"{r.method}, iteration {r.iteration}: the {r.reward} reward"
+        head = f"{r.method}, iteration {r.iteration}: reward {r.reward}"
         for e, what, verdicts in (
             (r.length, "vs response length", ("longer responses score higher",
                                                "shorter responses score higher",
