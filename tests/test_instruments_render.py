@@ -7,7 +7,7 @@ import pytest
 from test_instruments_summary import hand_evidence
 
 from cream_plugin.errors import DataError
-from cream_plugin.instruments.collect import iteration_evidence
+from cream_plugin.instruments.collect import compare_models, iteration_evidence
 from cream_plugin.instruments.estimate import Estimate, undefined
 from cream_plugin.instruments.render import (
     cell,
@@ -96,3 +96,14 @@ def test_iteration_evidence_from_plain_arrays():
     assert "## Reward quality against gold answers" in render_evidence(ev)
     with pytest.raises(DataError, match="pair_reward 'judge' is not among"):
         iteration_evidence("cream", 1, correct, {"r_t": good}, pair_reward="judge")
+
+
+def test_compare_models_covers_every_pair_baseline_first():
+    scores = {"sft M1": {0: 1.0, 1: 0.0, 2: 0.0}, "cream M2": {0: 1.0, 1: 1.0, 2: 0.0},
+              "srlm M2": {0: 0.0, 1: 1.0, 2: 1.0}}
+    rows = compare_models("arc_easy", "acc", scores, n_boot=200)
+    assert [(r.model_a, r.model_b) for r in rows] == [
+        ("sft M1", "cream M2"), ("sft M1", "srlm M2"), ("cream M2", "srlm M2")]
+    assert rows[0].comparison.difference.value == pytest.approx(1 / 3)
+    assert rows[0].comparison.mcnemar.b_only == 1
+    assert "| arc_easy | acc | cream M2 | srlm M2 |" in render_comparisons(rows)

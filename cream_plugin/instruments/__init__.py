@@ -13,7 +13,7 @@ from cream_plugin.instruments.biases import (
     mean_prompt_spearman,
     within_prompt_spearman,
 )
-from cream_plugin.instruments.collect import iteration_evidence
+from cream_plugin.instruments.collect import compare_models, iteration_evidence
 from cream_plugin.instruments.estimate import Estimate, undefined
 from cream_plugin.instruments.evidence import (
     BiasRow,
@@ -105,6 +105,7 @@ __all__ = [
     "best_worst",
     "binomial_test",
     "compare_items",
+    "compare_models",
     "curve_mean",
     "duplicate_counts",
     "item_scores",

@@ -9,7 +9,9 @@ from other data and are added by their own functions.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from cream_plugin.errors import DataError
 from cream_plugin.instruments.biases import (
@@ -20,6 +22,7 @@ from cream_plugin.instruments.biases import (
 from cream_plugin.instruments.estimate import undefined
 from cream_plugin.instruments.evidence import (
     BiasRow,
+    ComparisonRow,
     Evidence,
     IdenticalRow,
     InformativenessRow,
@@ -32,6 +35,7 @@ from cream_plugin.instruments.informativeness import (
     auc_of_c,
     soft_label_accuracy,
 )
+from cream_plugin.instruments.paired import compare_items
 from cream_plugin.instruments.reward_quality import (
     as_table,
     label_accuracy,
@@ -95,3 +99,15 @@ def iteration_evidence(
     if responses is not None:
         ev.identical.append(IdenticalRow(method, iteration, all_identical_share(responses)))
     return ev
+
+
+def compare_models(task: str, metric: str, scores: Mapping[str, Mapping[Any, float]], *,
+                   seed: int = 0, n_boot: int = 10_000) -> list[ComparisonRow]:
+    """Every pair of models on one task (``scores``: model label -> doc_id -> score).
+
+    Pairs follow the mapping's order: for models listed a, b, c the rows are b vs a, c vs a,
+    c vs b, so list the baseline first.
+    """
+    return [ComparisonRow(task, metric, a, b, compare_items(scores[a], scores[b], seed=seed,
+                                                            n_boot=n_boot))
+            for a, b in itertools.combinations(scores, 2)]
