@@ -18,6 +18,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from cream_plugin.artifacts import Stage, atomic_write_text, prune_checkpoints, read_manifests
 from cream_plugin.config import RunConfig
 from cream_plugin.distributed import init_distributed
@@ -26,9 +28,12 @@ from cream_plugin.preflight import preflight
 from cream_plugin.run_folder import RunFolder, check_output_dir
 from cream_plugin.stages.consistency import ConsistencyStage
 from cream_plugin.stages.context import RunContext
+from cream_plugin.stages.correctness import CorrectnessStage
 from cream_plugin.stages.evaluate import EvaluateStage
+from cream_plugin.stages.evidence import EvidenceStage
 from cream_plugin.stages.internal_consistency import InternalConsistencyStage
 from cream_plugin.stages.logps import LogpsStage, logps_table
+from cream_plugin.stages.movement import MovementStage
 from cream_plugin.stages.pairs import PairsStage
 from cream_plugin.stages.prompts import PromptsStage
 from cream_plugin.stages.rewards import (
@@ -68,6 +73,7 @@ class Pipeline:
         self.dist = init_distributed(config.model.device)
         self.ctx = RunContext(config, self.run_dir, self.dist)
         self.runner = Runner(self.ctx)
+        self.samples: dict[tuple[str, int], tuple[str, Stage]] = {}
 
     # -- one iteration of one method -----------------------------------------------------
     def _logps(self, scope: str, key: str, samples: Stage, t: int) -> tuple[Any, str]:
@@ -83,7 +89,10 @@ class Pipeline:
         scope = "shared/iter1" if t == 1 else f"{method}/iter{t}"
         rows = [r for r in prompts.read_rows() if r["iteration"] == t]
         samples = run(SampleStage(scope, key, prompts, rows, t))
-        ids = [r["prompt_id"] for r in samples.read_rows()]
+        self.samples[(method, t)] = (scope, samples)
+        sample_rows = samples.read_rows()
+        ids = [r["prompt_id"] for r in sample_rows]
+        correctness = run(CorrectnessStage(scope, samples, t))
         reward_name = str(spec.rewarder_name(cfg))
         implicit = is_implicit(reward_name)
         ref_logps = previous = None
@@ -115,19 +124,44 @@ class Pipeline:
                                ref_logps))
         if spec.internal_consistency and implicit:
             run(InternalConsistencyStage(method, t, key, pairs))
+        pair_reward = "r_t" if implicit else reward_name
+        tables = {pair_reward: rewards}
+        if previous is not None:
+            tables["r_t-1" if implicit else f"{reward_name} (M_t-1)"] = previous
+        lengths = np.array([[len(x) for x in r["responses"]] for r in sample_rows], dtype=float)
+        run(EvidenceStage(method, t, samples, correctness, tables, inputs, pair_reward, c_stage,
+                          lengths))
         new_key = checkpoint_key(method, t + 1)
         mode = cfg.consistency.mode if spec.regularised else "none"
         run(TrainStage(method, t, key, new_key, pairs, spec.trainer_name(cfg), mode,
                        spec.trainer_settings))
         return new_key
 
+    def movement(self, method: str, iterations: int) -> None:
+        """How far each M_t moved to M_{t+1}, from log-probs of both models on the samples of
+        each (computed here only where the implicit reward did not already need them)."""
+        logps = self.runner.run
+        for t in range(1, iterations + 1):
+            old, new = checkpoint_key(method, t), checkpoint_key(method, t + 1)
+            scope, samples = self.samples[(method, t)]
+            on_old = (logps(LogpsStage(scope, old, samples, t)),
+                      logps(LogpsStage(scope, new, samples, t)))
+            on_new = None
+            if (method, t + 1) in self.samples:
+                scope2, samples2 = self.samples[(method, t + 1)]
+                on_new = (logps(LogpsStage(scope2, new, samples2, t + 1)),
+                          logps(LogpsStage(scope2, old, samples2, t + 1)))
+            train_log = self.run_dir / f"{new}.train_log.json"
+            logps(MovementStage(method, t, on_old, on_new, train_log))
+
     def evaluate(self, method: str, t: int, key: str) -> None:
         """Score M_t on the benchmarks; rows go to the run's results table."""
         from cream_plugin.results import append_results
+        from cream_plugin.stages.evaluate import metric_rows
 
         stage = self.runner.run(EvaluateStage(method, t, key))
         if self.dist.is_main:
-            append_results(self.run_dir, stage.read_rows())
+            append_results(self.run_dir, metric_rows(stage.read_rows()))
         self.dist.barrier()
 
     # -- the whole run -------------------------------------------------------------------
@@ -177,6 +211,7 @@ class Pipeline:
             for t in range(1, cfg.iterations + 1):
                 key = self.iteration(method, t, prompts)
                 self.evaluate(method, t + 1, key)
+            self.movement(method, cfg.iterations)
             finals.add(key)
         self.ctx.release()
         if self.dist.is_main:
@@ -186,11 +221,13 @@ class Pipeline:
     def _finish(self, finals: set[str]) -> None:
         from cream_plugin.cards import write_run_cards
         from cream_plugin.report import write_report
+        from cream_plugin.report_evidence import write_instruments
 
         keep = finals | last_checkpoints(self.run_dir)
         keep |= {checkpoint_key(m, t) for m in self.methods for t in self.config.keep_checkpoints}
         prune_checkpoints(self.run_dir, keep)
         write_tables(self.run_dir)
+        write_instruments(self.run_dir, self.config.seed)
         write_report(self.run_dir)
         write_run_cards(self.run_dir)  # after the manifests: cards change no digest
         self.folder.clean_leftovers()

@@ -232,6 +232,11 @@ def write_report(
     out_path = Path(out) if out else run_dir / "report.md"
     plots = out_path.parent / "plots"
     parts = [f"# Run report: {run_dir.name}", ""]
+    from cream_plugin.report_evidence import evidence_sections
+
+    instruments = evidence_sections(run_dir)
+    if instruments:
+        parts += [instruments, ""]
     if results:
         table, chosen = benchmark_table(results)
         parts += [

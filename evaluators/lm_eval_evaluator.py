@@ -106,6 +106,9 @@ class LMEvalEvaluator:
         loaded: dict[str, Any] = self.task_manager.load(names)["tasks"]
         return loaded
 
+    keeps_items = True
+    """``evaluate(..., items=[])`` fills the list with per-item scores."""
+
     def evaluate(self, model: Any, tokenizer: Any, **options: Any) -> list[dict[str, Any]]:
         """Rows {task, metric, value, stderr, seconds, limit} for an in-memory model.
 
@@ -131,10 +134,13 @@ class LMEvalEvaluator:
         num_fewshot: int | None = None,
         bootstrap_iters: int = 1000,
         gen_kwargs: dict[str, Any] | None = None,
+        items: list[dict[str, Any]] | None = None,
     ) -> list[dict[str, Any]]:
         """Score an lm-eval ``LM`` (HFLM, VLLM, ...) on the tasks; one call per leaf task.
 
         ``gen_kwargs`` (e.g. ``{"max_gen_toks": 64}``) update generation tasks' settings.
+        ``items``, when given, receives one row per scored item (task, doc_id, filter and its
+        metric values, from lm-eval's ``log_samples``): what paired tests between models need.
         """
         from lm_eval import simple_evaluate
         from tqdm.auto import tqdm
@@ -161,7 +167,7 @@ class LMEvalEvaluator:
                 fewshot_as_multiturn=chat,
                 bootstrap_iters=bootstrap_iters,
                 gen_kwargs=gen_kwargs,
-                log_samples=False,
+                log_samples=items is not None,
             )
             seconds = time.perf_counter() - start
             if out is None:  # non-zero rank in a distributed run
@@ -169,4 +175,23 @@ class LMEvalEvaluator:
             for row in metric_rows(name, out["results"].get(name, {})):
                 row.update(seconds=round(seconds, 3), limit=task_limit)
                 rows.append(row)
+            if items is not None:
+                items.extend(item_rows(name, out.get("samples", {}).get(name, [])))
         return rows
+
+
+def item_rows(task: str, samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Compact per-item rows from lm-eval ``log_samples``: task, doc_id, filter, metric values."""
+    out = []
+    for sample in samples:
+        row: dict[str, Any] = {
+            "task": task,
+            "doc_id": sample.get("doc_id"),
+            "filter": sample.get("filter", "none"),
+        }
+        for metric in sample.get("metrics", []):
+            value = sample.get(metric)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                row[metric] = float(value)
+        out.append(row)
+    return out

@@ -131,7 +131,17 @@ def test_smoke_every_method(data_dir, run_env, tmp_path, monkeypatch) -> None:
     run_dir = Pipeline(config).run()
 
     assert (run_dir / "report.md").is_file()
-    assert "cream" in (run_dir / "report.md").read_text()
+    report = (run_dir / "report.md").read_text()
+    assert "cream" in report
+    # Every instrument section (issue 13), the plain-language summary first.
+    sections = [line for line in report.splitlines() if line.startswith("## ")]
+    assert sections[0] == "## Summary"
+    for title in ("Pool accuracy", "Reward quality against gold answers", "Is C informative?",
+                  "Known biases", "Identical responses", "How far the policy moved",
+                  "Paired comparisons on benchmark items", "Benchmarks", "Ranking consistency"):
+        assert f"## {title}" in sections, title
+    assert (run_dir / "plots" / "train_curves.png").is_file()
+    assert json.loads((run_dir / "instruments.json").read_text())["pool_accuracy"]
     found = manifests(run_dir)
     cfg = config
     expected = {"prompts", "M1", "evals/sft-M1"}
@@ -146,6 +156,9 @@ def test_smoke_every_method(data_dir, run_env, tmp_path, monkeypatch) -> None:
                 f"{method}/M{t + 1}",
                 f"evals/{method}-M{t + 1}",
                 f"{scope}/samples",
+                f"{scope}/correctness",
+                f"{method}/iter{t}/evidence",
+                f"{method}/iter{t}/movement",
             }
             if spec.reward == "main":  # implicit reward: log-probs of M_t, M_{t-1} (, M_{t-2})
                 current = "M1" if t == 1 else f"{method}-M{t}"

@@ -109,8 +109,14 @@ def _movement(rows: list[MovementRow]) -> list[Finding]:
         what = f"{r.method}, iteration {r.iteration}: how far the policy moved"
         figure = (f"per-token {name} = {fmt.num(kl.value, 4)} nats (95% CI "
                   f"{fmt.interval(kl, 'num', 4)}, n = {kl.n} tokens)")
+        delta = m.mean_abs_delta
+        figure += (f"; mean |delta log-prob| {fmt.num(delta.value, 4)} nats per token"
+                   if delta.defined else "")
         out.append(_tested(kl, 0.0, what, figure,
-                           ("it moved", "a negative estimate: noise, it did not measurably move",
+                           ("it moved",
+                            "a negative KL estimate: the samples were drawn with temperature and "
+                            "top-p, not from the model itself, so this Monte-Carlo KL is biased; "
+                            "the model moved, read the mean |delta log-prob|",
                             "it did not measurably move")))
         if r.margins.defined or r.accuracies.defined:
             out.append(Finding(FACT, f"{r.method}, iteration {r.iteration}: mean DPO margin "
@@ -185,7 +191,10 @@ def _identical(rows: list[IdenticalRow]) -> list[Finding]:
 
 
 def _comparisons(rows: list[ComparisonRow]) -> list[Finding]:
+    """Significant comparisons one by one; the others counted per task (all pairs of models
+    can be dozens of rows: the table has them all)."""
     out = []
+    quiet: dict[str, list[int]] = {}
     for r in rows:
         c = r.comparison
         d = c.difference
@@ -198,9 +207,19 @@ def _comparisons(rows: list[ComparisonRow]) -> list[Finding]:
         what = f"{r.task} ({r.metric}): {r.model_b} vs {r.model_a}"
         figure = (f"{fmt.value(d, scale)}{unit} ({r.model_a} {before}, {r.model_b} {after}; 95% CI "
                   f"{fmt.interval(d, scale)}; {test}; n = {d.n} items)")
-        out.append(_tested(d, 0.0, what, figure,
-                           (f"{r.model_b} scores higher", f"{r.model_b} scores lower",
-                            "no significant difference")))
+        found = _tested(d, 0.0, what, figure,
+                        (f"{r.model_b} scores higher", f"{r.model_b} scores lower",
+                         "no significant difference"))
+        if found.kind == NOT_SIGNIFICANT:
+            quiet.setdefault(f"{r.task} ({r.metric})", []).append(d.n)
+        else:
+            out.append(found)
+    for task, ns in quiet.items():
+        n = f"{min(ns)}" if min(ns) == max(ns) else f"{min(ns)} to {max(ns)}"
+        out.append(Finding(NOT_SIGNIFICANT,
+                           f"{task}: {len(ns)} paired comparison(s) between models show no "
+                           f"significant difference (n = {n} items each; see the table).",
+                           min(ns)))
     return out
 
 

@@ -39,9 +39,24 @@ def tasks_code_digest() -> str:
     return code_digest(Path(TASKS_PATH))
 
 
+ITEM = "item"
+"""``kind`` of an evaluation row holding one benchmark item's scores (lm-eval log_samples)."""
+
+
+def metric_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The aggregate rows of an evaluation artifact (the results table's rows)."""
+    return [r for r in rows if r.get("kind") != ITEM]
+
+
+def item_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The per-item rows of an evaluation artifact (paired tests between models)."""
+    return [r for r in rows if r.get("kind") == ITEM]
+
+
 class EvaluateStage(StageSpec):
     step = "evaluate"
     parallel = Parallel.MAIN
+    version = 2  # rows carry eval_settings and per-item scores
     settings = ("evaluation",)
 
     def __init__(self, method: str, iteration: int, model_key: str) -> None:
@@ -68,7 +83,12 @@ class EvaluateStage(StageSpec):
         takes_path = bool(get_component("evaluator", e.evaluator).extra.get("takes_path"))
         model = ctx.model_path(self.model_key) if takes_path else ctx.load(self.model_key)
         evaluator = ctx.component("evaluator", e.evaluator, evaluator_resources(ctx))
-        options = {"gen_kwargs": {"max_gen_toks": e.max_gen_toks}} if e.max_gen_toks else {}
+        options: dict[str, Any] = (
+            {"gen_kwargs": {"max_gen_toks": e.max_gen_toks}} if e.max_gen_toks else {}
+        )
+        items: list[dict[str, Any]] = []
+        if getattr(evaluator, "keeps_items", False):
+            options["items"] = items
         try:
             rows = evaluator.evaluate(model, None if takes_path else ctx.tokenizer, **options)
         finally:
@@ -88,4 +108,6 @@ class EvaluateStage(StageSpec):
             }
             for r in rows
         ]
+        out += [{"kind": ITEM, "method": self.method, "iteration": self.iteration, **i}
+                for i in items]
         return Output(rows=out)

@@ -1,0 +1,66 @@
+"""How far M_t moved to M_{t+1}: per-token KL in both directions and the mean |delta log-prob|
+on the samples of each model (from the run's log-prob artifacts), with the DPO margins and
+reward accuracies of the training log."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cream_plugin.artifacts import Stage
+from cream_plugin.stages.base import Output, Parallel, StageSpec
+from cream_plugin.stages.context import RunContext
+from cream_plugin.stages.logps import logps_table
+
+
+class MovementStage(StageSpec):
+    """``on_old``: (M_t's, M_{t+1}'s) log-prob stages of iteration t's samples (from M_t);
+    ``on_new``: (M_{t+1}'s, M_t's) log-prob stages of iteration t+1's samples, when it ran."""
+
+    step = "movement"
+    parallel = Parallel.REPLICATED
+
+    def __init__(self, method: str, iteration: int, on_old: tuple[Stage, Stage],
+                 on_new: tuple[Stage, Stage] | None, train_log: Path) -> None:
+        super().__init__(f"{method}/iter{iteration}/movement", method, iteration)
+        self.on_old = on_old
+        self.on_new = on_new
+        self.train_log = train_log
+
+    def inputs(self, ctx: RunContext) -> dict[str, str]:
+        inputs = {"old": ":".join(s.digest for s in self.on_old)}
+        if self.on_new is not None:
+            inputs["new"] = ":".join(s.digest for s in self.on_new)
+        return inputs
+
+    def compute(self, ctx: RunContext) -> Output:
+        from cream_plugin.instruments.estimate import undefined
+        from cream_plugin.instruments.evidence import Evidence, MovementRow
+        from cream_plugin.instruments.movement import policy_movement
+        from cream_plugin.instruments.train_log import curve_mean, train_curves
+
+        old_on_old = logps_table(self.on_old[0].read_rows())
+        new_on_old = logps_table(self.on_old[1].read_rows())
+        kwargs = {
+            "old_on_old": old_on_old.sum,
+            "new_on_old": new_on_old.sum,
+            "tokens_old": old_on_old.num_tokens,
+        }
+        if self.on_new is not None:
+            new_on_new = logps_table(self.on_new[0].read_rows())
+            old_on_new = logps_table(self.on_new[1].read_rows())
+            kwargs |= {
+                "new_on_new": new_on_new.sum,
+                "old_on_new": old_on_new.sum,
+                "tokens_new": new_on_new.num_tokens,
+            }
+        movement = policy_movement(**kwargs)
+        if self.train_log.is_file():
+            curves = train_curves(self.train_log)
+            margins = curve_mean(curves, "rewards/margins")
+            accuracies = curve_mean(curves, "rewards/accuracies")
+        else:
+            margins = accuracies = undefined("no training log (no pairs)")
+        evidence = Evidence(
+            movement=[MovementRow(self.method, self.iteration, movement, margins, accuracies)]
+        )
+        return Output(rows=[{"evidence": evidence.to_dict()}])
