@@ -163,6 +163,12 @@ class RunConfig:
     seed: int = _f(42, lo=0)
     output_dir: str = _f("runs/cream")
     keep_checkpoints: list[int] = _f([], doc="iterations whose checkpoints are kept after use")
+    seeds: list[int] = _f(
+        [],
+        lo=0,
+        doc="run the whole config once per seed into <output_dir>/seed-<s>; the top report "
+        "aggregates mean and 95% t-interval across seeds (empty: one run with `seed`)",
+    )
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)

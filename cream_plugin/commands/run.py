@@ -39,6 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--output", help="run folder (default: the config's output_dir)")
     parser.add_argument(
+        "--seeds",
+        help="comma-separated seeds: one whole run per seed in OUTPUT/seed-<s>, and a report "
+        "across seeds in OUTPUT (overrides the config's seeds)",
+    )
+    parser.add_argument(
         "--fresh",
         action="store_true",
         help="delete cream's own files from the run folder first instead of resuming it",
@@ -64,6 +69,8 @@ def build_config(args: argparse.Namespace) -> RunConfig:
         overrides.append("methods=[" + args.method + "]")
     if args.output:
         overrides.append(f"output_dir={args.output}")
+    if args.seeds:
+        overrides.append("seeds=[" + args.seeds + "]")
     return load_config(args.config, overrides, base=base)
 
 
@@ -72,8 +79,42 @@ def run(args: argparse.Namespace) -> int:
 
     config = build_config(args)  # validated before any work starts
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if config.seeds:
+        return run_seeds(config, args)
     pipeline = Pipeline(config)  # validates everything before the run folder is touched
     run_dir = pipeline.run(fresh=args.fresh, adopt=args.adopt_dir)
     if pipeline.dist.is_main:
         print(f"run finished: {run_dir}; report: {run_dir / 'report.md'}")
+    return 0
+
+
+def run_seeds(config: RunConfig, args: argparse.Namespace) -> int:
+    """One whole run per seed under the top folder (which this process locks), then the
+    report across seeds."""
+    import dataclasses
+
+    from cream_plugin.pipeline import Pipeline
+    from cream_plugin.run_folder import RunFolder, check_output_dir
+    from cream_plugin.seeds_report import seed_dir, write_seeds_report
+
+    top = check_output_dir(config.output_dir)
+    pipelines = [
+        Pipeline(dataclasses.replace(config, seed=s, seeds=[],
+                                     output_dir=str(seed_dir(top, s))))
+        for s in config.seeds
+    ]  # every seed's config is validated before any run starts
+    folder = RunFolder(top)
+    main = pipelines[0].dist.is_main
+    if main:
+        folder.claim(adopt=args.adopt_dir)
+        folder.acquire()
+    try:
+        for pipeline in pipelines:
+            pipeline.run(fresh=args.fresh, adopt=args.adopt_dir)
+        if main:
+            path = write_seeds_report(top, config.seeds)
+            print(f"{len(pipelines)} seeds finished: {top}; report: {path}")
+    finally:
+        if main:
+            folder.release()
     return 0

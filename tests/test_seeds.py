@@ -1,0 +1,57 @@
+"""Several seeds of one config: the report across seeds (mean and t-interval per figure)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from cream_plugin.instruments.estimate import Estimate
+from cream_plugin.instruments.evidence import Evidence, PoolAccuracyRow
+from cream_plugin.seeds_report import seed_dir, seed_evidence, write_seeds_report
+
+
+def fake_seed_run(folder, acc: float, pool: float, c: float) -> None:
+    folder.mkdir(parents=True)
+    row = {"method": "cream", "iteration": 2, "task": "cream_arc_easy", "metric": "acc,none",
+           "value": acc, "stderr": 0.05, "limit": 10, "seconds": 1.0}
+    (folder / "results.jsonl").write_text(json.dumps(row) + "\n")
+    (folder / "consistency.jsonl").write_text(json.dumps(
+        {"method": "cream", "iteration": 2, "metric": "C", "mean": c, "std": 0.1, "n": 5}) + "\n")
+    ev = Evidence(pool_accuracy=[PoolAccuracyRow("cream", 2, Estimate(pool, n=100))])
+    (folder / "instruments.json").write_text(json.dumps(ev.to_dict()))
+
+
+def test_each_figure_is_averaged_across_seeds_with_a_t_interval(tmp_path) -> None:
+    accs, pools, cs = [0.40, 0.50, 0.45], [0.30, 0.32, 0.28], [0.6, 0.7, 0.65]
+    for s, (a, p, c) in enumerate(zip(accs, pools, cs, strict=True)):
+        fake_seed_run(seed_dir(tmp_path, s), a, p, c)
+    ev = seed_evidence([seed_dir(tmp_path, s) for s in range(3)])
+    by = {(r.label, r.quantity): r.estimate for r in ev.seeds}
+    acc = by[("cream M2", "cream_arc_easy acc")]
+    low, high = stats.t.interval(0.95, 2, loc=np.mean(accs), scale=stats.sem(accs))
+    assert acc.value == pytest.approx(np.mean(accs)) and acc.n == 3
+    assert (acc.low, acc.high) == (pytest.approx(low), pytest.approx(high))
+    assert by[("cream iteration 2", "consistency C")].value == pytest.approx(np.mean(cs))
+    assert by[("cream iteration 2", "pool accuracy")].value == pytest.approx(np.mean(pools))
+    report = write_seeds_report(tmp_path, [0, 1, 2]).read_text()
+    assert "## Across seeds" in report and "seed-2/report.md" in report
+
+
+@pytest.mark.slow
+def test_cream_run_with_seeds(tmp_path, data_dir, monkeypatch) -> None:
+    from cream_plugin.cli import main
+
+    monkeypatch.setenv("CREAM_DATA_DIR", str(data_dir))
+    out = tmp_path / "run"
+    assert main(["run", "--preset", "smoke", "--method", "cream", "--seeds", "3,4",
+                 "--output", str(out), "--set", "iterations=1", "--set", "evaluation.limit=1",
+                 "--set", "evaluation.tasks=[cream_arc_easy]"]) == 0
+    assert (out / "seed-3" / "report.md").is_file() and (out / "seed-4" / "report.md").is_file()
+    samples = [(out / f"seed-{s}" / "shared/iter1/samples.jsonl").read_text() for s in (3, 4)]
+    assert samples[0] != samples[1]
+    report = (out / "report.md").read_text()
+    assert "2 seeds" in report and "## Across seeds" in report
+    assert not (out / "cream.lock").exists()
