@@ -138,19 +138,21 @@ class Pipeline:
         return new_key
 
     def movement(self, method: str, iterations: int) -> None:
-        """How far each M_t moved to M_{t+1}, from log-probs of both models on the samples of
-        each (computed here only where the implicit reward did not already need them)."""
+        """How far each M_t moved to M_{t+1}, from log-probs of both models on one model's
+        samples: M_{t+1}'s samples (iteration t+1, already scored under both models by the
+        implicit reward) when they exist, else M_t's (one extra log-prob pass)."""
         logps = self.runner.run
         for t in range(1, iterations + 1):
             old, new = checkpoint_key(method, t), checkpoint_key(method, t + 1)
-            scope, samples = self.samples[(method, t)]
-            on_old = (logps(LogpsStage(scope, old, samples, t)),
-                      logps(LogpsStage(scope, new, samples, t)))
-            on_new = None
+            on_old = on_new = None
             if (method, t + 1) in self.samples:
-                scope2, samples2 = self.samples[(method, t + 1)]
-                on_new = (logps(LogpsStage(scope2, new, samples2, t + 1)),
-                          logps(LogpsStage(scope2, old, samples2, t + 1)))
+                scope, samples = self.samples[(method, t + 1)]
+                on_new = (logps(LogpsStage(scope, new, samples, t + 1)),
+                          logps(LogpsStage(scope, old, samples, t + 1)))
+            else:
+                scope, samples = self.samples[(method, t)]
+                on_old = (logps(LogpsStage(scope, old, samples, t)),
+                          logps(LogpsStage(scope, new, samples, t)))
             train_log = self.run_dir / f"{new}.train_log.json"
             logps(MovementStage(method, t, on_old, on_new, train_log))
 

@@ -5,6 +5,7 @@ reward accuracies of the training log."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from cream_plugin.artifacts import Stage
 from cream_plugin.stages.base import Output, Parallel, StageSpec
@@ -14,12 +15,12 @@ from cream_plugin.stages.logps import logps_table
 
 class MovementStage(StageSpec):
     """``on_old``: (M_t's, M_{t+1}'s) log-prob stages of iteration t's samples (from M_t);
-    ``on_new``: (M_{t+1}'s, M_t's) log-prob stages of iteration t+1's samples, when it ran."""
+    ``on_new``: (M_{t+1}'s, M_t's) log-prob stages of iteration t+1's samples. At least one."""
 
     step = "movement"
     parallel = Parallel.REPLICATED
 
-    def __init__(self, method: str, iteration: int, on_old: tuple[Stage, Stage],
+    def __init__(self, method: str, iteration: int, on_old: tuple[Stage, Stage] | None,
                  on_new: tuple[Stage, Stage] | None, train_log: Path) -> None:
         super().__init__(f"{method}/iter{iteration}/movement", method, iteration)
         self.on_old = on_old
@@ -27,7 +28,9 @@ class MovementStage(StageSpec):
         self.train_log = train_log
 
     def inputs(self, ctx: RunContext) -> dict[str, str]:
-        inputs = {"old": ":".join(s.digest for s in self.on_old)}
+        inputs = {}
+        if self.on_old is not None:
+            inputs["old"] = ":".join(s.digest for s in self.on_old)
         if self.on_new is not None:
             inputs["new"] = ":".join(s.digest for s in self.on_new)
         return inputs
@@ -38,13 +41,15 @@ class MovementStage(StageSpec):
         from cream_plugin.instruments.movement import policy_movement
         from cream_plugin.instruments.train_log import curve_mean, train_curves
 
-        old_on_old = logps_table(self.on_old[0].read_rows())
-        new_on_old = logps_table(self.on_old[1].read_rows())
-        kwargs = {
-            "old_on_old": old_on_old.sum,
-            "new_on_old": new_on_old.sum,
-            "tokens_old": old_on_old.num_tokens,
-        }
+        kwargs: dict[str, Any] = {}
+        if self.on_old is not None:
+            old_on_old = logps_table(self.on_old[0].read_rows())
+            new_on_old = logps_table(self.on_old[1].read_rows())
+            kwargs |= {
+                "old_on_old": old_on_old.sum,
+                "new_on_old": new_on_old.sum,
+                "tokens_old": old_on_old.num_tokens,
+            }
         if self.on_new is not None:
             new_on_new = logps_table(self.on_new[0].read_rows())
             old_on_new = logps_table(self.on_new[1].read_rows())
