@@ -50,7 +50,11 @@ def build_sft_trainer(
     warmup_ratio: float = 0.0,
     progress: bool = True,
 ) -> Any:
-    """An SFTTrainer with completion-only loss on the seed conversations (not yet trained)."""
+    """An SFTTrainer with completion-only loss on the seed conversations (not yet trained).
+
+    It carries a :class:`~cream_plugin.trainer_utils.NonFiniteGuard` (stage "SFT"), so a NaN
+    or infinite loss or gradient stops training before any weight changes.
+    """
     import torch
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
@@ -76,7 +80,12 @@ def build_sft_trainer(
         bf16=False,
         fp16=False,
     )
-    return SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer)
+    from cream_plugin.trainer_utils import NonFiniteGuard
+
+    trainer = SFTTrainer(model=model, args=config, train_dataset=dataset,
+                         processing_class=tokenizer)
+    NonFiniteGuard.attach(trainer, stage="SFT")  # stops at a NaN/inf loss or gradient
+    return trainer
 
 
 def run_sft(
