@@ -157,7 +157,8 @@ def validate_pair_rows(rows: Sequence[Mapping[str, Any]], source: str) -> None:
     if not rows:
         raise DataError(f"{source}: no pairs")
     first_kind: str | None = None
-    has_ref = [c for c in REF_COLUMNS if c in rows[0]]
+    first = rows[0] if isinstance(rows[0], Mapping) else {}
+    has_ref = [c for c in REF_COLUMNS if c in first]
     for k, row in enumerate(rows, start=1):
         where = f"{source}: row {k}"
         if not isinstance(row, Mapping):
