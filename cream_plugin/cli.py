@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         _error(args.command, one_line(str(exc)))
         return 1
-    except Exception as exc:  # noqa: BLE001 - the last line of defence: no bare traceback
+    except Exception as exc:  # the last line of defence: no bare traceback
         if debug:
             traceback.print_exc()
             _error(args.command, f"{type(exc).__name__}: {one_line(str(exc))}")

@@ -176,7 +176,7 @@ def load_model(
             f"could not load model {name!r}: {exc}. Offline, pass a local folder, a .gguf file "
             f"or {DEFAULT_MODEL!r}."
         ) from exc
-    except (ValueError, RuntimeError, KeyError, EnvironmentError) as exc:
+    except (ValueError, RuntimeError, KeyError) as exc:
         # e.g. a truncated safetensors file or a config from another architecture
         raise ModelLoadError(
             f"could not load model {name!r} from {path}: {type(exc).__name__}: {exc}"

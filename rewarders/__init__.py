@@ -8,6 +8,7 @@ when asked for, plus the user's ``options``. So a rewarder that needs no policy
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import weakref
 from collections.abc import Callable, Mapping, Sequence
@@ -60,10 +61,8 @@ def build_rewarder(
         rewarder = factory(**kwargs)
     except TypeError as exc:
         raise ConfigError(f"rewarder {name!r}: bad options {sorted(options or {})}: {exc}") from exc
-    try:
+    with contextlib.suppress(TypeError):  # not weak-referenceable: errors name its class
         _LABELS[rewarder] = label
-    except TypeError:  # not weak-referenceable: errors name its class instead
-        pass
     return rewarder
 
 
@@ -91,7 +90,7 @@ def _distribution(module: str) -> str:
         return ""
     try:
         return f", distribution {names[0]} {version(names[0])}"
-    except Exception:  # noqa: BLE001 - metadata is only decoration for the message
+    except Exception:  # metadata is only decoration for the message
         return f", distribution {names[0]}"
 
 

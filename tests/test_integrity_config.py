@@ -4,7 +4,9 @@ property-based test over random configs and overrides finds no traceback."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import re
 import typing
 
 import pytest
@@ -42,7 +44,7 @@ def test_the_float_keys_include_those_of_the_issue() -> None:
 @pytest.mark.parametrize("key", FLOAT_KEYS)
 @pytest.mark.parametrize("value", [".nan", ".inf", "-.inf", "1e400", "'nan'", "'-inf'"])
 def test_non_finite_floats_are_refused_naming_the_key(key: str, value: str) -> None:
-    with pytest.raises(ConfigError, match=rf"^{key}: .*finite"):
+    with pytest.raises(ConfigError, match=rf"^{re.escape(key)}: .*finite"):
         load_config(overrides=[f"{key}={value}"])
 
 
@@ -51,7 +53,7 @@ def test_numeric_strings_are_numbers() -> None:
     assert yaml.safe_load("1e-6") == "1e-6"
     cfg = load_config(overrides=["training.learning_rate=1e-6", "training.beta=5E-2"])
     assert cfg.training.learning_rate == 1e-6 and cfg.training.beta == 0.05
-    with pytest.raises(ConfigError, match="training.beta: expected a number, got 'abc'"):
+    with pytest.raises(ConfigError, match=r"training\.beta: expected a number, got 'abc'"):
         load_config(overrides=["training.beta=abc"])
 
 
@@ -62,12 +64,12 @@ def test_device_strings_accepted(device: str) -> None:
 
 @pytest.mark.parametrize("device", ["gpu7", "cuda:", "cuda:x", "CPU", "", "'cpu '"])
 def test_device_strings_refused(device: str) -> None:
-    with pytest.raises(ConfigError, match="^model.device: "):
+    with pytest.raises(ConfigError, match=r"^model\.device: "):
         load_config(overrides=[f"model.device={device}"])
 
 
 def test_empty_output_dir_is_refused() -> None:
-    with pytest.raises(ConfigError, match="^output_dir: "):
+    with pytest.raises(ConfigError, match=r"^output_dir: "):
         load_config(overrides=["output_dir="])
 
 
@@ -139,7 +141,5 @@ def test_property_load_config_never_raises_anything_else(base, overrides) -> Non
 def test_property_any_config_file_is_a_config_or_an_error(tmp_path_factory, text, raw) -> None:
     path = tmp_path_factory.mktemp("cfg") / "c.yaml"
     path.write_bytes(text.encode("utf-8", "surrogatepass") + raw)
-    try:
+    with contextlib.suppress(CreamError):
         load_config(path)
-    except CreamError:
-        pass

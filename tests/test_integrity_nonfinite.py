@@ -52,8 +52,8 @@ def test_cream_trainer_refuses_non_finite_reference_logps(tiny_model, tiny_token
     data[2]["ref_rejected_logps"] = bad
     with pytest.raises(DataError, match=r"train_dataset row 2 \(prompt_id='p2'\): "
                                         r"'ref_rejected_logps' must be a finite number"):
-        CREAMTrainer(model=tiny_model, args=config(tmp_path), train_dataset=Dataset.from_list(data),
-                     processing_class=tiny_tokenizer)
+        CREAMTrainer(model=tiny_model, args=config(tmp_path),
+                     train_dataset=Dataset.from_list(data), processing_class=tiny_tokenizer)
 
 
 def test_nan_loss_stops_training_before_the_first_update(tiny_model, tiny_tokenizer,
@@ -97,7 +97,8 @@ def test_scir_trainer_is_guarded(tiny_model, tiny_tokenizer, tmp_path) -> None:
     data = [{k: v for k, v in r.items() if k != "consistency"} for r in rows()]
     trainer = SCIRTrainer(model=tiny_model, args=args, train_dataset=Dataset.from_list(data),
                           processing_class=tiny_tokenizer)
-    with pytest.raises(NonFiniteError, match=r"^training SCIRTrainer: step 1 of \d+: the loss is nan"):
+    with pytest.raises(NonFiniteError,
+                       match=r"^training SCIRTrainer: step 1 of \d+: the loss is nan"):
         trainer.train()
 
 

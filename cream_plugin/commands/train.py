@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     ensure_writable_folder(args.output, "--output")
     try:
         dataset = Dataset.from_list(rows)
-    except Exception as exc:  # noqa: BLE001 - pyarrow's many type errors: name the file
+    except Exception as exc:  # pyarrow's many type errors: name the file
         raise DataError(f"{args.pairs_file}: rows do not form one table ({exc})") from None
     tokenizer = load_tokenizer(args.model)
     model = load_model(args.model, device="cpu" if config.use_cpu else "auto").train()
