@@ -57,10 +57,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     import torch
-    from cream_plugin.evaluators.decode_loop_hflm import DecodeLoopHFLM
-    from cream_plugin.evaluators.lm_eval_evaluator import LMEvalEvaluator
     from lm_eval.models.huggingface import HFLM
 
+    from cream_plugin.evaluators.decode_loop_hflm import DecodeLoopHFLM
+    from cream_plugin.evaluators.lm_eval_evaluator import LMEvalEvaluator
     from cream_plugin.models import load_model, load_tokenizer
 
     tok = load_tokenizer()

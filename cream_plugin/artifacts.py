@@ -1,21 +1,27 @@
-"""Stage artifacts with manifests: what makes a run resumable and a killed run harmless.
+"""Stage artifacts with manifests: what makes a run resumable, a killed run harmless and a
+tampered artifact detectable.
 
 Each pipeline stage writes one artifact (a JSON-lines file that ``datasets`` reads, or a
-checkpoint folder) and then a manifest ``<name>.manifest.json``. Both are written to a temporary
-name and renamed, and the manifest goes last, so an artifact only reads as complete once all
-of it is on disk. A stage is complete when its manifest says so with the same config hash and
-the same input digests; a stage's ``digest`` feeds its dependents' ``inputs``, so changing an
-upstream setting invalidates everything downstream of it.
+checkpoint folder) and then a manifest ``<name>.manifest.json``. Both are written under a
+temporary name and renamed, and the manifest goes last, so an artifact only reads as complete
+once all of it is on disk. Every temporary name is noted in the run folder's journal
+(:class:`TempJournal`) before it is created, so clean-up after a kill deletes exactly the files
+cream made and nothing else. The manifest records the size and sha256 of every file; a reused
+artifact is checked against them (:meth:`Stage.verify`) so a hand-edited or truncated file is an
+error, never a silent input. A stage is complete when its manifest says so with the same config
+hash and the same input digests; a stage's ``digest`` feeds its dependents' ``inputs``, so a
+changed upstream setting or content invalidates everything downstream of it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
-import tempfile
 import time
+import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,14 +31,74 @@ from cream_plugin.data import read_jsonl
 from cream_plugin.errors import DataError
 
 MANIFEST_SUFFIX = ".manifest.json"
+JOURNAL_NAME = "cream-pending.txt"
+_VERIFIED: set[tuple[str, str]] = set()
+"""(path, sha256) pairs already hashed by this process: each file is hashed once per process."""
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+class TempJournal:
+    """The temporary paths a run folder's writers create, listed before they exist.
+
+    After a kill, :meth:`clean` removes exactly those (if still there) and nothing else: a
+    user's own hidden files and folders inside the run folder are never touched.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike[str]) -> None:
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / JOURNAL_NAME
+
+    def temp_path(self, target: Path, suffix: str = ".tmp") -> Path:
+        """A fresh hidden name beside ``target``, noted in the journal before it is created."""
+        tmp = target.parent / f".{target.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}"
+        self.note(tmp)
+        return tmp
+
+    def note(self, path: Path) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            rel = path.resolve().relative_to(self.run_dir.resolve())
+        except ValueError:
+            raise ValueError(f"{path} is outside the run folder {self.run_dir}") from None
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(str(rel) + "\n")
+            handle.flush()
+
+    def clean(self) -> list[str]:
+        """Delete every journaled path that still exists, then the journal; returns them."""
+        if not self.path.is_file():
+            return []
+        removed = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            rel = line.strip()
+            if not rel or rel.startswith("/") or ".." in Path(rel).parts:
+                continue
+            path = self.run_dir / rel
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(rel)
+            elif path.exists() or path.is_symlink():
+                path.unlink(missing_ok=True)
+                removed.append(rel)
+        self.path.unlink(missing_ok=True)
+        for rel in removed:  # the stage folders those files were in, when left empty
+            for parent in (self.run_dir / rel).parents:
+                if parent == self.run_dir or self.run_dir not in parent.parents:
+                    break
+                if parent.is_dir() and not any(parent.iterdir()):
+                    parent.rmdir()
+        return removed
+
+
+def atomic_write_text(path: Path, text: str, journal: TempJournal | None = None) -> None:
     """Write a whole file under a temporary name, then rename it: readers never see half."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = (
+        journal.temp_path(path)
+        if journal
+        else path.parent / f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
+    )
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        with open(tmp, "x", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
@@ -48,13 +114,42 @@ def append_jsonl(path: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]]
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8") as handle:
         for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False, default=_json_default) + "\n")
+            handle.write(json_line(row))
+
+
+def json_line(row: Mapping[str, Any]) -> str:
+    """One JSON line. NaN is kept (the documented "no value" of a reward or a C that is
+    undefined); +-inf is refused, naming the field: it only ever comes from a broken number."""
+    bad = [str(k) for k, v in row.items() if _has_inf(v)]
+    if bad:
+        raise DataError(f"non-finite (infinite) value in field(s) {', '.join(bad)}")
+    return json.dumps(row, ensure_ascii=False, default=_json_default) + "\n"
+
+
+def _has_inf(value: Any) -> bool:
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, float):
+        return value in (math.inf, -math.inf)
+    if isinstance(value, (list, tuple)):
+        return any(_has_inf(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_inf(v) for v in value.values())
+    return False
 
 
 def _json_default(value: Any) -> Any:
     if hasattr(value, "tolist"):  # numpy scalars and arrays
         return value.tolist()
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def file_sha256(path: Path) -> str:
+    sha = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()
 
 
 class Stage:
@@ -79,6 +174,7 @@ class Stage:
         self.rows_path = self.run_dir / f"{name}.jsonl"
         self.folder_path = self.run_dir / name
         self.manifest_path = self.run_dir / f"{name}{MANIFEST_SUFFIX}"
+        self.journal = TempJournal(self.run_dir)
         self._started = time.perf_counter()
 
     def __repr__(self) -> str:
@@ -117,6 +213,44 @@ class Stage:
             raise DataError(f"stage {self.name!r} in {self.run_dir} is not complete")
         return str(m["digest"])
 
+    def files(self) -> list[Path]:
+        """The files this artifact consists of (what ``--fresh`` and ``cream clean`` delete)."""
+        m = self.manifest() or {}
+        if m.get("kind") == "folder":
+            return [self.folder_path / rel for rel, _, _ in m.get("files", [])]
+        return [self.rows_path]
+
+    def verify(self) -> None:
+        """Check the artifact on disk against its manifest: sizes always, sha256 once per
+        process. A mismatch (edited, truncated or replaced file) raises DataError naming it."""
+        m = self.manifest()
+        if not m:
+            raise DataError(f"{self.manifest_path}: missing or unreadable manifest")
+        if m.get("pruned"):
+            return
+        if m.get("kind") == "rows":
+            expected = [(self.rows_path.name, m.get("size"), m.get("content_sha256"))]
+            base = self.rows_path.parent
+        else:
+            expected = [(rel, size, sha) for rel, size, sha in m.get("files", [])]
+            base = self.folder_path
+        for rel, size, sha in expected:
+            path = base / rel
+            hint = (
+                "the artifact changed after it was written; rerun with --fresh, or "
+                f"`cream clean {self.run_dir} --stage {self.name}` to recompute this stage"
+            )
+            if not path.is_file():
+                raise DataError(f"{path}: missing ({hint})")
+            if size is not None and path.stat().st_size != size:
+                raise DataError(
+                    f"{path}: {path.stat().st_size} bytes, its manifest says {size} ({hint})"
+                )
+            if sha and (str(path), sha) not in _VERIFIED:
+                if file_sha256(path) != sha:
+                    raise DataError(f"{path}: sha256 differs from its manifest ({hint})")
+                _VERIFIED.add((str(path), sha))
+
     def invalidate(self) -> None:
         """Forget the stage (manifest first, so a crash in between leaves nothing complete)."""
         self.manifest_path.unlink(missing_ok=True)
@@ -149,42 +283,60 @@ class Stage:
             "complete": True,
             **extra,
         }
-        atomic_write_text(self.manifest_path, json.dumps(manifest, indent=2) + "\n")
+        atomic_write_text(
+            self.manifest_path, json.dumps(manifest, indent=2) + "\n", journal=self.journal
+        )
 
-    def write_rows(self, rows: Iterable[Mapping[str, Any]], **extra: Any) -> str:
+    def write_rows(
+        self,
+        rows: Iterable[Mapping[str, Any]],
+        on_half: Callable[[], None] | None = None,
+        expected_rows: int | None = None,
+        **extra: Any,
+    ) -> str:
         """Write all rows (JSON lines), then the manifest; returns the new digest.
 
         ``rows`` may be a generator: if it raises, the old artifact is gone and nothing is
-        marked complete. Extra keyword arguments are stored in the manifest (e.g. counts).
+        marked complete. ``on_half`` is called once half of ``expected_rows`` are written
+        (the fault-injection point of the tests). Extra keyword arguments go to the manifest.
         """
         self.manifest_path.unlink(missing_ok=True)
         self.rows_path.parent.mkdir(parents=True, exist_ok=True)
         sha = hashlib.sha256()
-        count = 0
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{self.rows_path.name}.", suffix=".tmp", dir=self.rows_path.parent
-        )
+        count = size = 0
+        halfway = (expected_rows or 0) // 2
+        tmp = self.journal.temp_path(self.rows_path)
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            with open(tmp, "x", encoding="utf-8") as handle:
                 for row in rows:
-                    line = json.dumps(row, ensure_ascii=False, default=_json_default) + "\n"
-                    handle.write(line)
-                    sha.update(line.encode("utf-8"))
+                    if on_half and count == halfway:
+                        handle.flush()
+                        on_half()
+                        on_half = None
+                    line = json_line(row).encode("utf-8")
+                    handle.write(line.decode("utf-8"))
+                    sha.update(line)
+                    size += len(line)
                     count += 1
+                if on_half:  # no rows at all
+                    on_half()
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, self.rows_path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        self._write_manifest("rows", count, sha.hexdigest(), **extra)
+        self._write_manifest("rows", count, sha.hexdigest(), size=size, **extra)
+        _VERIFIED.add((str(self.rows_path), sha.hexdigest()))
         return self.digest
 
     def read_rows(self) -> list[dict[str, Any]]:
-        """The rows of a complete artifact; DataError when it is missing or incomplete."""
+        """The rows of a complete, verified artifact; DataError when missing, incomplete or
+        changed since it was written."""
         m = self.manifest()
         if not m or m.get("complete") is not True or m.get("kind") != "rows":
             raise DataError(f"{self.rows_path}: no complete artifact (missing or half-written)")
+        self.verify()
         rows = read_jsonl(self.rows_path)
         if m.get("rows") is not None and len(rows) != m["rows"]:
             raise DataError(
@@ -192,32 +344,54 @@ class Stage:
             )
         return rows
 
-    def write_folder(self, fn: Callable[[Path], Any], **extra: Any) -> Path:
+    def write_folder(
+        self,
+        fn: Callable[[Path], Any],
+        on_half: Callable[[], None] | None = None,
+        **extra: Any,
+    ) -> Path:
         """Let ``fn(tmp_folder)`` fill a temporary folder, then rename it into place.
 
-        Used for checkpoints: an exception inside ``fn`` leaves no folder and no manifest.
+        Used for checkpoints: an exception inside ``fn`` leaves no folder and no manifest. The
+        manifest lists every file with its size and sha256; the digest is their content hash.
         """
         self.manifest_path.unlink(missing_ok=True)
         self.folder_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(
-            tempfile.mkdtemp(prefix=f".{self.folder_path.name}.", dir=self.folder_path.parent)
-        )
+        tmp = self.journal.temp_path(self.folder_path, suffix="")
+        tmp.mkdir()
         try:
             fn(tmp)
+            if on_half:
+                on_half()
             if self.folder_path.exists():
                 shutil.rmtree(self.folder_path)
             tmp.rename(self.folder_path)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
-        files = sorted(
-            (str(p.relative_to(self.folder_path)), p.stat().st_size)
-            for p in self.folder_path.rglob("*")
-            if p.is_file()
-        )
+        files = []
+        for p in sorted(self.folder_path.rglob("*")):
+            if p.is_file():
+                sha = file_sha256(p)
+                files.append((str(p.relative_to(self.folder_path)), p.stat().st_size, sha))
+                _VERIFIED.add((str(p), sha))
         content = hashlib.sha256(json.dumps(files).encode()).hexdigest()
-        self._write_manifest("folder", None, content, **extra)
+        self._write_manifest("folder", None, content, files=files, **extra)
         return self.folder_path
+
+
+def read_manifests(run_dir: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
+    """Stage name -> manifest for every readable manifest under ``run_dir``."""
+    run_dir = Path(run_dir)
+    out = {}
+    for path in sorted(run_dir.rglob(f"*{MANIFEST_SUFFIX}")):
+        try:
+            m = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(m, dict) and "kind" in m:
+            out[str(path.relative_to(run_dir))[: -len(MANIFEST_SUFFIX)]] = m
+    return out
 
 
 def prune_checkpoints(run_dir: str | os.PathLike[str], keep: Collection[str]) -> list[str]:
@@ -225,21 +399,19 @@ def prune_checkpoints(run_dir: str | os.PathLike[str], keep: Collection[str]) ->
 
     The manifest stays (marked ``pruned``), so dependents keep their digests and the stage
     still counts as complete; ``Stage.is_available()`` tells whether the files are still there.
+    A later run that needs a pruned checkpoint trains it again (cream_plugin.stages.runner).
     """
     run_dir = Path(run_dir)
     pruned = []
-    for manifest_path in sorted(run_dir.rglob(f"*{MANIFEST_SUFFIX}")):
-        try:
-            m = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if not isinstance(m, dict) or m.get("kind") != "folder" or m.get("pruned"):
-            continue
-        name = str(manifest_path.relative_to(run_dir))[: -len(MANIFEST_SUFFIX)]
-        if name in keep:
+    for name, m in read_manifests(run_dir).items():
+        if m.get("kind") != "folder" or m.get("pruned") or name in keep:
             continue
         m["pruned"] = True
-        atomic_write_text(manifest_path, json.dumps(m, indent=2) + "\n")
+        atomic_write_text(
+            run_dir / f"{name}{MANIFEST_SUFFIX}",
+            json.dumps(m, indent=2) + "\n",
+            journal=TempJournal(run_dir),
+        )
         folder = run_dir / name
         if folder.is_dir():
             shutil.rmtree(folder)

@@ -121,6 +121,14 @@ class TrainingConfig:
     sft_epochs: float = _f(3.0, lo=0.0)
     sft_learning_rate: float = _f(2e-5, lo=0.0, lo_open=True)
     sft_batch_size: int = _f(8, lo=1)
+    report_to: list[str] | str = _f(
+        "none",
+        doc="trackers for every trainer of the run: none, or a list of tensorboard, trackio, "
+        "wandb, ... (one tracker run per stage, grouped by run_name; cream_plugin.tracking)",
+    )
+    run_name: str | None = _f(
+        None, doc="name that groups the run's tracker runs; None = the run folder's name"
+    )
 
 
 @dataclass
@@ -156,6 +164,11 @@ class EvaluationConfig:
     )
 
 
+UNHASHED = ("training.report_to", "training.run_name")
+"""Settings that change where a run reports, not what it computes: left out of every stage's
+config hash, so turning a tracker on for a resumed run redoes no stage."""
+
+
 @dataclass
 class RunConfig:
     """One run of the iterative loop: methods, iterations, seed and every stage's settings."""
@@ -180,6 +193,9 @@ class RunConfig:
     def section_hash(self, *sections: str) -> str:
         """A stable hash of some sections, so a stage knows when its inputs changed."""
         data = self.to_dict()
+        for dotted in UNHASHED:
+            *parents, last = dotted.split(".")
+            _dig(data, ".".join(parents)).pop(last, None)
         picked = {name: _dig(data, name) for name in sections}
         blob = json.dumps(picked, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]

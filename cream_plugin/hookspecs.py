@@ -52,3 +52,12 @@ def register_samplers(register: Any) -> None:
 
     ``factory(**config)`` returns an object with ``generate(prompts, n, ...) -> list[list[str]]``.
     """
+
+
+@hookspec
+def register_methods(register: Any) -> None:
+    """Add methods: ``register(method)`` with a :class:`cream_plugin.methods.Method`.
+
+    A method names its reward source and the optional stages it runs; ``cream run --method
+    NAME`` then runs it like a built-in.
+    """

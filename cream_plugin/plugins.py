@@ -24,6 +24,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "cream_plugin.default_plugins.consistency",
     "cream_plugin.default_plugins.samplers",
     "cream_plugin.default_plugins.trainers",
+    "cream_plugin.default_plugins.methods",
     "cream_plugin.rewarders.default_plugin",
     "cream_plugin.evaluators.default_plugin",
 )

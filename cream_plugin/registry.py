@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +16,7 @@ KINDS: dict[str, str] = {
     "trainer": "register_trainers",
     "evaluator": "register_evaluators",
     "sampler": "register_samplers",
+    "method": "register_methods",
 }
 
 
@@ -65,14 +66,18 @@ def _collect(pm: PluginManager, kind: str) -> dict[str, Component]:
         origin = pm.origins.get(plugin_name, plugin_name)
 
         def register(
-            name: str,
-            obj: Any,
+            name: Any,
+            obj: Any = None,
             *args: Any,
             description: str | None = None,
             _plugin: str = plugin_name,
             _origin: str = origin,
             **extra: Any,
         ) -> None:
+            if kind == "method" and not isinstance(name, str):
+                name, obj = getattr(name, "name", None), name  # register(Method(...))
+                if not isinstance(name, str):
+                    raise TypeError("register() for methods takes a Method with a name")
             if kind == "trainer" and args:
                 extra["config_class"] = args[0]
             elif args:
@@ -131,6 +136,59 @@ def get_component(kind: str, name: str) -> Component:
             f"unknown {kind.replace('_', ' ')} {name!r}; known: {known}.{hint}"
         )
     return found[name]
+
+
+def factory_parameters(factory: Callable[..., Any]) -> set[str]:
+    """Names of the keyword parameters a factory accepts."""
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return set()
+    return {
+        name for name, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
+
+
+def build(
+    kind: str,
+    name: str,
+    resources: Mapping[str, Callable[[], Any]] | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> Any:
+    """Build the component ``name`` of ``kind``: the one way every component is made.
+
+    A factory declares what it needs by its parameter names: each resource it names is loaded
+    (``resources`` maps a name to a zero-argument loader, so a model is loaded only when
+    asked for); a factory that names none and takes ``**kwargs`` gets them all. ``options``
+    (the user's settings for this component) are passed as given and win over resources.
+    """
+    from cream_plugin.errors import ConfigError
+
+    factory = get_component(kind, name).obj
+    wanted = factory_parameters(factory)
+    takes_all = not wanted and any(
+        p.kind is p.VAR_KEYWORD for p in _parameters(factory)
+    )
+    opts = dict(options or {})
+    kwargs = {
+        key: load()
+        for key, load in (resources or {}).items()
+        if (takes_all or key in wanted) and key not in opts
+    }
+    kwargs.update(opts)
+    try:
+        return factory(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(
+            f"{kind.replace('_', ' ')} {name!r}: bad options {sorted(opts)}: {exc}"
+        ) from exc
+
+
+def _parameters(factory: Callable[..., Any]) -> list[inspect.Parameter]:
+    try:
+        return list(inspect.signature(factory).parameters.values())
+    except (TypeError, ValueError):
+        return []
 
 
 def get_rewarder(name: str, **config: Any) -> Any:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cream_plugin.errors import DataError
+from cream_plugin.results import rows_for_settings
 
 CONSISTENCY_METRICS = ("C", "kendall", "spearman", "toporder", "scir_C")
 # Preferred main metric, best first: exact match for generative tasks, accuracy otherwise.
@@ -197,6 +198,18 @@ def _plot_lines(
     plt.close(fig)
 
 
+def current_eval_settings(run_dir: Path) -> str | None:
+    """The evaluation settings' hash of the run's current config (None without a config)."""
+    from cream_plugin.config import load_config
+    from cream_plugin.errors import ConfigError
+
+    try:
+        data = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+        return load_config(base=data).section_hash("evaluation")
+    except (OSError, ValueError, ConfigError):
+        return None
+
+
 def write_report(
     run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None
 ) -> Path:
@@ -215,6 +228,7 @@ def write_report(
         raise DataError(
             f"{run_dir} has no results.jsonl, consistency.jsonl or timings.jsonl to report on"
         )
+    results, other_settings = rows_for_settings(results, current_eval_settings(run_dir))
     out_path = Path(out) if out else run_dir / "report.md"
     plots = out_path.parent / "plots"
     parts = [f"# Run report: {run_dir.name}", ""]
@@ -229,6 +243,12 @@ def write_report(
             table,
             "",
         ]
+        if other_settings:
+            parts += [
+                f"{other_settings} rows of results.jsonl were made with other evaluation "
+                "settings (e.g. another limit) and are not shown.",
+                "",
+            ]
         latest = _last_by(results, ("method", "iteration", "task", "metric"))
         series: dict[str, dict[str, list[tuple[int, float, float | None]]]] = {}
         for (method, it, task, metric), row in latest.items():
@@ -269,7 +289,8 @@ def write_report(
         parts += ["![ranking consistency per iteration](plots/consistency.png)", ""]
     if timings:
         parts += ["## Timings (seconds per stage)", "", timings_table(timings), ""]
-    tmp = out_path.with_name(f".{out_path.name}.tmp")
-    tmp.write_text("\n".join(parts), encoding="utf-8")
-    os.replace(tmp, out_path)
+    from cream_plugin.artifacts import TempJournal, atomic_write_text
+
+    inside = out_path.resolve().parent == run_dir.resolve()
+    atomic_write_text(out_path, "\n".join(parts), TempJournal(run_dir) if inside else None)
     return out_path

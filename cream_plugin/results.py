@@ -1,6 +1,8 @@
 """The run's results table: ``<run_dir>/results.jsonl``, one row per (method, iteration, task,
-metric). Rows are replaced, never duplicated, when an evaluation is repeated; the file is
-rewritten atomically (temp file + rename) so a killed run never leaves half a table.
+metric, evaluation settings). Rows are replaced, never duplicated, when an evaluation with the
+same settings is repeated; rows of other settings (another ``evaluation.limit``) are kept apart,
+never mixed into one table (:func:`rows_for_settings`). The file is rewritten atomically (temp
+file + rename) so a killed run never leaves half a table.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from cream_plugin.data import read_jsonl
 from cream_plugin.errors import DataError
 
 RESULTS_FILE = "results.jsonl"
-KEY = ("method", "iteration", "task", "metric")
+KEY = ("method", "iteration", "task", "metric", "eval_settings")
 FIELDS: dict[str, tuple[type, ...]] = {
     "method": (str,),
     "iteration": (int,),
@@ -49,6 +51,7 @@ def check_row(row: dict[str, Any]) -> str | None:
 
 def _normalise(row: dict[str, Any]) -> dict[str, Any]:
     out = {name: row.get(name) for name in FIELDS}
+    out["eval_settings"] = row.get("eval_settings")
     stderr = out["stderr"]
     if isinstance(stderr, float) and math.isnan(stderr):
         out["stderr"] = None  # lm-eval reports N/A / NaN when there is no stderr
@@ -74,8 +77,19 @@ def append_results(run_dir: str | os.PathLike[str], rows: Iterable[dict[str, Any
             raise DataError(f"results row {i} ({raw}): {problem}")
         new.append(row)
     path = results_path(run_dir)
-    table = {tuple(r[k] for k in KEY): r for r in read_results(run_dir)}
+    table = {tuple(r.get(k) for k in KEY): r for r in read_results(run_dir)}
     for row in new:
-        table[tuple(row[k] for k in KEY)] = row
+        table[tuple(row.get(k) for k in KEY)] = row
     atomic_write_text(path, "".join(json.dumps(r, allow_nan=False) + "\n" for r in table.values()))
     return path
+
+
+def rows_for_settings(
+    rows: list[dict[str, Any]], settings: str | None
+) -> tuple[list[dict[str, Any]], int]:
+    """The rows made with evaluation settings ``settings`` (all when None) and how many rows
+    of other settings were left out."""
+    if settings is None:
+        return rows, 0
+    kept = [r for r in rows if r.get("eval_settings") in (settings, None)]
+    return kept, len(rows) - len(kept)

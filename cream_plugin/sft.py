@@ -49,18 +49,20 @@ def build_sft_trainer(
     gradient_accumulation_steps: int = 1,
     warmup_ratio: float = 0.0,
     progress: bool = True,
+    extra_args: dict[str, Any] | None = None,
 ) -> Any:
     """An SFTTrainer with completion-only loss on the seed conversations (not yet trained).
 
-    It carries a :class:`~cream_plugin.trainer_utils.NonFiniteGuard` (stage "SFT"), so a NaN
-    or infinite loss or gradient stops training before any weight changes.
+    ``extra_args`` are further SFTConfig fields (e.g. the tracking settings). It carries a
+    :class:`~cream_plugin.trainer_utils.NonFiniteGuard` (stage "SFT"), so a NaN or infinite
+    loss or gradient stops training before any weight changes.
     """
     import torch
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
     dataset = Dataset.from_list(to_prompt_completion(examples))
-    config = SFTConfig(
+    values: dict[str, Any] = dict(
         output_dir=str(output_dir),
         num_train_epochs=epochs,
         learning_rate=learning_rate,
@@ -80,6 +82,8 @@ def build_sft_trainer(
         bf16=False,
         fp16=False,
     )
+    values.update(extra_args or {})
+    config = SFTConfig(**values)
     from cream_plugin.trainer_utils import NonFiniteGuard
 
     trainer = SFTTrainer(model=model, args=config, train_dataset=dataset,

@@ -40,5 +40,6 @@ def register_evaluators(register: Any) -> None:
         "vllm",
         vllm_factory,
         tasks_path=TASKS_PATH,
+        takes_path=True,
         description="the same lm-eval tasks with the vLLM backend on a checkpoint path",
     )

@@ -113,8 +113,9 @@ class LMEvalEvaluator:
         Options: ``tasks``, ``limit``, ``num_fewshot``, ``batch_size``, ``decode_loop`` override
         the constructor.
         """
-        from cream_plugin.evaluators.decode_loop_hflm import DecodeLoopHFLM
         from lm_eval.models.huggingface import HFLM
+
+        from cream_plugin.evaluators.decode_loop_hflm import DecodeLoopHFLM
 
         lm_class = DecodeLoopHFLM if options.pop("decode_loop", self.decode_loop) else HFLM
         lm = lm_class(pretrained=model, tokenizer=tokenizer,

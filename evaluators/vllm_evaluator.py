@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from cream_plugin.evaluators.lm_eval_evaluator import LMEvalEvaluator
-
 from cream_plugin.errors import ConfigError
+from cream_plugin.evaluators.lm_eval_evaluator import LMEvalEvaluator
 
 
 class VLLMEvaluator(LMEvalEvaluator):

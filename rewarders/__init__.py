@@ -9,10 +9,11 @@ when asked for, plus the user's ``options``. So a rewarder that needs no policy
 from __future__ import annotations
 
 import contextlib
-import inspect
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+from cream_plugin.registry import factory_parameters
 
 RESOURCES: tuple[str, ...] = (
     "model", "tokenizer", "ref_model", "cache", "model_key", "ref_key", "batch_size", "seed",
@@ -24,45 +25,18 @@ _LABELS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 """Rewarders built by :func:`build_rewarder` -> "rewarder 'name' (plugin, origin)" for errors."""
 
 
-def factory_parameters(factory: Callable[..., Any]) -> set[str]:
-    """Names of the keyword parameters a factory accepts."""
-    try:
-        params = inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        return set()
-    return {name for name, p in params.items()
-            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-
-
 def build_rewarder(
     name: str,
     resources: Mapping[str, Callable[[], Any]] | None = None,
     options: Mapping[str, Any] | None = None,
 ) -> Any:
-    """Build the rewarder registered as ``name``.
+    """Build the rewarder registered as ``name`` (cream_plugin.registry.build's rules)."""
+    from cream_plugin.registry import build, get_component
 
-    ``resources`` maps a resource name to a zero-argument loader, called only when the factory
-    has a parameter of that name; ``options`` are passed as given (a wrong one is the factory's
-    TypeError, reported with the rewarder's name).
-    """
-    from cream_plugin.errors import ConfigError
-    from cream_plugin.registry import get_component
-
+    rewarder = build("rewarder", name, resources, options)
     component = get_component("rewarder", name)
-    factory = component.obj
-    wanted = factory_parameters(factory)
-    kwargs: dict[str, Any] = {}
-    for key, load in (resources or {}).items():
-        if key in wanted and key not in (options or {}):
-            kwargs[key] = load()
-    kwargs.update(options or {})
-    label = f"rewarder {name!r} (plugin {component.plugin!r}, {component.origin})"
-    try:
-        rewarder = factory(**kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"rewarder {name!r}: bad options {sorted(options or {})}: {exc}") from exc
     with contextlib.suppress(TypeError):  # not weak-referenceable: errors name its class
-        _LABELS[rewarder] = label
+        _LABELS[rewarder] = f"rewarder {name!r} (plugin {component.plugin!r}, {component.origin})"
     return rewarder
 
 
@@ -75,6 +49,11 @@ def rewarder_label(rewarder: Any, name: str | None = None) -> str:
     if known:
         return known
     cls = type(rewarder)
+    from cream_plugin.registry import components
+
+    for comp in components("rewarder").values():  # a class registered as the factory
+        if comp.obj is cls and (name is None or comp.name == name):
+            return f"rewarder {comp.name!r} (plugin {comp.plugin!r}, {comp.origin})"
     where = f"{cls.__module__}.{cls.__qualname__}"
     if name:
         return f"rewarder {name!r} ({where}{_distribution(cls.__module__)})"

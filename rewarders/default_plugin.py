@@ -51,7 +51,7 @@ def register_rewarders(register: Any) -> None:
         pairwise_judge,  # light: torch is imported on use
     )
 
-    register("implicit", implicit)
+    register("implicit", implicit, implicit_reward=True)
     register("judge", judge)
     register("pairwise-judge", pairwise_judge)
     register("oracle", oracle)

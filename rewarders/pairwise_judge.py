@@ -24,10 +24,9 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from cream_plugin.errors import ConfigError, DataError
 from cream_plugin.rewarders.judge import render_request, shown_text
 from cream_plugin.rewarders.judge_prompt import encode_chat
-
-from cream_plugin.errors import ConfigError, DataError
 
 if TYPE_CHECKING:  # torch / numpy are imported where used, so listing plugins stays fast
     import torch

@@ -26,8 +26,9 @@ def _requests(until, max_gen_toks=20):
 
 @pytest.fixture
 def both_lms(tiny_model, tiny_tokenizer):
-    from cream_plugin.evaluators.decode_loop_hflm import DecodeLoopHFLM
     from lm_eval.models.huggingface import HFLM
+
+    from cream_plugin.evaluators.decode_loop_hflm import DecodeLoopHFLM
 
     stock = HFLM(pretrained=tiny_model, tokenizer=tiny_tokenizer, batch_size=4)
     fast = DecodeLoopHFLM(pretrained=tiny_model, tokenizer=tiny_tokenizer, batch_size=4)
@@ -73,10 +74,10 @@ def test_smollm2_gsm8k_generations_and_scores_equal_stock(data_dir) -> None:
     """The real case the loop exists for: 5-shot GSM8K with SmolLM2, 6 items, batches of 2."""
     import os
 
-    from cream_plugin.evaluators.decode_loop_hflm import DecodeLoopHFLM
-    from cream_plugin.evaluators.lm_eval_evaluator import LMEvalEvaluator
     from lm_eval.models.huggingface import HFLM
 
+    from cream_plugin.evaluators.decode_loop_hflm import DecodeLoopHFLM
+    from cream_plugin.evaluators.lm_eval_evaluator import LMEvalEvaluator
     from cream_plugin.models import load_model, load_tokenizer
 
     os.environ.setdefault("CREAM_CACHE_DIR", "/tmp/creamcache")

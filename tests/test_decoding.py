@@ -27,7 +27,7 @@ def _never(alive, out, step):
 def test_preallocated_layer_matches_dynamic_cache_through_drops(tiny_model, tiny_tokenizer):
     from transformers import DynamicCache
 
-    from cream_plugin.decoding import make_cache
+    from cream_plugin.kv_cache import make_cache
 
     ids, mask = _batch(tiny_tokenizer, TEXTS)
     positions = (mask.cumsum(-1) - 1).clamp_min(0)

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cream_plugin.evaluators.lm_eval_evaluator import TASKS_DIR, LMEvalEvaluator, metric_rows
 
 from cream_plugin.errors import DataError
+from cream_plugin.evaluators.lm_eval_evaluator import TASKS_DIR, LMEvalEvaluator, metric_rows
 
 STOCK_DIR = Path(importlib.util.find_spec("lm_eval").origin).parent / "tasks"  # type: ignore[union-attr,arg-type]
 
@@ -339,9 +339,8 @@ def test_cream_eval_bad_limit(tiny_model_dir: Path, capsys: pytest.CaptureFixtur
 
 
 def test_vllm_evaluator_needs_a_path() -> None:
-    from cream_plugin.evaluators.vllm_evaluator import VLLMEvaluator
-
     from cream_plugin.errors import ConfigError
+    from cream_plugin.evaluators.vllm_evaluator import VLLMEvaluator
 
     with pytest.raises(ConfigError, match="checkpoint path"):
         VLLMEvaluator().evaluate(object())

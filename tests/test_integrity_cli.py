@@ -256,7 +256,8 @@ def test_train_on_cpu_without_set_trains(capsys, tmp_path, tiny_model_dir) -> No
     code, err = run_cli(capsys, "train", str(pairs), "--model", str(tiny_model_dir), "--output",
                         str(out), "--set", "use_cpu=false", "--set", "bf16=true")
     line = one_error_line(err, "train")
-    assert code == 1 and "CREAMConfig with --set use_cpu=False, bf16=True: " in line
+    assert code == 1 and "trainer config CREAMConfig with " in line
+    assert "use_cpu=False, bf16=True" in line
 
 
 # -- outputs that cannot be written -----------------------------------------------------------
@@ -380,6 +381,15 @@ def test_score_rewarder_keeps_nan_as_unscored(bad_plugin) -> None:
 
     result = score_rewarder(build_rewarder("bad", options={"mode": "nan"}), PROMPTS, RESPONSES)
     assert np.isnan(result.rewards[1, 0]) and result.rewards.shape == (3, 2)
+
+
+def test_score_rewarder_names_the_plugin_of_a_registry_built_rewarder(bad_plugin) -> None:
+    """The pipeline builds rewarders with cream_plugin.registry.build: the plugin is named."""
+    from cream_plugin.registry import build
+    from cream_plugin.rewarders import score_rewarder
+
+    with pytest.raises(RewarderError, match=r"^rewarder 'bad' \(plugin 'bad-plugin', bad-dist"):
+        score_rewarder(build("rewarder", "bad", {}, {"mode": "raise"}), PROMPTS, RESPONSES)
 
 
 def test_score_rewarder_without_the_registry_names_the_class() -> None:

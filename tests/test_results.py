@@ -65,3 +65,16 @@ def test_corrupt_table_names_file_and_line(tmp_path: Path) -> None:
     path.write_text(json.dumps(_row()) + "\n" + json.dumps({"method": "x"}) + "\n")
     with pytest.raises(DataError, match=rf"{path}:2: missing field"):
         read_results(tmp_path)
+
+
+def test_rows_of_other_evaluation_settings_are_kept_apart(tmp_path: Path) -> None:
+    """A re-evaluation with another limit adds rows beside the old ones, never replaces them,
+    and a report shows only the current settings' rows."""
+    from cream_plugin.results import rows_for_settings
+
+    append_results(tmp_path, [_row(limit=100, eval_settings="a", value=0.5)])
+    append_results(tmp_path, [_row(limit=1, eval_settings="b", value=1.0)])
+    rows = read_results(tmp_path)
+    assert sorted((r["limit"], r["value"]) for r in rows) == [(1, 1.0), (100, 0.5)]
+    shown, hidden = rows_for_settings(rows, "b")
+    assert [(r["limit"], r["value"]) for r in shown] == [(1, 1.0)] and hidden == 1

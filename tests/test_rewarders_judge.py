@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from cream_plugin.rewarders.judge import JudgeRewarder, build_judge_prompt, parse_judgement
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
+from cream_plugin import get_rewarder
+from cream_plugin.data import load_rows
 from cream_plugin.rewarders.oracle import (
     AnswerKeyRewarder,
     RewardModelRewarder,
@@ -13,9 +16,6 @@ from cream_plugin.rewarders.oracle import (
     parse_reference,
     reference_for,
 )
-
-from cream_plugin import get_rewarder
-from cream_plugin.data import load_rows
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,11 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from cream_plugin.rewarders import build_rewarder
 
 from cream_plugin import hookimpl
 from cream_plugin.cli import main
 from cream_plugin.config import load_config
+from cream_plugin.rewarders import build_rewarder
 from cream_plugin.types import RewardResult
 
 PROMPTS = [

@@ -12,14 +12,14 @@ import torch
 
 pytest.importorskip("trl")
 
+from datasets import Dataset
+
+from cream_plugin.errors import ConfigError
 from cream_plugin.rewarders.pairwise_judge import (
     encode_both_orders,
     pair_preference,
     verdict_token_ids,
 )
-from datasets import Dataset
-
-from cream_plugin.errors import ConfigError
 from cream_plugin.scir import (
     SCIRConfig,
     SCIRTrainer,

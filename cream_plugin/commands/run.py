@@ -39,7 +39,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--output", help="run folder (default: the config's output_dir)")
     parser.add_argument(
-        "--fresh", action="store_true", help="delete the run folder first instead of resuming it"
+        "--fresh",
+        action="store_true",
+        help="delete cream's own files from the run folder first instead of resuming it",
+    )
+    parser.add_argument(
+        "--adopt-dir",
+        action="store_true",
+        help="use an existing non-empty folder that is not a cream run folder",
     )
 
 
@@ -65,10 +72,8 @@ def run(args: argparse.Namespace) -> int:
 
     config = build_config(args)  # validated before any work starts
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    pipeline = Pipeline(config)
-    if args.fresh:
-        pipeline.reset()  # on the main process only when several are launched
-    run_dir = pipeline.run()
+    pipeline = Pipeline(config)  # validates everything before the run folder is touched
+    run_dir = pipeline.run(fresh=args.fresh, adopt=args.adopt_dir)
     if pipeline.dist.is_main:
         print(f"run finished: {run_dir}; report: {run_dir / 'report.md'}")
     return 0

@@ -12,6 +12,11 @@ from typing import Any
 from cream_plugin.errors import ConfigError, DataError
 
 HELP = "Train a model on a pairs file (CREAM or plain DPO) and save it to a folder."
+# The trainer-config fields recorded in the checkpoint's model card.
+TRAINING_SETTINGS = (
+    "beta", "learning_rate", "num_train_epochs", "warmup_ratio", "per_device_train_batch_size",
+    "gradient_accumulation_steps", "max_length", "consistency_mode", "seed",
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,6 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--set", action="append", default=[], metavar="KEY=VALUE",
         help="a field of the trainer's config, e.g. --set beta=0.1 --set consistency_mode=average",
     )
+    parser.add_argument(
+        "--report-to", default="none",
+        help="trackers: none, or comma-separated tensorboard,trackio,wandb,... (logs in OUTPUT/tb)",
+    )
+    parser.add_argument("--run-name", help="tracker run name (default: the output folder's name)")
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -87,7 +97,7 @@ def build_args(config_cls: type, output_dir: str, overrides: dict[str, Any]) -> 
         return config_cls(output_dir=output_dir, **kwargs)
     except (TypeError, ValueError) as exc:
         given = ", ".join(f"{k}={v!r}" for k, v in overrides.items())
-        source = f" with --set {given}" if given else ""
+        source = f" with {given}" if given else ""
         raise ConfigError(f"trainer config {config_cls.__name__}{source}: {exc}") from exc
 
 
@@ -104,7 +114,12 @@ def run(args: argparse.Namespace) -> int:
         trainer_cls, config_cls = get_trainer(args.trainer)
     except KeyError as exc:
         raise ConfigError(str(exc)) from None
-    config = build_args(config_cls, args.output, parse_overrides(args.set))
+    from cream_plugin.cards import standalone_lineage, write_model_card
+    from cream_plugin.tracking import track, tracking_kwargs
+
+    tracking = tracking_kwargs(args.report_to, args.run_name, stage="train", run_dir=args.output)
+    overrides = parse_overrides(args.set)
+    config = build_args(config_cls, args.output, {**tracking, **overrides})
     rows = read_jsonl(args.pairs_file)
     validate_pair_rows(rows, args.pairs_file)
     ensure_writable_folder(args.output, "--output")
@@ -122,12 +137,19 @@ def run(args: argparse.Namespace) -> int:
     trainer = trainer_cls(model=model, args=config, train_dataset=dataset,
                           processing_class=tokenizer, **kwargs)
     NonFiniteGuard.attach(trainer, stage=f"cream train {args.pairs_file}")
-    trainer.train()  # a NaN/inf loss or gradient raises here, before anything is saved
+    with track(trainer, stage="train", run_dir=args.output, run_name=args.run_name):
+        trainer.train()  # a NaN/inf loss or gradient raises here, before anything is saved
     try:
         trainer.save_model(args.output)
         tokenizer.save_pretrained(args.output)
     except OSError as exc:
         raise DataError(f"--output {args.output}: cannot save the model "
                         f"({exc.strerror or exc})") from None
+    settings = {k: getattr(config, k) for k in TRAINING_SETTINGS if hasattr(config, k)}
+    lineage = standalone_lineage(
+        args.pairs_file, args.model, method=args.trainer, checkpoint=Path(args.output).name,
+        training={**settings, **overrides},
+    )
+    write_model_card(args.output, lineage)
     print(Path(args.output))
     return 0

@@ -1,0 +1,135 @@
+"""Instruments that show whether self-rewarding is working (pure functions on plain arrays).
+
+Reward quality against gold answers, whether the consistency rate C is informative, known reward
+biases, how far the policy moved, paired tests between models, aggregation across seeds, and the
+report's Markdown sections with a plain-language summary. See docs/instruments.md.
+"""
+
+from __future__ import annotations
+
+from cream_plugin.instruments.biases import (
+    all_identical_share,
+    duplicate_counts,
+    mean_prompt_spearman,
+    within_prompt_spearman,
+)
+from cream_plugin.instruments.collect import compare_models, iteration_evidence
+from cream_plugin.instruments.estimate import Estimate, undefined
+from cream_plugin.instruments.evidence import (
+    BiasRow,
+    ComparisonRow,
+    Evidence,
+    IdenticalRow,
+    InformativenessRow,
+    MovementRow,
+    PoolAccuracyRow,
+    RewardQualityRow,
+    SeedRow,
+)
+from cream_plugin.instruments.informativeness import (
+    BinAccuracy,
+    SoftLabelAccuracy,
+    accuracy_by_c_bin,
+    auc,
+    auc_of_c,
+    soft_label_accuracy,
+)
+from cream_plugin.instruments.intervals import (
+    binomial_test,
+    proportion,
+    proportion_difference,
+    t_interval,
+    wilson_interval,
+)
+from cream_plugin.instruments.movement import (
+    Movement,
+    mean_abs_logp_change,
+    per_token_kl,
+    policy_movement,
+)
+from cream_plugin.instruments.paired import (
+    McNemar,
+    PairedComparison,
+    compare_items,
+    item_scores,
+    mcnemar_exact,
+    paired_bootstrap,
+)
+from cream_plugin.instruments.render import render_evidence
+from cream_plugin.instruments.reward_quality import (
+    LabelAccuracy,
+    PairLabels,
+    answer_key_correctness,
+    best_worst,
+    label_accuracy,
+    pair_labels,
+    pool_accuracy,
+    random_rewards,
+)
+from cream_plugin.instruments.seeds import across_seeds, aggregate_seeds
+from cream_plugin.instruments.summary import render_summary
+from cream_plugin.instruments.train_log import (
+    Curve,
+    curve_mean,
+    load_train_log,
+    plot_train_curves,
+    train_curves,
+)
+
+__all__ = [
+    "BiasRow",
+    "BinAccuracy",
+    "ComparisonRow",
+    "Curve",
+    "Estimate",
+    "Evidence",
+    "IdenticalRow",
+    "InformativenessRow",
+    "LabelAccuracy",
+    "McNemar",
+    "Movement",
+    "MovementRow",
+    "PairLabels",
+    "PairedComparison",
+    "PoolAccuracyRow",
+    "RewardQualityRow",
+    "SeedRow",
+    "SoftLabelAccuracy",
+    "accuracy_by_c_bin",
+    "across_seeds",
+    "aggregate_seeds",
+    "all_identical_share",
+    "answer_key_correctness",
+    "auc",
+    "auc_of_c",
+    "best_worst",
+    "binomial_test",
+    "compare_items",
+    "compare_models",
+    "curve_mean",
+    "duplicate_counts",
+    "item_scores",
+    "iteration_evidence",
+    "label_accuracy",
+    "load_train_log",
+    "mcnemar_exact",
+    "mean_abs_logp_change",
+    "mean_prompt_spearman",
+    "pair_labels",
+    "paired_bootstrap",
+    "per_token_kl",
+    "plot_train_curves",
+    "policy_movement",
+    "pool_accuracy",
+    "proportion",
+    "proportion_difference",
+    "random_rewards",
+    "render_evidence",
+    "render_summary",
+    "soft_label_accuracy",
+    "t_interval",
+    "train_curves",
+    "undefined",
+    "wilson_interval",
+    "within_prompt_spearman",
+]

@@ -1,0 +1,183 @@
+"""Markdown tables for each instrument's report section, and the whole evidence block.
+
+Every table shows a figure with its 95% interval and n; an undefined figure shows a dash and its
+reason. Section texts say in one line how to read the table; docs/instruments.md has the formulas.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from cream_plugin.instruments import fmt
+from cream_plugin.instruments.estimate import Estimate
+from cream_plugin.instruments.evidence import (
+    BiasRow,
+    ComparisonRow,
+    Evidence,
+    IdenticalRow,
+    InformativenessRow,
+    MovementRow,
+    PoolAccuracyRow,
+    RewardQualityRow,
+    SeedRow,
+)
+from cream_plugin.instruments.summary import render_summary
+
+
+def table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
+    """A Markdown table; ``|`` inside cells is escaped."""
+    def row(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+    return "\n".join([row(header), "|" + "---|" * len(header), *[row(r) for r in body]])
+
+
+def cell(e: Estimate, scale: str = "num", digits: int | None = None) -> str:
+    """The value, or a dash with the reason it is undefined."""
+    if not e.defined:
+        return f"{fmt.DASH} ({e.reason})" if e.reason else fmt.DASH
+    return fmt.value(e, scale, digits)
+
+
+def render_pool_accuracy(rows: Sequence[PoolAccuracyRow]) -> str:
+    body = [[r.method, str(r.iteration), cell(r.accuracy, "pct"),
+             fmt.interval(r.accuracy, "pct"), str(r.accuracy.n)] for r in rows]
+    return table(["method", "iteration", "pool accuracy", "95% CI (Wilson)", "n responses"], body)
+
+
+def render_reward_quality(rows: Sequence[RewardQualityRow]) -> str:
+    body = [[r.method, str(r.iteration), r.reward, cell(r.accuracy, "pct"),
+             fmt.interval(r.accuracy, "pct"), fmt.p_value(r.accuracy.p_value),
+             str(r.accuracy.n), str(r.pairs)] for r in rows]
+    return table(["method", "iteration", "reward", "label accuracy", "95% CI (Wilson)",
+                  "p vs 0.5", "n (discordant pairs)", "pairs"], body)
+
+
+def render_informativeness(rows: Sequence[InformativenessRow]) -> str:
+    body = [[r.method, str(r.iteration), cell(r.auc), fmt.interval(r.auc),
+             fmt.p_value(r.auc.p_value), cell(r.soft, "pct"), cell(r.hard, "pct"),
+             cell(r.difference, "points"), fmt.interval(r.difference, "points"),
+             fmt.p_value(r.difference.p_value), str(r.hard.n)] for r in rows]
+    return table(["method", "iteration", "AUC of C", "95% CI", "p vs 0.5", "soft acc.",
+                  "hard acc.", "soft − hard (points)", "95% CI", "p", "n (pairs)"], body)
+
+
+def render_c_bins(rows: Sequence[InformativenessRow]) -> str:
+    body = []
+    for r in rows:
+        for i, b in enumerate(r.bins):
+            closing = "]" if i == len(r.bins) - 1 else ")"
+            body.append([r.method, str(r.iteration), f"[{b.low:g}, {b.high:g}{closing}",
+                         cell(b.accuracy, "pct"), fmt.interval(b.accuracy, "pct"),
+                         fmt.p_value(b.accuracy.p_value), str(b.accuracy.n)])
+    return table(["method", "iteration", "C bin", "label accuracy", "95% CI (Wilson)",
+                  "p vs 0.5", "n (pairs)"], body)
+
+
+def render_biases(rows: Sequence[BiasRow]) -> str:
+    body = [[r.method, str(r.iteration), r.reward, cell(r.length), fmt.interval(r.length),
+             cell(r.duplicates), fmt.interval(r.duplicates), str(r.length.n)] for r in rows]
+    return table(["method", "iteration", "reward", "ρ length", "95% CI", "ρ duplicates",
+                  "95% CI", "n responses"], body)
+
+
+def render_identical(rows: Sequence[IdenticalRow]) -> str:
+    body = [[r.method, str(r.iteration), cell(r.share, "pct"), fmt.interval(r.share, "pct"),
+             str(r.share.n)] for r in rows]
+    return table(["method", "iteration", "prompts with all responses identical",
+                  "95% CI (Wilson)", "n prompts"], body)
+
+
+def render_movement(rows: Sequence[MovementRow]) -> str:
+    body = []
+    for r in rows:
+        m = r.movement
+        body.append([r.method, str(r.iteration), cell(m.kl_forward, digits=4),
+                     fmt.interval(m.kl_forward, digits=4), cell(m.kl_reverse, digits=4),
+                     fmt.interval(m.kl_reverse, digits=4), cell(m.mean_abs_delta, digits=4),
+                     cell(r.margins), cell(r.accuracies, "pct")])
+    return table(["method", "iteration", "KL(new ‖ old) /token", "95% CI",
+                  "KL(old ‖ new) /token", "95% CI", "mean |Δ log p| /token", "DPO margin",
+                  "reward accuracy"], body)
+
+
+def render_comparisons(rows: Sequence[ComparisonRow]) -> str:
+    body = []
+    for r in rows:
+        c = r.comparison
+        binary = c.mcnemar is not None
+        scale = "points" if binary else "num"
+        body.append([r.task, r.metric, r.model_a, r.model_b,
+                     fmt.pct(c.mean_a) if binary else fmt.num(c.mean_a),
+                     fmt.pct(c.mean_b) if binary else fmt.num(c.mean_b),
+                     cell(c.difference, scale), fmt.interval(c.difference, scale),
+                     fmt.p_value(c.mcnemar.p_value) if c.mcnemar else fmt.DASH,
+                     str(c.mcnemar.b_only) if c.mcnemar else fmt.DASH,
+                     str(c.mcnemar.a_only) if c.mcnemar else fmt.DASH,
+                     str(c.difference.n)])
+    return table(["task", "metric", "model a", "model b", "a", "b", "b − a",
+                  "95% CI (paired bootstrap)", "McNemar p", "only b right", "only a right",
+                  "n items"], body)
+
+
+def render_seeds(rows: Sequence[SeedRow]) -> str:
+    body = [[r.label, r.quantity, cell(r.estimate), fmt.interval(r.estimate),
+             str(r.estimate.n)] for r in rows]
+    return table(["model", "quantity", "mean", "95% CI (t)", "seeds"], body)
+
+
+_GUIDE = {
+    "pool": "Share of the iteration's sampled responses that match the gold answer (prompts "
+            "with an answer key only): the policy's own accuracy, measured on many responses.",
+    "quality": "Of the best-vs-worst pairs whose two responses differ in correctness, the share "
+               "where the reward chose the correct one. 50% is a coin flip; below 50% the "
+               "reward trains on reversed labels.",
+    "informative": "Whether the consistency rate C tracks label correctness: AUC 0.5 means C "
+                   "carries no information; soft − hard > 0 means CREAM's soft labels are "
+                   "more accurate than the hard ones.",
+    "bins": "Label accuracy of the discordant pairs grouped by their C: if C is informative, "
+            "accuracy rises with C.",
+    "biases": "Within-prompt Spearman correlation of each reward with response length and with "
+              "how many copies of a response its prompt has (0 = no bias).",
+    "identical": "Prompts whose N responses are all the same text give no pair.",
+    "movement": "Per-token KL between consecutive models on sampled responses (nats; 0 = did "
+                "not move), and the DPO log's mean margin and reward accuracy.",
+    "comparisons": "Pairs of models on the same benchmark items: McNemar's exact test for 0/1 "
+                   "scores and a paired bootstrap interval of the difference.",
+    "seeds": "The same configuration under several seeds: mean and 95% t-interval over seeds.",
+}
+
+
+def render_evidence(evidence: Evidence, plots: Mapping[str, str] | None = None,
+                    level: int = 2) -> str:
+    """The summary plus every non-empty instrument section; ``plots``: caption -> image path."""
+    h = "#" * level
+    parts = [render_summary(evidence, heading=f"{h} Summary")]
+
+    def section(title: str, guide: str, body: str) -> None:
+        parts.extend([f"{h} {title}", "", _GUIDE[guide], "", body, ""])
+
+    ev = evidence
+    if ev.pool_accuracy:
+        section("Pool accuracy", "pool", render_pool_accuracy(ev.pool_accuracy))
+    if ev.reward_quality:
+        section("Reward quality against gold answers", "quality",
+                render_reward_quality(ev.reward_quality))
+    if ev.informativeness:
+        section("Is C informative?", "informative", render_informativeness(ev.informativeness))
+        if any(r.bins for r in ev.informativeness):
+            section("Label accuracy by C bin", "bins", render_c_bins(ev.informativeness))
+    if ev.biases:
+        section("Known biases", "biases", render_biases(ev.biases))
+    if ev.identical:
+        section("Identical responses", "identical", render_identical(ev.identical))
+    if ev.movement:
+        section("How far the policy moved", "movement", render_movement(ev.movement))
+    for caption, path in (plots or {}).items():
+        parts.extend([f"![{caption}]({path})", ""])
+    if ev.comparisons:
+        section("Paired comparisons on benchmark items", "comparisons",
+                render_comparisons(ev.comparisons))
+    if ev.seeds:
+        section("Across seeds", "seeds", render_seeds(ev.seeds))
+    return "\n".join(parts)

@@ -1,0 +1,166 @@
+"""Reward quality against ground truth: pool accuracy and the label accuracy of a reward's pairs.
+
+A reward "labels" a prompt by its best-vs-worst pair (the pair DPO trains on). Against gold
+answers, the label is right when the chosen response is correct and the rejected one wrong; only
+pairs whose two responses differ in correctness can be right or wrong, so label accuracy is
+computed among those (0.5 = a coin flip). Best and worst follow
+:func:`cream_plugin.pairs.build_pairs` exactly: the highest / lowest finite reward, ties to the
+earliest response, no pair when fewer than two rewards are finite or best equals worst.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from cream_plugin.errors import DataError
+from cream_plugin.instruments.estimate import Estimate, undefined
+from cream_plugin.instruments.intervals import proportion
+from cream_plugin.types import Prompt
+
+
+def as_table(values: object, name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """A (P, N) float array, or a DataError naming the input and the expected shape."""
+    try:
+        table = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataError(f"{name}: expected a (P, N) array of numbers") from None
+    if table.ndim != 2:
+        raise DataError(f"{name} has shape {table.shape}; expected (P, N)")
+    if shape is not None and table.shape != shape:
+        raise DataError(f"{name} has shape {table.shape}; expected {shape}")
+    return table
+
+
+def answer_key_correctness(
+    prompts: Sequence[Prompt],
+    responses: Sequence[Sequence[str]],
+    references: Sequence[str | None],
+) -> np.ndarray:
+    """(P, N) 1.0 / 0.0 correctness by the project's answer key; NaN rows for prompts without one.
+
+    This is the ``answer-key`` rewarder (:class:`AnswerKeyRewarder`) itself, so "correct" means
+    the same thing in the instruments as in the oracle method.
+    """
+    from cream_plugin.rewarders.oracle import AnswerKeyRewarder
+
+    try:
+        result = AnswerKeyRewarder().score(
+            list(prompts), [list(r) for r in responses], references=list(references))
+    except ValueError as exc:
+        raise DataError(f"answer key: {exc}") from None
+    return result.rewards
+
+
+def pool_accuracy(correct: object) -> Estimate:
+    """Mean correctness over all responses with a gold answer, Wilson 95% interval, n responses.
+
+    Responses are clustered N per prompt, so the interval (which treats them as independent) is
+    somewhat narrow when responses to a prompt agree; the docs say so.
+    """
+    table = as_table(correct, "correct")
+    known = table[np.isfinite(table)]
+    if known.size and not np.isin(known, (0.0, 1.0)).all():
+        raise DataError("correct: expected 1.0, 0.0 or NaN entries")
+    return proportion(int(known.sum()), int(known.size), what="responses with a gold answer")
+
+
+def best_worst(rewards: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per prompt: index of the best and the worst response, and whether the pair exists.
+
+    The same rule as :func:`cream_plugin.pairs.build_pairs` (tested against it).
+    """
+    table = as_table(rewards, "rewards")
+    p, n = table.shape
+    if n == 0:
+        zero = np.zeros(p, dtype=np.int64)
+        return zero, zero.copy(), np.zeros(p, dtype=bool)
+    finite = np.isfinite(table)
+    best = np.argmax(np.where(finite, table, -np.inf), axis=1)
+    worst = np.argmin(np.where(finite, table, np.inf), axis=1)
+    rows = np.arange(p)
+    with np.errstate(invalid="ignore"):
+        usable = (finite.sum(axis=1) >= 2) & (table[rows, best] > table[rows, worst])
+    return best, worst, usable
+
+
+@dataclass(frozen=True)
+class PairLabels:
+    """The best-vs-worst pair of every prompt and the gold correctness of both ends."""
+
+    best: np.ndarray              # (P,) int
+    worst: np.ndarray             # (P,) int
+    usable: np.ndarray            # (P,) bool: the reward yields a pair
+    chosen_correct: np.ndarray    # (P,) float, NaN without a gold answer or pair
+    rejected_correct: np.ndarray  # (P,) float
+
+    @property
+    def discordant(self) -> np.ndarray:
+        """Pairs whose two responses differ in correctness: the only ones a label can get right."""
+        with np.errstate(invalid="ignore"):
+            return self.usable & (self.chosen_correct != self.rejected_correct) & np.isfinite(
+                self.chosen_correct) & np.isfinite(self.rejected_correct)
+
+    @property
+    def label_correct(self) -> np.ndarray:
+        """(P,) bool: the chosen response is the correct one (meaningful where discordant)."""
+        return self.discordant & (self.chosen_correct == 1.0)
+
+
+def pair_labels(rewards: object, correct: object) -> PairLabels:
+    """Best/worst pairs of ``rewards`` with the correctness of their two responses."""
+    r = as_table(rewards, "rewards")
+    c = as_table(correct, "correct", r.shape)
+    best, worst, usable = best_worst(r)
+    rows = np.arange(r.shape[0])
+    if r.shape[1] == 0:
+        empty = np.full(r.shape[0], np.nan)
+        return PairLabels(best, worst, usable, empty, empty.copy())
+    chosen = np.where(usable, c[rows, best], np.nan)
+    rejected = np.where(usable, c[rows, worst], np.nan)
+    return PairLabels(best, worst, usable, chosen, rejected)
+
+
+@dataclass(frozen=True)
+class LabelAccuracy:
+    """Label accuracy of one reward's pairs, with the counts that led to its n."""
+
+    accuracy: Estimate
+    prompts: int
+    pairs: int
+    pairs_with_gold: int
+    discordant_pairs: int
+
+
+def label_accuracy(rewards: object, correct: object) -> LabelAccuracy:
+    """Share of discordant best-vs-worst pairs whose chosen response is the correct one.
+
+    Wilson 95% interval and the exact two-sided binomial test against 0.5 (chance).
+    """
+    labels = pair_labels(rewards, correct)
+    with_gold = labels.usable & np.isfinite(labels.chosen_correct) & np.isfinite(
+        labels.rejected_correct)
+    disc = labels.discordant
+    k, n = int(labels.label_correct.sum()), int(disc.sum())
+    if n == 0:
+        why = ("no pairs" if not labels.usable.any() else "no pairs with a gold answer"
+               if not with_gold.any() else "no pair whose two responses differ in correctness")
+        acc = undefined(why, method="Wilson 95%, exact binomial test vs 0.5")
+    else:
+        acc = proportion(k, n, chance=0.5, what="discordant pairs")
+    return LabelAccuracy(acc, prompts=len(labels.usable), pairs=int(labels.usable.sum()),
+                         pairs_with_gold=int(with_gold.sum()), discordant_pairs=n)
+
+
+def random_rewards(shape: tuple[int, int], seed: int, like: object = None) -> np.ndarray:
+    """A seeded random reward, the chance baseline for label accuracy.
+
+    With ``like`` (another reward table of the same shape), its unscored (NaN) entries stay
+    unscored, so the random baseline ranks exactly the responses the real reward ranked.
+    """
+    values = np.random.default_rng(seed).random(shape)
+    if like is not None:
+        values = np.where(np.isfinite(as_table(like, "like", tuple(shape))), values, np.nan)
+    return values

@@ -1,0 +1,280 @@
+"""The report's first section: the instruments' findings as plain sentences, deterministically.
+
+Every figure becomes one sentence with its interval, n and test, sorted into *significant*
+(p < 0.05, or where no test applies a 95% interval that excludes the chance value), *not
+significant*, *not measured* (with the reason) and *other figures* (descriptive), followed by
+caveats. The same Evidence always gives the same text.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cream_plugin.instruments import fmt
+from cream_plugin.instruments.estimate import Estimate
+from cream_plugin.instruments.evidence import (
+    BiasRow,
+    ComparisonRow,
+    Evidence,
+    IdenticalRow,
+    InformativenessRow,
+    MovementRow,
+    PoolAccuracyRow,
+    RewardQualityRow,
+    SeedRow,
+)
+from cream_plugin.instruments.intervals import proportion_difference
+
+ALPHA = 0.05
+SMALL_N = 30
+SIGNIFICANT, NOT_SIGNIFICANT, UNMEASURED, FACT = "sig", "not", "unmeasured", "fact"
+_HEADINGS = {
+    SIGNIFICANT: "Significant",
+    NOT_SIGNIFICANT: "Not significant",
+    UNMEASURED: "Not measured",
+    FACT: "Other figures",
+}
+
+
+def significant(e: Estimate, chance: float) -> bool | None:
+    """p < 0.05 when a test p-value exists, else whether the interval excludes ``chance``."""
+    if not e.defined:
+        return None
+    if not math.isnan(e.p_value):
+        return e.p_value < ALPHA
+    if e.has_interval:
+        return e.excludes(chance)
+    return None
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str
+    text: str
+    n: int = 0
+
+
+def _tested(e: Estimate, chance: float, what: str, figure: str,
+            verdicts: tuple[str, str, str]) -> Finding:
+    """A sentence "what: figure: verdict" with verdict (above chance, below chance, neither)."""
+    if not e.defined:
+        return Finding(UNMEASURED, f"{what}: {e.reason or 'no data'}.")
+    sig = significant(e, chance)
+    if sig is None:
+        return Finding(FACT, f"{what}: {figure}.", e.n)
+    verdict = (verdicts[0] if e.value > chance else verdicts[1]) if sig else verdicts[2]
+    return Finding(SIGNIFICANT if sig else NOT_SIGNIFICANT, f"{what}: {figure}: {verdict}.", e.n)
+
+
+def _p(e: Estimate) -> str:
+    return "" if math.isnan(e.p_value) else f"; {fmt.p_clause(e.p_value)}"
+
+
+def _pool(rows: list[PoolAccuracyRow]) -> list[Finding]:
+    out = []
+    for method in dict.fromkeys(r.method for r in rows):
+        mine = sorted((r for r in rows if r.method == method), key=lambda r: r.iteration)
+        first, last = mine[0], mine[-1]
+        a, b = first.accuracy, last.accuracy
+        if len(mine) == 1 or not (a.defined and b.defined):
+            for r in mine:
+                e = r.accuracy
+                what = f"{method}, iteration {r.iteration}: pool accuracy"
+                if not e.defined:
+                    out.append(Finding(UNMEASURED, f"{what}: {e.reason or 'no data'}."))
+                else:
+                    out.append(Finding(FACT, f"{what} {fmt.pct(e.value)} (95% CI "
+                                             f"{fmt.interval(e, 'pct')}, n = {e.n} responses).",
+                                       e.n))
+            continue
+        d = proportion_difference(round(a.value * a.n), a.n, round(b.value * b.n), b.n)
+        what = (f"{method}: pool accuracy went from {fmt.pct(a.value)} (n = {a.n}) at iteration "
+                f"{first.iteration} to {fmt.pct(b.value)} (n = {b.n}) at iteration "
+                f"{last.iteration}")
+        figure = f"{fmt.points(d.value)} points (95% CI {fmt.interval(d, 'points')})"
+        out.append(_tested(d, 0.0, what, figure,
+                           ("the policy got more answers right", "the policy got fewer answers "
+                            "right", "no significant change")))
+    return out
+
+
+def _movement(rows: list[MovementRow]) -> list[Finding]:
+    out = []
+    for r in rows:
+        m = r.movement
+        kl, name = ((m.kl_forward, "KL(M_(t+1) || M_t)") if m.kl_forward.defined
+                    else (m.kl_reverse, "KL(M_t || M_(t+1))"))
+        what = f"{r.method}, iteration {r.iteration}: how far the policy moved"
+        figure = (f"per-token {name} = {fmt.num(kl.value, 4)} nats (95% CI "
+                  f"{fmt.interval(kl, 'num', 4)}, n = {kl.n} tokens)")
+        out.append(_tested(kl, 0.0, what, figure,
+                           ("it moved", "a negative estimate: noise, it did not measurably move",
+                            "it did not measurably move")))
+        if r.margins.defined or r.accuracies.defined:
+            out.append(Finding(FACT, f"{r.method}, iteration {r.iteration}: mean DPO margin "
+                                     f"{fmt.num(r.margins.value)} and reward accuracy "
+                                     f"{fmt.pct(r.accuracies.value)} over "
+                                     f"{max(r.margins.n, r.accuracies.n)} logged steps."))
+    return out
+
+
+def _reward_quality(rows: list[RewardQualityRow]) -> list[Finding]:
+    out = []
+    for r in rows:
+        e = r.accuracy
+        what = f"{r.method}, iteration {r.iteration}: label accuracy of reward {r.reward}"
+        figure = (f"{fmt.pct(e.value)} of {e.n} pairs whose responses differ in correctness "
+                  f"(95% CI {fmt.interval(e, 'pct')}{_p(e)}; chance 50%)")
+        out.append(_tested(e, 0.5, what, figure,
+                           ("better than chance", "worse than chance: its labels are mostly "
+                            "reversed", "not distinguishable from chance")))
+    return out
+
+
+def _informativeness(rows: list[InformativenessRow]) -> list[Finding]:
+    out = []
+    for r in rows:
+        head = f"{r.method}, iteration {r.iteration}"
+        e = r.auc
+        figure = (f"{fmt.num(e.value)} (95% CI {fmt.interval(e)}{_p(e)}; {e.reason}; "
+                  "chance 0.5)")
+        out.append(_tested(e, 0.5, f"{head}: AUC of C for a correct label", figure,
+                           ("C carries information about which labels are right",
+                            "C is higher on wrong labels than on right ones",
+                            "C is not distinguishable from no information")))
+        d = r.difference
+        figure = (f"{fmt.pct(r.soft.value)} vs {fmt.pct(r.hard.value)}, {fmt.points(d.value)} "
+                  f"points (95% CI {fmt.interval(d, 'points')}{_p(d)}, n = {d.n} pairs)")
+        out.append(_tested(d, 0.0, f"{head}: soft-label vs hard-label accuracy", figure,
+                           ("the soft labels are more accurate", "the soft labels are less "
+                            "accurate", "no significant difference")))
+    return out
+
+
+def _biases(rows: list[BiasRow]) -> list[Finding]:
+    out = []
+    for r in rows:
+        head = f"{r.method}, iteration {r.iteration}: reward {r.reward}"
+        for e, what, verdicts in (
+            (r.length, "vs response length", ("longer responses score higher",
+                                               "shorter responses score higher",
+                                               "no significant length correlation")),
+            (r.duplicates, "vs duplicate count", ("repeated responses score higher",
+                                                  "repeated responses score lower",
+                                                  "no significant duplicate correlation")),
+        ):
+            figure = (f"within-prompt Spearman {fmt.num(e.value)} (95% CI {fmt.interval(e)}, "
+                      f"n = {e.n} responses)")
+            out.append(_tested(e, 0.0, f"{head} {what}", figure, verdicts))
+    return out
+
+
+def _identical(rows: list[IdenticalRow]) -> list[Finding]:
+    out = []
+    for r in rows:
+        e = r.share
+        what = f"{r.method}, iteration {r.iteration}: prompts with all responses identical"
+        if not e.defined:
+            out.append(Finding(UNMEASURED, f"{what}: {e.reason or 'no data'}."))
+        else:
+            out.append(Finding(FACT, f"{what}: {fmt.pct(e.value)} of {e.n} (they give no pair).",
+                               e.n))
+    return out
+
+
+def _comparisons(rows: list[ComparisonRow]) -> list[Finding]:
+    out = []
+    for r in rows:
+        c = r.comparison
+        d = c.difference
+        scale = "points" if c.mcnemar is not None else "num"
+        test = (f"McNemar {fmt.p_clause(c.mcnemar.p_value)}" if c.mcnemar is not None
+                else "paired bootstrap")
+        unit = " points" if scale == "points" else ""
+        before = fmt.pct(c.mean_a) if scale == "points" else fmt.num(c.mean_a)
+        after = fmt.pct(c.mean_b) if scale == "points" else fmt.num(c.mean_b)
+        what = f"{r.task} ({r.metric}): {r.model_b} vs {r.model_a}"
+        figure = (f"{fmt.value(d, scale)}{unit} ({r.model_a} {before}, {r.model_b} {after}; 95% CI "
+                  f"{fmt.interval(d, scale)}; {test}; n = {d.n} items)")
+        out.append(_tested(d, 0.0, what, figure,
+                           (f"{r.model_b} scores higher", f"{r.model_b} scores lower",
+                            "no significant difference")))
+    return out
+
+
+def _seeds(rows: list[SeedRow]) -> list[Finding]:
+    out = []
+    for r in rows:
+        e = r.estimate
+        what = f"{r.label}, {r.quantity} across {e.n} seeds"
+        figure = f"mean {fmt.num(e.value)} (95% t-CI {fmt.interval(e)})"
+        if r.chance is None:
+            out.append(Finding(UNMEASURED, f"{what}: {e.reason}.") if not e.defined
+                       else Finding(FACT, f"{what}: {figure}.", e.n))
+        else:
+            out.append(_tested(Estimate(e.value, e.low, e.high, n=e.n, reason=e.reason),
+                               r.chance, what, f"{figure}; reference {r.chance:g}",
+                               ("above the reference", "below the reference",
+                                "not distinguishable from the reference")))
+    return out
+
+
+_SECTIONS: tuple[tuple[str, Callable[[Evidence], list[Finding]]], ...] = (
+    ("pool_accuracy", lambda ev: _pool(ev.pool_accuracy)),
+    ("movement", lambda ev: _movement(ev.movement)),
+    ("reward_quality", lambda ev: _reward_quality(ev.reward_quality)),
+    ("informativeness", lambda ev: _informativeness(ev.informativeness)),
+    ("biases", lambda ev: _biases(ev.biases)),
+    ("identical", lambda ev: _identical(ev.identical)),
+    ("comparisons", lambda ev: _comparisons(ev.comparisons)),
+    ("seeds", lambda ev: _seeds(ev.seeds)),
+)
+
+
+def findings(evidence: Evidence) -> list[Finding]:
+    """Every sentence of the summary with its category, in section order."""
+    out: list[Finding] = []
+    for _, build in _SECTIONS:
+        out += build(evidence)
+    return out
+
+
+def _caveats(evidence: Evidence, found: list[Finding]) -> list[str]:
+    tested = [f for f in found if f.kind in (SIGNIFICANT, NOT_SIGNIFICANT)]
+    notes = []
+    if tested:
+        notes.append(
+            f"{len(tested)} figures were tested; if nothing real had happened, about "
+            f"{ALPHA * len(tested):.1f} of them would still come out significant at p < 0.05.")
+    small = [f for f in tested if 0 < f.n < SMALL_N]
+    if small:
+        notes.append(f"{len(small)} tested figure(s) rest on fewer than {SMALL_N} items "
+                     "(pairs, responses or benchmark items): read them as indications only.")
+    if evidence.pool_accuracy:
+        notes.append("Pool accuracy treats the N responses to a prompt as independent; "
+                     "they are not, so its intervals are, if anything, too narrow.")
+    if evidence.reward_quality or evidence.informativeness:
+        notes.append("Label accuracy counts only pairs whose two responses differ in "
+                     "correctness; chance is 50%, and so is chance for the AUC (0.5).")
+    return notes
+
+
+def render_summary(evidence: Evidence, heading: str = "## Summary") -> str:
+    """The plain-language summary section as Markdown."""
+    found = findings(evidence)
+    parts = [heading, ""]
+    if not found:
+        parts += ["No instrument produced a figure for this run.", ""]
+        return "\n".join(parts)
+    parts += ["Significant means p < 0.05, or, where no test applies, a 95% interval that "
+              "excludes the chance value; n is given with every figure.", ""]
+    for kind in (SIGNIFICANT, NOT_SIGNIFICANT, UNMEASURED, FACT):
+        sentences = [f.text for f in found if f.kind == kind]
+        if sentences:
+            parts += [f"**{_HEADINGS[kind]}**", "", *[f"- {s}" for s in sentences], ""]
+    notes = _caveats(evidence, found)
+    if notes:
+        parts += ["**Caveats**", "", *[f"- {n}" for n in notes], ""]
+    return "\n".join(parts)

@@ -1,0 +1,61 @@
+"""C per prompt (the configured metric, M_t's rewards against M_{t-1}'s) with the paper's
+analysis statistics (C, Kendall tau, Spearman rho, TopOrder) in the manifest's summary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from cream_plugin.stages.base import Output, Parallel, StageSpec
+from cream_plugin.stages.context import RunContext
+
+ANALYSIS_METRICS = ("kendall", "spearman", "toporder")
+
+
+def consistency_rows(
+    rewards: np.ndarray, previous: np.ndarray, ids: list[str], metric: str
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One row per prompt (C and every analysis statistic) and the summary for the report."""
+    from cream_plugin.consistency import consistency_rate
+
+    rate = consistency_rate(rewards, previous, metric=metric)
+    stats = {m: consistency_rate(rewards, previous, metric=m).statistic for m in ANALYSIS_METRICS}
+    summary: dict[str, Any] = {
+        "C": {"mean": rate.mean, "std": rate.std, "n": int(rate.defined.sum())}
+    }
+    for m, values in stats.items():
+        ok = values[np.isfinite(values)]
+        summary[m] = {
+            "mean": float(ok.mean()) if ok.size else float("nan"),
+            "std": float(ok.std()) if ok.size else float("nan"),
+            "n": int(ok.size),
+        }
+    rows = [
+        {"prompt_id": pid, "C": float(rate.per_prompt[i]), **{m: float(stats[m][i]) for m in stats}}
+        for i, pid in enumerate(ids)
+    ]
+    return rows, summary
+
+
+class ConsistencyStage(StageSpec):
+    step = "consistency"
+    parallel = Parallel.REPLICATED
+    settings = ("consistency.metric",)
+
+    def __init__(self, method: str, iteration: int, rewards: np.ndarray, previous: np.ndarray,
+                 ids: list[str], reward_inputs: dict[str, str]) -> None:
+        super().__init__(f"{method}/iter{iteration}/consistency", method, iteration)
+        self.rewards = rewards
+        self.previous = previous
+        self.ids = ids
+        self.reward_inputs = reward_inputs
+
+    def inputs(self, ctx: RunContext) -> dict[str, str]:
+        return dict(self.reward_inputs)
+
+    def compute(self, ctx: RunContext) -> Output:
+        rows, summary = consistency_rows(
+            self.rewards, self.previous, self.ids, ctx.config.consistency.metric
+        )
+        return Output(rows=rows, manifest={"summary": summary})

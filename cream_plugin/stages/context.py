@@ -1,0 +1,131 @@
+"""The shared resources of a run that stages use: config, run folder, processes, the
+tokenizer, one model in memory at a time, and the components built from plugins."""
+
+from __future__ import annotations
+
+import gc
+import os
+from collections.abc import Callable
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cream_plugin.config import RunConfig
+from cream_plugin.distributed import DistContext
+from cream_plugin.errors import ConfigError
+
+if TYPE_CHECKING:
+    from cream_plugin.stages.runner import Runner
+
+
+class RunContext:
+    """Everything a stage's ``compute`` may use; owned by the pipeline, shared by its stages."""
+
+    def __init__(self, config: RunConfig, run_dir: Path, dist: DistContext) -> None:
+        self.config = config
+        self.run_dir = run_dir
+        self.dist = dist
+        self.runner: Runner | None = None
+        self._models: dict[str, Any] = {}
+        self._components: dict[tuple[str, str], Any] = {}
+
+    # -- models ----------------------------------------------------------------------------
+    @cached_property
+    def tokenizer(self) -> Any:
+        from cream_plugin.models import load_tokenizer
+
+        m = self.config.model
+        return load_tokenizer(m.name, gguf_file=m.gguf_file, trust_remote_code=m.trust_remote_code)
+
+    def model_path(self, key: str) -> str:
+        """Where model ``key`` lives: the configured base for M0, else its checkpoint folder
+        (trained again first if it was pruned)."""
+        if key == "M0":
+            return self.config.model.name
+        if self.runner is not None:
+            self.runner.ensure_checkpoint(key)
+        return str(self.run_dir / key)
+
+    def model_digest(self, key: str) -> str:
+        if key == "M0":
+            from cream_plugin.stages.identity import model_digest
+
+            m = self.config.model
+            return f"M0:{self.config.section_hash('model')}:{model_digest(m.name, m.gguf_file)}"
+        from cream_plugin.artifacts import Stage
+
+        manifest = Stage(self.run_dir, key, "").manifest()
+        if not manifest or manifest.get("complete") is not True:
+            raise ConfigError(f"checkpoint {key} of {self.run_dir} is not complete")
+        return str(manifest["digest"])
+
+    def load(self, key: str) -> Any:
+        """Load a model of the run (M0 = the configured base, else a checkpoint folder)."""
+        from cream_plugin.models import load_model
+
+        if key not in self._models:
+            m = self.config.model
+            path = self.model_path(key)
+            self.release()
+            self._models[key] = load_model(
+                path,
+                gguf_file=m.gguf_file if key == "M0" else None,
+                dtype=m.dtype,
+                device=m.device,
+                trust_remote_code=m.trust_remote_code,
+            )
+        return self._models[key]
+
+    def release(self) -> None:
+        """Keep at most one model in memory: 135M fp32 is 0.5 GB, a 7B model far more."""
+        self._models.clear()
+        for component in self._components.values():
+            close = getattr(component, "close", None)
+            if callable(close):
+                close()
+        self._components.clear()
+        gc.collect()
+
+    # -- components ------------------------------------------------------------------------
+    def component(
+        self,
+        kind: str,
+        name: str,
+        resources: dict[str, Callable[[], Any]],
+        options: dict[str, Any] | None = None,
+        cache_key: str | None = None,
+    ) -> Any:
+        """Build a registered component once per ``cache_key`` (released with the models)."""
+        from cream_plugin.registry import build
+
+        key = (kind, cache_key or name)
+        if cache_key is None or key not in self._components:
+            built = build(kind, name, resources, options or {})
+            if cache_key is None:
+                return built
+            self._components[key] = built
+        return self._components[key]
+
+    # -- multi-process helpers ---------------------------------------------------------------
+    def per_device(self, batch_size: int, what: str) -> int:
+        """The per-process share of a global batch size (the same optimiser steps on K ranks)."""
+        world = self.dist.world_size
+        if batch_size % world:
+            raise ConfigError(
+                f"{what}={batch_size} is not divisible by the {world} processes; "
+                "the global batch must split evenly to match a single-process run"
+            )
+        return batch_size // world
+
+    def scratch_dir(self, name: str) -> Path:
+        """A per-process scratch folder for a Trainer, journaled so a kill leaves nothing."""
+        from cream_plugin.artifacts import TempJournal
+
+        path = self.run_dir / f".{name.replace('/', '-')}.trainer-rank{self.dist.rank}"
+        if not path.exists():
+            TempJournal(self.run_dir).note(path)
+        return path
+
+    @staticmethod
+    def env(name: str) -> str:
+        return os.environ.get(name, "")

@@ -1,0 +1,91 @@
+"""Benchmark scores of one model (lm-eval), on the main process only.
+
+lm-eval's HFLM treats an in-memory model as single-process, and splitting the tasks across
+processes would change lm-eval's cross-task batching, so scores could differ from a
+single-process run. Rows carry the evaluation settings' hash (``eval_settings``): the results
+table keeps rows of different settings apart, so limits never mix in one table.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from cream_plugin.stages.base import Output, Parallel, StageSpec
+from cream_plugin.stages.context import RunContext
+
+
+def evaluator_resources(ctx: RunContext) -> dict[str, Any]:
+    e = ctx.config.evaluation
+    resources: dict[str, Any] = {
+        "tasks": lambda: e.tasks,
+        "limit": lambda: e.limit,
+        "batch_size": lambda: e.batch_size,
+        "num_fewshot": lambda: e.num_fewshot,
+        "data_dir": lambda: ctx.config.data.data_dir,
+        "decode_loop": lambda: e.decode_loop,
+    }
+    if e.generation_limit:
+        resources["generation_limit"] = lambda: e.generation_limit
+    return resources
+
+
+def tasks_code_digest() -> str:
+    """The task YAMLs are code the scores depend on."""
+    from cream_plugin.evaluators.default_plugin import TASKS_PATH
+    from cream_plugin.stages.identity import code_digest
+
+    return code_digest(Path(TASKS_PATH))
+
+
+class EvaluateStage(StageSpec):
+    step = "evaluate"
+    parallel = Parallel.MAIN
+    settings = ("evaluation",)
+
+    def __init__(self, method: str, iteration: int, model_key: str) -> None:
+        super().__init__(f"evals/{method}-M{iteration}", method, iteration)
+        self.model_key = model_key
+
+    def models(self) -> tuple[str, ...]:
+        return (self.model_key,)
+
+    def inputs(self, ctx: RunContext) -> dict[str, str]:
+        from cream_plugin.stages.identity import evaluation_data_digest
+
+        return {
+            "model": ctx.model_digest(self.model_key),
+            "data": evaluation_data_digest(ctx.config.data.data_dir),
+            "tasks": tasks_code_digest(),
+        }
+
+    def compute(self, ctx: RunContext) -> Output:
+        from cream_plugin.registry import get_component
+
+        e = ctx.config.evaluation
+        started = time.perf_counter()
+        takes_path = bool(get_component("evaluator", e.evaluator).extra.get("takes_path"))
+        model = ctx.model_path(self.model_key) if takes_path else ctx.load(self.model_key)
+        evaluator = ctx.component("evaluator", e.evaluator, evaluator_resources(ctx))
+        options = {"gen_kwargs": {"max_gen_toks": e.max_gen_toks}} if e.max_gen_toks else {}
+        try:
+            rows = evaluator.evaluate(model, None if takes_path else ctx.tokenizer, **options)
+        finally:
+            close = getattr(evaluator, "close", None)
+            if callable(close):
+                close()
+        seconds = round(time.perf_counter() - started, 3)
+        settings = ctx.config.section_hash("evaluation")
+        out = [
+            {
+                "method": self.method,
+                "iteration": self.iteration,
+                "limit": e.limit,
+                "eval_settings": settings,
+                "seconds": seconds,
+                **r,
+            }
+            for r in rows
+        ]
+        return Output(rows=out)

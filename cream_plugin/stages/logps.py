@@ -1,0 +1,76 @@
+"""Summed response-token log-probs of every sample under one model: the implicit reward's
+terms and, for the model being trained, the DPO reference log-probs (computed once)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from cream_plugin.artifacts import Stage
+from cream_plugin.errors import DataError
+from cream_plugin.logprobs import SequenceLogProbs
+from cream_plugin.stages.base import Output, Parallel, StageSpec
+from cream_plugin.stages.context import RunContext
+
+
+def logps_table(rows: list[dict[str, Any]]) -> SequenceLogProbs:
+    """A log-prob stage's rows as a (P, N) table."""
+    return SequenceLogProbs(
+        sum=np.array([r["logps"] for r in rows], dtype=np.float64),
+        num_tokens=np.array([r["num_tokens"] for r in rows], dtype=np.int64),
+    )
+
+
+class LogpsStage(StageSpec):
+    step = "logps"
+    parallel = Parallel.SHARDED
+    settings = ("rewarder.batch_size", "training.max_length")
+
+    def __init__(self, scope: str, model_key: str, samples: Stage, iteration: int) -> None:
+        super().__init__(
+            f"{scope}/logps-{model_key.replace('/', '-')}",
+            method=scope.split("/")[0],
+            iteration=iteration,
+        )
+        self.model_key = model_key
+        self.samples = samples
+
+    def models(self) -> tuple[str, ...]:
+        return (self.model_key,)
+
+    def inputs(self, ctx: RunContext) -> dict[str, str]:
+        return {"samples": self.samples.digest, "model": ctx.model_digest(self.model_key)}
+
+    def compute(self, ctx: RunContext) -> Output:
+        from cream_plugin.logprobs import response_logps
+
+        rows = self.samples.read_rows()
+        table = response_logps(
+            ctx.load(self.model_key),
+            ctx.tokenizer,
+            [r["prompt"] for r in rows],
+            [r["responses"] for r in rows],
+            batch_size=ctx.config.rewarder.batch_size,
+            max_length=ctx.config.training.max_length,
+            shard=(ctx.dist.rank, ctx.dist.world_size),
+        )
+        if ctx.dist.active:  # each entry was scored by exactly one rank, the others hold 0
+            parts = ctx.dist.gather((table.sum, table.num_tokens))
+            table.sum = np.sum([p[0] for p in parts], axis=0)
+            table.num_tokens = np.sum([p[1] for p in parts], axis=0)
+        if not np.isfinite(table.sum).all():
+            bad = np.argwhere(~np.isfinite(table.sum))[0].tolist()
+            raise DataError(
+                f"stage {self.name}: non-finite log-prob for prompt "
+                f"{rows[bad[0]]['prompt_id']!r}, response {bad[1]} under {self.model_key}"
+            )
+        out = [
+            {
+                "prompt_id": r["prompt_id"],
+                "logps": table.sum[i].tolist(),
+                "num_tokens": table.num_tokens[i].tolist(),
+            }
+            for i, r in enumerate(rows)
+        ]
+        return Output(rows=out, manifest={"model": self.model_key})

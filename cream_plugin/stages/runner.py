@@ -1,0 +1,133 @@
+"""The one place that runs stages: skip what is complete (after verifying it), compute what
+is not, inject test faults, time, write on the main process and synchronise the others.
+
+A stage's identity is its name, its code version, the config settings it declares and the
+digests of its inputs. Checkpoints that were pruned to save disk are trained again on demand
+when a later stage needs them (make's rule: an artifact that is gone is rebuilt from its
+recipe), so pruning never makes a resume impossible.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+from cream_plugin.artifacts import Stage
+from cream_plugin.errors import ConfigError, DataError
+from cream_plugin.stages.base import Output, Parallel, StageSpec
+from cream_plugin.stages.context import RunContext
+
+log = logging.getLogger("cream.runner")
+
+ENV_FAULT = "CREAM_FAULT_STAGE"
+"""Testing aid: SIGKILL the run half-way through the stage whose name matches this pattern."""
+
+
+def fault_point(name: str) -> None:
+    pattern = os.environ.get(ENV_FAULT)
+    if pattern and fnmatch.fnmatch(name, pattern):
+        log.warning("fault injection: killing the run inside stage %s", name)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def config_identity(spec: StageSpec, ctx: RunContext) -> str:
+    """The config part of a stage's identity: its code version and declared settings."""
+    settings = ctx.config.section_hash(*spec.settings) if spec.settings else "-"
+    if spec.version == 1:
+        return settings  # version 1 keeps the hashes of runs made before versions existed
+    return hashlib.sha256(f"v{spec.version}:{settings}".encode()).hexdigest()[:16]
+
+
+class Runner:
+    """Runs stage specs against a run folder; records what ran and what was reused."""
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+        ctx.runner = self
+        self.specs: dict[str, StageSpec] = {}
+        self.ran: list[str] = []
+        self.reused: list[str] = []
+
+    def store(self, spec: StageSpec) -> Stage:
+        return Stage(self.ctx.run_dir, spec.name, config_identity(spec, self.ctx),
+                     spec.inputs(self.ctx))
+
+    def run(self, spec: StageSpec) -> Stage:
+        """The complete artifact of ``spec``: reused when complete and intact, else computed."""
+        self.specs[spec.name] = spec
+        store = self.store(spec)
+        if store.is_complete():
+            if spec.kind == "rows":
+                store.verify()  # a reused artifact must be the one that was written
+            self.reused.append(spec.name)
+            return store
+        for key in spec.models():
+            self.ctx.model_path(key)  # on disk and verified (trained again if pruned)
+        store = self.store(spec)  # inputs may name a checkpoint that was just trained again
+        if store.is_complete():
+            self.reused.append(spec.name)
+            return store
+        self._compute_and_write(spec, store)
+        self.ran.append(spec.name)
+        return store
+
+    def ensure_checkpoint(self, key: str) -> None:
+        """Make checkpoint ``key`` available on disk, verified (train it again if pruned)."""
+        stage = Stage(self.ctx.run_dir, key, "")
+        manifest = stage.manifest() or {}
+        if manifest.get("complete") is True and not manifest.get("pruned"):
+            if self.ctx.dist.is_main:
+                stage.verify()
+            return
+        spec = self.specs.get(key)
+        if spec is None:
+            raise DataError(
+                f"checkpoint {key} of {self.ctx.run_dir} is needed but was pruned and this run "
+                "does not know how to train it again; rerun with --fresh"
+            )
+        log.info("checkpoint %s was pruned; training it again", key)
+        for dep in spec.models():
+            self.ctx.model_path(dep)
+        self._compute_and_write(spec, self.store(spec))
+
+    def _compute_and_write(self, spec: StageSpec, store: Stage) -> None:
+        ctx = self.ctx
+        store.start()
+        started = time.perf_counter()
+        if spec.parallel is Parallel.MAIN:
+            if ctx.dist.is_main:
+                out = spec.compute(ctx)
+                self._write(spec, store, out)
+            ctx.dist.barrier()
+        else:
+            out = spec.compute(ctx)
+            if ctx.dist.is_main:
+                self._write(spec, store, out)
+            ctx.dist.barrier()
+        log.info("stage %s done in %.1f s", spec.name, time.perf_counter() - started)
+
+    def _write(self, spec: StageSpec, store: Stage, out: Output) -> None:
+        meta: dict[str, Any] = {
+            "method": spec.method,
+            "iteration": spec.iteration,
+            "step": spec.step,
+            **out.manifest,
+        }
+        if spec.kind == "rows":
+            if out.rows is None:
+                raise ConfigError(f"stage {spec.name}: computed no rows")
+            rows = out.rows if isinstance(out.rows, list) else list(out.rows)
+            store.write_rows(
+                rows, on_half=lambda: fault_point(spec.name), expected_rows=len(rows), **meta
+            )
+        else:
+            if out.save is None:
+                raise ConfigError(f"stage {spec.name}: computed no checkpoint")
+            store.write_folder(out.save, on_half=lambda: fault_point(spec.name), **meta)
+        if out.after_write is not None:
+            out.after_write()

@@ -1,0 +1,86 @@
+"""N responses per prompt from one model, seeded per row (sharded by prompt)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from cream_plugin.distributed import DistContext, map_sharded
+from cream_plugin.stages.base import Output, Parallel, StageSpec
+from cream_plugin.stages.context import RunContext
+
+
+def sample_responses(
+    sampler: Any, prompts: list[Any], n: int, seed: int, dist: DistContext | None = None
+) -> list[list[str]]:
+    """``n`` responses per prompt; repeats of one prompt stay on one process (their seeds
+    count repeats), so the result does not depend on the number of processes."""
+    return map_sharded(
+        prompts,
+        lambda mine: sampler.generate(mine, n, seed=seed),
+        dist or DistContext(),
+        group=lambda i: json.dumps(prompts[i], sort_keys=True),
+    )
+
+
+def sampling_seed(seed: int, iteration: int) -> int:
+    return seed * 1000 + iteration
+
+
+class SampleStage(StageSpec):
+    step = "sample"
+    parallel = Parallel.SHARDED
+    settings = ("sampling", "seed")
+
+    def __init__(self, scope: str, model_key: str, prompts: Any, rows: list[dict[str, Any]],
+                 iteration: int) -> None:
+        super().__init__(f"{scope}/samples", method=scope.split("/")[0], iteration=iteration)
+        self.model_key = model_key
+        self.prompts = prompts
+        self.rows = rows
+
+    def models(self) -> tuple[str, ...]:
+        return (self.model_key,)
+
+    def inputs(self, ctx: RunContext) -> dict[str, str]:
+        return {
+            "model": ctx.model_digest(self.model_key),
+            "prompts": f"{self.prompts.digest}:{self.iteration}",
+        }
+
+    def compute(self, ctx: RunContext) -> Output:
+        s = ctx.config.sampling
+        key = self.model_key
+        sampler = ctx.component(
+            "sampler",
+            s.backend,
+            {
+                "model": lambda: ctx.load(key),
+                "tokenizer": lambda: ctx.tokenizer,
+                "model_path": lambda: ctx.model_path(key),
+                "temperature": lambda: s.temperature,
+                "top_p": lambda: s.top_p,
+                "max_new_tokens": lambda: s.max_new_tokens,
+                "batch_size": lambda: s.batch_size,
+                "seed": lambda: ctx.config.seed,
+            },
+        )
+        try:
+            responses = sample_responses(
+                sampler,
+                [r["prompt"] for r in self.rows],
+                s.num_responses,
+                sampling_seed(ctx.config.seed, self.iteration),
+                ctx.dist,
+            )
+        finally:
+            close = getattr(sampler, "close", None)
+            if callable(close):
+                close()
+        empty = sum(1 for rs in responses for x in rs if not x.strip())
+        manifest: dict[str, Any] = {"empty_responses": empty}
+        start = getattr(sampler, "engine_start_seconds", None)
+        if start is not None:
+            manifest["engine_start_seconds"] = start
+        rows = [{**row, "responses": resp} for row, resp in zip(self.rows, responses, strict=True)]
+        return Output(rows=rows, manifest=manifest)

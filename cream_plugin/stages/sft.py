@@ -1,0 +1,104 @@
+"""M1: supervised fine-tuning of M0 on the seed conversations (TRL SFTTrainer, DDP)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cream_plugin.stages.base import Output, Parallel, StageSpec
+from cream_plugin.stages.context import RunContext
+
+
+def pick_examples(
+    examples: list[dict[str, Any]], cap: int | None, seed: int
+) -> list[dict[str, Any]]:
+    """At most ``cap`` seed examples, drawn by seed, in file order."""
+    if not cap:
+        return examples
+    rng = np.random.default_rng(seed)
+    keep = sorted(rng.permutation(len(examples))[:cap].tolist())
+    return [examples[i] for i in keep]
+
+
+def whole_batches(trainer: Any, global_batch: int) -> None:
+    """Train on whole global batches only (drop the last partial one), as long as there is
+    one whole batch. Under DDP accelerate pads a short last batch with repeated examples, so a
+    partial batch would make K processes train on other data than one process."""
+    trainer.args.dataloader_drop_last = len(trainer.train_dataset) >= global_batch
+
+
+def save_checkpoint(model: Any, tokenizer: Any) -> Any:
+    """A folder writer for a trained model and its tokenizer (safetensors)."""
+
+    def save_into(folder: Path) -> None:
+        model.save_pretrained(folder, safe_serialization=True)
+        tokenizer.save_pretrained(folder)
+
+    return save_into
+
+
+class SFTStage(StageSpec):
+    step = "sft"
+    kind = "folder"
+    parallel = Parallel.DDP
+    settings = (
+        "model",
+        "data.sft_examples",
+        "training.sft_epochs",
+        "training.sft_learning_rate",
+        "training.sft_batch_size",
+        "training.max_length",
+        "seed",
+    )
+
+    def __init__(self) -> None:
+        super().__init__("M1", method="sft", iteration=1)
+
+    def models(self) -> tuple[str, ...]:
+        return ("M0",)
+
+    def inputs(self, ctx: RunContext) -> dict[str, str]:
+        from cream_plugin.stages.identity import data_digest
+
+        return {
+            "base": ctx.model_digest("M0"),
+            "data": data_digest([("seed_sft", "train")], ctx.config.data.data_dir),
+        }
+
+    def compute(self, ctx: RunContext) -> Output:
+        from cream_plugin.data import load_rows
+        from cream_plugin.sft import build_sft_trainer
+        from cream_plugin.tracking import track, tracking_kwargs
+
+        cfg = ctx.config
+        tr = cfg.training
+        examples = pick_examples(
+            load_rows("seed_sft", "train", cfg.data.data_dir), cfg.data.sft_examples, cfg.seed
+        )
+        scratch = ctx.scratch_dir(self.name)
+        trainer = build_sft_trainer(
+            ctx.load("M0"),
+            ctx.tokenizer,
+            examples,
+            scratch,
+            epochs=tr.sft_epochs,
+            learning_rate=tr.sft_learning_rate,
+            batch_size=ctx.per_device(tr.sft_batch_size, "training.sft_batch_size"),
+            max_length=tr.max_length,
+            seed=cfg.seed,
+            progress=ctx.dist.is_main,
+            extra_args=tracking_kwargs(tr.report_to, tr.run_name, stage=self.name,
+                                       run_dir=ctx.run_dir),
+        )
+        whole_batches(trainer, tr.sft_batch_size)
+        with track(trainer, stage=self.name, run_dir=ctx.run_dir, run_name=tr.run_name):
+            trainer.train()
+        trained = trainer.model.eval()
+        shutil.rmtree(scratch, ignore_errors=True)
+        ctx.release()
+        return Output(
+            save=save_checkpoint(trained, ctx.tokenizer), manifest={"examples": len(examples)}
+        )

@@ -1,0 +1,124 @@
+"""Preference training of M_t on the iteration's pairs -> M_{t+1} (a registered TRL trainer,
+DDP across processes; only the main process saves)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+from typing import Any
+
+from cream_plugin.artifacts import Stage, atomic_write_text
+from cream_plugin.stages.base import Output, Parallel, StageSpec
+from cream_plugin.stages.context import RunContext
+from cream_plugin.stages.sft import save_checkpoint, whole_batches
+
+log = logging.getLogger("cream.train")
+
+PAIR_COLUMNS = ("prompt", "chosen", "rejected", "consistency")
+REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
+
+
+def pairs_dataset(pairs: list[dict[str, Any]]) -> Any:
+    """The pairs as a ``datasets.Dataset`` with the columns the CREAM/DPO trainers read."""
+    from datasets import Dataset
+
+    columns = list(PAIR_COLUMNS)
+    if pairs and all(c in pairs[0] for c in REF_COLUMNS):
+        columns += REF_COLUMNS
+    return Dataset.from_list([{c: p[c] for c in columns} for p in pairs])
+
+
+def trainer_arguments(config_cls: type, values: dict[str, Any]) -> Any:
+    """The trainer's own Config built from the values it has fields for."""
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    return config_cls(**{k: v for k, v in values.items() if k in fields})
+
+
+class TrainStage(StageSpec):
+    step = "train"
+    kind = "folder"
+    parallel = Parallel.DDP
+
+    def __init__(self, method: str, iteration: int, base_key: str, new_key: str, pairs: Stage,
+                 trainer: str, mode: str, extra_settings: tuple[str, ...] = ()) -> None:
+        super().__init__(new_key, method, iteration)
+        self.base_key = base_key
+        self.pairs = pairs
+        self.trainer = trainer
+        self.mode = mode
+        self.settings = ("training", "consistency", "seed", *extra_settings)
+
+    def models(self) -> tuple[str, ...]:
+        return (self.base_key,)
+
+    def inputs(self, ctx: RunContext) -> dict[str, str]:
+        return {"pairs": self.pairs.digest, "base": ctx.model_digest(self.base_key)}
+
+    def compute(self, ctx: RunContext) -> Output:
+        from cream_plugin.registry import get_trainer
+        from cream_plugin.tracking import track, tracking_kwargs
+
+        cfg = ctx.config
+        tr = cfg.training
+        pairs = self.pairs.read_rows()
+        model = ctx.load(self.base_key)
+        scratch = ctx.scratch_dir(self.name)
+        history: list[dict[str, Any]] = []
+        if not pairs:
+            log.warning("%s: no preference pairs; %s = %s", self.name, self.name, self.base_key)
+        else:
+            trainer_cls, config_cls = get_trainer(self.trainer)
+            values: dict[str, Any] = dict(
+                output_dir=str(scratch),
+                beta=tr.beta,
+                learning_rate=tr.learning_rate,
+                num_train_epochs=tr.num_epochs,
+                warmup_ratio=tr.warmup_ratio,
+                per_device_train_batch_size=ctx.per_device(tr.batch_size, "training.batch_size"),
+                gradient_accumulation_steps=tr.gradient_accumulation_steps,
+                max_length=tr.max_length,
+                seed=cfg.seed,
+                data_seed=cfg.seed,
+                **tracking_kwargs(tr.report_to, tr.run_name, stage=self.name,
+                                  run_dir=ctx.run_dir),
+                save_strategy="no",
+                logging_steps=1,
+                disable_tqdm=not ctx.dist.is_main,
+                use_cpu=str(model.device) == "cpu",
+                bf16=False,
+                consistency_mode=self.mode,
+                **dataclasses.asdict(cfg.scir),
+            )
+            dataset = pairs_dataset(pairs)
+            ref_model = None
+            if "ref_chosen_logps" not in dataset.column_names:
+                import copy
+
+                ref_model = copy.deepcopy(model).eval()
+            trainer = trainer_cls(
+                model=model,
+                ref_model=ref_model,
+                args=trainer_arguments(config_cls, values),
+                train_dataset=dataset,
+                processing_class=ctx.tokenizer,
+            )
+            whole_batches(trainer, tr.batch_size)
+            with track(trainer, stage=self.name, run_dir=ctx.run_dir, run_name=tr.run_name):
+                trainer.train()
+            model = trainer.model
+            history = trainer.state.log_history
+        shutil.rmtree(scratch, ignore_errors=True)
+        ctx.release()
+        log_path = ctx.run_dir / f"{self.name}.train_log.json"
+
+        def write_log() -> None:
+            if pairs:  # beside the checkpoint, so it survives pruning of the weights
+                atomic_write_text(log_path, json.dumps(history, indent=1))
+
+        return Output(
+            save=save_checkpoint(model, ctx.tokenizer),
+            manifest={"pairs": len(pairs), "mode": self.mode},
+            after_write=write_log,
+        )

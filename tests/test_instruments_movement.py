@@ -1,0 +1,75 @@
+"""Per-token KL between consecutive policies from summed log-probs, and mean |Δ log-prob|."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from cream_plugin.errors import DataError
+from cream_plugin.instruments.movement import mean_abs_logp_change, per_token_kl, policy_movement
+
+NAN = np.nan
+
+
+def _sequences(p: np.ndarray, q: np.ndarray, seed: int, shape=(300, 8)):
+    """Responses of 1-6 i.i.d. tokens drawn from p, with summed log-probs under p and q."""
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(1, 7, size=shape)
+    lp, lq = np.zeros(shape), np.zeros(shape)
+    for idx in np.ndindex(shape):
+        ys = rng.choice(len(p), size=tokens[idx], p=p)
+        lp[idx], lq[idx] = np.log(p[ys]).sum(), np.log(q[ys]).sum()
+    return lp, lq, tokens
+
+
+def test_kl_estimates_the_exact_kl_in_each_direction():
+    p = np.array([0.5, 0.3, 0.2])
+    q = np.array([0.1, 0.6, 0.3])
+    forward = per_token_kl(*_sequences(p, q, seed=0))
+    q_on_q, p_on_q, t_q = _sequences(q, p, seed=1)
+    reverse = per_token_kl(q_on_q, p_on_q, t_q)
+    exact_f, exact_r = stats.entropy(p, q), stats.entropy(q, p)
+    assert abs(exact_f - exact_r) > 0.05  # the two directions differ on this pair
+    assert forward.value == pytest.approx(exact_f, abs=0.02)
+    assert reverse.value == pytest.approx(exact_r, abs=0.02)
+    assert forward.low < exact_f < forward.high and reverse.low < exact_r < reverse.high
+
+
+def test_ratio_and_prompt_clustered_interval_by_hand():
+    # Two prompts, one response each: diffs 1 and 3 over 2 tokens each.
+    e = per_token_kl([[1.0], [3.0]], [[0.0], [0.0]], [[2], [2]])
+    # R = 4 / 4 = 1; residuals a - R b = -1, +1; SE = sqrt(2/1 * 2) / 4 = 0.5
+    assert e.value == 1.0 and e.n == 4 and e.reason == "2 prompts"
+    assert (e.low, e.high) == pytest.approx((1 - 1.959964 * 0.5, 1 + 1.959964 * 0.5), abs=1e-5)
+
+
+def test_unusable_responses_are_left_out():
+    new = [[-2.0, NAN, -5.0], [-1.0, -1.0, -3.0]]
+    old = [[-3.0, -1.0, -5.5], [-1.0, -2.0, -1.0]]
+    tokens = [[2, 3, 0], [1, 1, 2]]
+    e = per_token_kl(new, old, tokens)
+    assert e.value == pytest.approx((1.0 + 0.0 + 1.0 - 2.0) / (2 + 1 + 1 + 2))
+    assert e.n == 6
+    d = mean_abs_logp_change(new, old, tokens)
+    assert d.value == pytest.approx((1.0 + 0.0 + 1.0 + 2.0) / 6)
+    assert not per_token_kl([[NAN]], [[0.0]], [[3]]).defined
+    with pytest.raises(DataError, match="num_tokens"):
+        per_token_kl([[0.0]], [[0.0]], [[-1]])
+
+
+def test_policy_movement_uses_the_samples_it_is_given():
+    new, old = np.array([0.6, 0.4]), np.array([0.4, 0.6])
+    new_on_new, old_on_new, t_new = _sequences(new, old, 2, (20, 2))
+    old_on_old, new_on_old, t_old = _sequences(old, new, 3, (20, 3))
+    only_old = policy_movement(old_on_old=old_on_old, new_on_old=new_on_old, tokens_old=t_old)
+    assert not only_old.kl_forward.defined and only_old.kl_reverse.defined
+    assert only_old.mean_abs_delta == mean_abs_logp_change(new_on_old, old_on_old, t_old)
+    both = policy_movement(new_on_new=new_on_new, old_on_new=old_on_new, tokens_new=t_new,
+                           old_on_old=old_on_old, new_on_old=new_on_old, tokens_old=t_old)
+    assert both.kl_forward == per_token_kl(new_on_new, old_on_new, t_new)
+    assert both.kl_reverse == per_token_kl(old_on_old, new_on_old, t_old)
+    assert both.mean_abs_delta == mean_abs_logp_change(new_on_new, old_on_new, t_new)
+    assert both.kl_forward.value > 0 and both.kl_reverse.value > 0
+    with pytest.raises(DataError, match="needs"):
+        policy_movement(new_on_new=new_on_new)

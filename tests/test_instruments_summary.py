@@ -1,0 +1,147 @@
+"""The plain-language summary: deterministic sentences sorted by significance, with caveats."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cream_plugin.errors import DataError
+from cream_plugin.instruments.estimate import Estimate, undefined
+from cream_plugin.instruments.evidence import (
+    BiasRow,
+    ComparisonRow,
+    Evidence,
+    IdenticalRow,
+    InformativenessRow,
+    MovementRow,
+    PoolAccuracyRow,
+    RewardQualityRow,
+    SeedRow,
+)
+from cream_plugin.instruments.informativeness import BinAccuracy
+from cream_plugin.instruments.intervals import proportion
+from cream_plugin.instruments.movement import Movement
+from cream_plugin.instruments.paired import McNemar, PairedComparison
+from cream_plugin.instruments.summary import (
+    FACT,
+    NOT_SIGNIFICANT,
+    SIGNIFICANT,
+    UNMEASURED,
+    findings,
+    render_summary,
+    significant,
+)
+
+
+def hand_evidence() -> Evidence:
+    """One row of every kind, hand-made: some significant, some not, one unmeasured."""
+    return Evidence(
+        pool_accuracy=[
+            PoolAccuracyRow("cream", 1, proportion(200, 640)),
+            PoolAccuracyRow("cream", 2, proportion(260, 640)),
+            PoolAccuracyRow("oracle", 1, undefined("no responses with a gold answer")),
+        ],
+        reward_quality=[
+            RewardQualityRow("cream", 1, "r_t", proportion(30, 100, chance=0.5), 120, 100),
+            RewardQualityRow("cream", 1, "random", proportion(52, 100, chance=0.5), 120, 100),
+        ],
+        informativeness=[InformativenessRow(
+            "cream", 1,
+            auc=Estimate(0.5, 0.4, 0.6, n=80, p_value=0.97,
+                         reason="30 correct and 50 wrong labels"),
+            soft=Estimate(0.45, 0.42, 0.48, n=80), hard=proportion(30, 80),
+            difference=Estimate(0.075, 0.05, 0.1, n=80, p_value=0.001),
+            bins=[BinAccuracy(0, 0.5, proportion(10, 40, chance=0.5)),
+                  BinAccuracy(0.5, 1, undefined("no discordant pairs with C in this bin"))],
+        )],
+        biases=[BiasRow("cream", 1, "r_t", Estimate(0.35, 0.2, 0.5, n=600, reason="150 prompts"),
+                        Estimate(-0.05, -0.15, 0.05, n=600))],
+        identical=[IdenticalRow("cream", 1, proportion(12, 128))],
+        movement=[MovementRow(
+            "cream", 1,
+            Movement(Estimate(0.0123, 0.01, 0.0146, n=20000),
+                     undefined("no samples of pi_t scored under both models"),
+                     Estimate(0.05, n=20000)),
+            margins=Estimate(0.8, n=16), accuracies=Estimate(0.75, n=16))],
+        comparisons=[ComparisonRow(
+            "arc_easy", "acc", "sft M1", "cream M2",
+            PairedComparison(0.48, 0.5, Estimate(0.02, -0.012, 0.052, n=250, p_value=0.21),
+                             McNemar(10, 15, 250, 0.21), 0, 0))],
+        seeds=[SeedRow("cream − cream-no-rc", "C at M2", Estimate(0.1, 0.02, 0.18, n=3), 0.0),
+               SeedRow("cream M2", "arc_easy acc", Estimate(0.45, 0.40, 0.50, n=3))],
+    )
+
+
+def test_significance_rule():
+    assert significant(Estimate(0.6, 0.55, 0.65, p_value=0.2), 0.5) is False  # p decides
+    assert significant(Estimate(0.6, 0.55, 0.65), 0.5) is True                # else the CI
+    assert significant(Estimate(0.6, 0.45, 0.65), 0.5) is False
+    assert significant(Estimate(0.6), 0.5) is None
+    assert significant(undefined("x"), 0.5) is None
+
+
+def test_sentences_are_sorted_by_significance():
+    by_kind = {}
+    for f in findings(hand_evidence()):
+        by_kind.setdefault(f.kind, []).append(f.text)
+    assert by_kind[SIGNIFICANT] == [
+        "cream: pool accuracy went from 31.2% (n = 640) at iteration 1 to 40.6% (n = 640) at "
+        "iteration 2: +9.4 points (95% CI +4.1 to +14.6): the policy got more answers right.",
+        "cream, iteration 1: how far the policy moved: per-token KL(M_(t+1) || M_t) = 0.0123 "
+        "nats (95% CI 0.0100 to 0.0146, n = 20000 tokens): it moved.",
+        "cream, iteration 1: label accuracy of reward r_t: 30.0% of 100 pairs whose "
+        "responses differ in correctness (95% CI 21.9%–39.6%; p < 0.001; chance 50%): worse "
+        "than chance: its labels are mostly reversed.",
+        "cream, iteration 1: soft-label vs hard-label accuracy: 45.0% vs 37.5%, +7.5 points "
+        "(95% CI +5.0 to +10.0; p = 0.001, n = 80 pairs): the soft labels are more accurate.",
+        "cream, iteration 1: reward r_t vs response length: within-prompt Spearman 0.350 "
+        "(95% CI 0.200 to 0.500, n = 600 responses): longer responses score higher.",
+        "cream − cream-no-rc, C at M2 across 3 seeds: mean 0.100 (95% t-CI 0.020 to 0.180); "
+        "reference 0: above the reference.",
+    ]
+    assert by_kind[NOT_SIGNIFICANT][0].endswith("p = 0.764; chance 50%): not distinguishable "
+                                                "from chance.")
+    assert by_kind[NOT_SIGNIFICANT][-1] == (
+        "arc_easy (acc): cream M2 vs sft M1: +2.0 points (sft M1 48.0%, cream M2 50.0%; 95% CI "
+        "-1.2 to +5.2; McNemar p = 0.210; n = 250 items): no significant difference.")
+    assert by_kind[UNMEASURED] == [
+        "oracle, iteration 1: pool accuracy: no responses with a gold answer."]
+    assert "cream, iteration 1: prompts with all responses identical: 9.4% of 128 (they give no "\
+           "pair)." in by_kind[FACT]
+
+
+def test_summary_is_deterministic_with_headings_and_caveats():
+    text = render_summary(hand_evidence())
+    assert text == render_summary(hand_evidence())
+    assert text.startswith("## Summary\n\nSignificant means p < 0.05")
+    order = [text.index(h) for h in ("**Significant**", "**Not significant**",
+                                     "**Not measured**", "**Other figures**", "**Caveats**")]
+    assert order == sorted(order)
+    assert ("- 10 figures were tested; if nothing real had happened, about 0.5 of them would "
+            "still come out significant at p < 0.05.") in text
+    assert "1 tested figure(s) rest on fewer than 30 items" in text  # the 3-seed row
+
+
+def test_reversed_ordering_and_absent_sections():
+    ev = Evidence(reward_quality=[RewardQualityRow("srlm", 2, "judge",
+                                                   proportion(70, 100, chance=0.5))])
+    text = render_summary(ev, heading="# Summary")
+    assert "reward judge: 70.0% of 100 pairs" in text and "better than chance" in text
+    assert "**Not significant**" not in text and "Pool accuracy treats" not in text
+    assert render_summary(Evidence()) == (
+        "## Summary\n\nNo instrument produced a figure for this run.\n")
+    moved_not = Evidence(movement=[MovementRow(
+        "cream", 1, Movement(Estimate(0.0001, -0.0002, 0.0004, n=900), undefined("x"),
+                             Estimate(0.01)), undefined("no log"), undefined("no log"))])
+    assert "it did not measurably move" in render_summary(moved_not)
+
+
+def test_evidence_round_trips_through_json():
+    ev = hand_evidence()
+    back = Evidence.from_dict(json.loads(json.dumps(ev.to_dict(), allow_nan=False)))
+    assert render_summary(back) == render_summary(ev)
+    assert back.informativeness[0].bins[1].accuracy.reason.startswith("no discordant")
+    assert back.comparisons[0].comparison.mcnemar == McNemar(10, 15, 250, 0.21)
+    with pytest.raises(DataError, match=r"evidence.pool_accuracy\[0\]: missing field 'accuracy'"):
+        Evidence.from_dict({"pool_accuracy": [{"method": "m", "iteration": 1}]})

@@ -1,0 +1,142 @@
+"""Each pipeline stage in-process on the tiny model through the runner, with a fake context
+(models built in memory, fixed model digests): the stage graph of one CREAM iteration."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from cream_plugin.config import RunConfig, load_config
+from cream_plugin.distributed import DistContext
+from cream_plugin.stages.consistency import ConsistencyStage
+from cream_plugin.stages.context import RunContext
+from cream_plugin.stages.logps import LogpsStage, logps_table
+from cream_plugin.stages.pairs import PairsStage
+from cream_plugin.stages.rewards import RewardsStage, implicit_pair, rewards_table
+from cream_plugin.stages.runner import Runner
+from cream_plugin.stages.sample import SampleStage
+from cream_plugin.stages.train import TrainStage
+
+
+class TinyContext(RunContext):
+    """Models are fresh tiny Llamas (seeded per key); digests are the keys."""
+
+    def __init__(self, run_dir: Path, config: RunConfig, tokenizer: Any) -> None:
+        super().__init__(config, run_dir, DistContext())
+        self.__dict__["tokenizer"] = tokenizer
+        self.loads: list[str] = []
+
+    def model_digest(self, key: str) -> str:
+        return f"fake:{key}"
+
+    def model_path(self, key: str) -> str:
+        return key
+
+    def load(self, key: str) -> Any:
+        import torch
+
+        from cream_plugin.testing import build_tiny_model
+
+        self.loads.append(key)
+        torch.manual_seed(sum(map(ord, key)))
+        return build_tiny_model(self.tokenizer).eval()
+
+
+class FakePrompts:
+    digest = "prompts-digest"
+
+
+@pytest.fixture
+def ctx(tmp_path, tiny_tokenizer) -> TinyContext:
+    config = load_config(
+        overrides=[
+            "sampling.num_responses=3",
+            "sampling.max_new_tokens=6",
+            "training.batch_size=2",
+            "training.max_length=128",
+        ]
+    )
+    return TinyContext(tmp_path, config, tiny_tokenizer)
+
+
+ROWS = [
+    {"prompt_id": f"p{i}", "prompt": [{"role": "user", "content": q}], "reference": ref,
+     "iteration": 1}
+    for i, (q, ref) in enumerate(
+        [("What is two plus three?", "5"), ("Which gas do plants absorb?", "B"),
+         ("Please answer step by step.", "B"), ("Write a short poem about the sea.", None)]
+    )
+]
+
+
+def test_one_cream_iteration_through_the_stages(ctx) -> None:
+    runner = Runner(ctx)
+    samples = runner.run(SampleStage("shared/iter1", "M1", FakePrompts(), ROWS, 1))
+    rows = samples.read_rows()
+    assert [len(r["responses"]) for r in rows] == [3] * 4
+    assert samples.manifest()["empty_responses"] >= 0
+
+    current = logps_table(runner.run(LogpsStage("shared/iter1", "M1", samples, 1)).read_rows())
+    before = logps_table(runner.run(LogpsStage("shared/iter1", "M0", samples, 1)).read_rows())
+    rewards, previous = implicit_pair(current, before, None)
+    # The registered implicit rewarder's formula: log pi_1 - log pi_0 and M0's mean log-lik.
+    empty = current.num_tokens == 0
+    np.testing.assert_allclose(rewards[~empty], (current.sum - before.sum)[~empty])
+    np.testing.assert_allclose(previous[~empty], (before.sum / before.num_tokens)[~empty])
+    assert np.isnan(rewards[empty]).all()
+
+    inputs = {"logps": "x"}
+    ids = [r["prompt_id"] for r in rows]
+    c_stage = runner.run(ConsistencyStage("cream", 1, rewards, previous, ids, inputs))
+    c_rows = {r["prompt_id"]: r["C"] for r in c_stage.read_rows()}
+    assert set(c_rows) == set(ids)
+    assert "C" in c_stage.manifest()["summary"]
+
+    pairs = runner.run(PairsStage("cream", 1, samples, rewards, inputs, c_stage, True,
+                                  current.sum)).read_rows()
+    for pair in pairs:
+        c = c_rows[pair["prompt_id"]]
+        assert pair["consistency"] == c or math.isnan(c)
+        assert pair["chosen_reward"] > pair["rejected_reward"]
+        assert "ref_chosen_logps" in pair
+
+    # Answer-key rewards need no model; its stage name has no model part.
+    oracle = runner.run(RewardsStage("shared/iter1", "answer-key", None, samples, 1))
+    assert oracle.name == "shared/iter1/rewards-answer-key"
+    assert rewards_table(oracle).shape == (4, 3)
+    assert np.isnan(rewards_table(oracle)[3]).all()  # no gold answer for the poem
+
+    loads = list(ctx.loads)
+    again = Runner(ctx)
+    again.run(SampleStage("shared/iter1", "M1", FakePrompts(), ROWS, 1))
+    again.run(LogpsStage("shared/iter1", "M1", samples, 1))
+    assert ctx.loads == loads, "a complete stage loaded a model"
+    assert again.reused == ["shared/iter1/samples", "shared/iter1/logps-M1"]
+
+
+@pytest.mark.slow
+def test_train_stage_writes_a_checkpoint_and_its_log(ctx) -> None:
+    runner = Runner(ctx)
+    pair_rows = [
+        {"prompt": [{"role": "user", "content": "What is two plus three?"}],
+         "chosen": [{"role": "assistant", "content": "Answer: 5"}],
+         "rejected": [{"role": "assistant", "content": "The quick brown fox."}],
+         "consistency": 0.7, "prompt_id": f"p{i}"}
+        for i in range(2)
+    ]
+
+    class Pairs:
+        digest = "pairs"
+
+        @staticmethod
+        def read_rows() -> list[dict[str, Any]]:
+            return pair_rows
+
+    stage = runner.run(TrainStage("cream", 1, "M1", "cream/M2", Pairs(), "cream", "dynamic"))
+    assert (stage.folder_path / "model.safetensors").is_file()
+    assert (ctx.run_dir / "cream/M2.train_log.json").is_file()
+    assert stage.manifest()["pairs"] == 2 and stage.manifest()["mode"] == "dynamic"
