@@ -20,8 +20,8 @@ from collections import Counter
 from typing import Any
 
 import numpy as np
-from cream_plugin.rewarders.judge_prompt import BREAK, encode_chat, neutralise
 
+from cream_plugin.rewarders.judge_prompt import BREAK, encode_chat, neutralise
 from cream_plugin.types import Prompt, RewardResult
 
 RUBRIC = """\

@@ -7,6 +7,9 @@ import re
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from cream_plugin.rewarders.judge import (
     JudgeRewarder,
     build_judge_prompt,
@@ -14,8 +17,6 @@ from cream_plugin.rewarders.judge import (
     shown_text,
 )
 from cream_plugin.rewarders.pairwise_judge import encode_pair_prompt
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 # Three chat formats, each with its own special tokens and a template written here (the shape of
 # the published templates, reduced to what matters: role headers, turn ends, BOS/EOS).
