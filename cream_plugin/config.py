@@ -176,7 +176,7 @@ class RunConfig:
     methods: list[str] = _f(["cream"])
     iterations: int = _f(2, lo=1, hi=100)
     seed: int = _f(42, lo=0)
-    output_dir: str = _f("runs/cream", pattern=r"(?s).*\S.*", doc="the run folder (not empty)")
+    output_dir: str = _f("runs/cream")
     keep_checkpoints: list[int] = _f([], doc="iterations whose checkpoints are kept after use")
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)

@@ -68,11 +68,6 @@ def test_device_strings_refused(device: str) -> None:
         load_config(overrides=[f"model.device={device}"])
 
 
-def test_empty_output_dir_is_refused() -> None:
-    with pytest.raises(ConfigError, match=r"^output_dir: "):
-        load_config(overrides=["output_dir="])
-
-
 def test_config_file_that_is_a_folder(tmp_path) -> None:
     with pytest.raises(ConfigError, match="is a folder"):
         load_config(tmp_path)
