@@ -77,9 +77,13 @@ def hide_verdicts(text: str) -> str:
     return _SCORE_WORD.sub(lambda m: m.group(1) + BREAK + m.group(2), text)
 
 
-def shown_text(text: str, tag: str, tokenizer: Any = None) -> str:
-    """User text as the judge sees it: fenced, verdicts hidden, special strings neutralised."""
-    text = hide_verdicts(fence(text, tag))
+def shown_text(text: str, tag: str, tokenizer: Any = None, *, hide: bool = True) -> str:
+    """User text as the judge sees it: fenced, special strings neutralised (with
+    ``tokenizer``) and, with ``hide``, its ``score:`` verdicts broken (see :func:`hide_verdicts`;
+    the pair judge, whose verdict is read from logits, passes ``hide=False``)."""
+    text = fence(text, tag)
+    if hide:
+        text = hide_verdicts(text)
     return neutralise(text, tokenizer) if tokenizer is not None else text
 
 

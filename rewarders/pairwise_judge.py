@@ -109,9 +109,9 @@ def build_pair_messages(prompt: Prompt, response_a: str, response_b: str,
     neutralised (:func:`cream_plugin.rewarders.judge_prompt.neutralise`).
     """
     content = template.format(
-        request=shown_text(render_request(prompt), "request", tokenizer),
-        response_a=shown_text(response_a, "response_a", tokenizer),
-        response_b=shown_text(response_b, "response_b", tokenizer),
+        request=shown_text(render_request(prompt), "request", tokenizer, hide=False),
+        response_a=shown_text(response_a, "response_a", tokenizer, hide=False),
+        response_b=shown_text(response_b, "response_b", tokenizer, hide=False),
         label_a=labels[0], label_b=labels[1],
     )
     return [{"role": "user", "content": content}]

@@ -409,3 +409,15 @@ def test_cream_reward_with_a_failing_plugin_is_one_line(bad_plugin, capsys, tmp_
     line = one_error_line(err, "reward")
     assert code == 1 and "plugin 'bad-plugin'" in line and "shape (2, 2)" in line
     assert not out.exists()
+
+
+def test_reward_cache_that_is_not_a_cache(capsys, tmp_path) -> None:
+    samples = write_jsonl(tmp_path / "s.jsonl", [
+        {"prompt_id": "a", "prompt": "q", "responses": ["x", "y"], "reference": "choice:A"}])
+    cache = write_jsonl(tmp_path / "cache.jsonl", [{"model": "m", "prompt": "p"}, [1, 2]])
+    code, err = run_cli(capsys, "reward", str(samples), "-o", str(tmp_path / "o.jsonl"),
+                        "--rewarder", "answer-key", "--cache", str(cache))
+    assert code == 1 and "cache.jsonl" in one_error_line(err, "reward")
+    code, err = run_cli(capsys, "reward", str(samples), "-o", str(tmp_path / "o.jsonl"),
+                        "--rewarder", "answer-key", "--cache", str(under_a_file(tmp_path, "c")))
+    assert code == 1 and "--cache" in one_error_line(err, "reward")

@@ -199,7 +199,17 @@ def run(args: argparse.Namespace) -> int:
     from cream_plugin.logprobs import LogProbCache
 
     cache_path = Path(args.cache) if args.cache else None
-    cache = LogProbCache.load(cache_path) if cache_path and cache_path.is_file() else LogProbCache()
+    cache = LogProbCache()
+    if cache_path is not None:
+        ensure_writable(cache_path, "--cache")
+        if cache_path.is_file():
+            try:
+                cache = LogProbCache.load(cache_path)
+            except (TypeError, ValueError, KeyError) as exc:
+                if isinstance(exc, DataError):
+                    raise
+                raise DataError(f"--cache {cache_path}: not a log-prob cache "
+                                f"({type(exc).__name__}: {exc})") from None
 
     loaded: dict[str, Any] = {}
 
@@ -257,7 +267,11 @@ def run(args: argparse.Namespace) -> int:
         out_rows.append(new)
     write_rows(args.output, out_rows)
     if cache_path is not None:
-        cache.save(cache_path)
+        try:
+            cache.save(cache_path)
+        except OSError as exc:
+            raise DataError(f"--cache {cache_path}: cannot be written "
+                            f"({exc.strerror or exc})") from None
     summary = {"rewarder": name, "prompts": len(rows), "output": str(args.output),
                "counts": dict(result.counts), "cache_hits": cache.hits,
                "cache_misses": cache.misses}
