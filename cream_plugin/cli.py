@@ -2,6 +2,11 @@
 
 A command module defines ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int`` and
 imports heavy libraries inside ``run`` so ``cream --help`` stays fast.
+
+Every failure ends as one line on stderr, ``cream <command>: error: <message>``, and a non-zero
+exit status: 1 for a :class:`CreamError` (bad input, named) and for an unexpected exception
+(its type and message, plus a hint), 2 for a usage error (argparse), 130 for Ctrl-C. ``--debug``
+(before or after the command name) shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
 from collections.abc import Sequence
 
 from cream_plugin.errors import CreamError
@@ -23,6 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cream", description="Consistency-regularised self-rewarding language models."
     )
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error instead of a one-line message")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the traceback of an error instead of a one-line message")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         try:
@@ -31,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
             if exc.name and exc.name.startswith("cream_plugin.commands"):
                 continue  # not built yet
             raise
-        cmd = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        cmd = sub.add_parser(name, help=module.HELP, description=module.HELP, parents=[common])
         module.add_arguments(cmd)
         cmd.set_defaults(_run=module.run)
     return parser
@@ -43,11 +54,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    debug = bool(getattr(args, "debug", False))
     try:
         return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
+        print(f"cream {args.command}: interrupted", file=sys.stderr)
+        return 130
     except CreamError as exc:
-        print(f"cream {args.command}: error: {exc}", file=sys.stderr)
+        if debug:
+            traceback.print_exc()
+        _error(args.command, one_line(str(exc)))
         return 1
+    except Exception as exc:  # the last line of defence: no bare traceback
+        if debug:
+            traceback.print_exc()
+            _error(args.command, f"{type(exc).__name__}: {one_line(str(exc))}")
+        else:
+            _error(args.command, f"{type(exc).__name__}: {one_line(str(exc))} "
+                   "(run with --debug for the traceback)")
+        return 1
+
+
+def one_line(message: str) -> str:
+    """A message on one line (library messages such as YAML's span several)."""
+    return " ".join(message.split()) or "(no message)"
+
+
+def _error(command: str, message: str) -> None:
+    print(f"cream {command}: error: {message}", file=sys.stderr)
 
 
 if __name__ == "__main__":  # pragma: no cover

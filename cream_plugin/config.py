@@ -6,9 +6,12 @@ value raises :class:`ConfigError` naming the dotted key.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,6 +22,16 @@ import yaml
 
 from cream_plugin.errors import ConfigError
 
+DEVICE_PATTERN = r"auto|cpu|mps|cuda(:[0-9]+)?"
+"""Device strings a config (and ``--device``) accepts: auto, cpu, mps, cuda, cuda:N."""
+
+
+def check_device(value: str, key: str = "model.device") -> str:
+    """``value`` when it is a device string torch understands here; else :class:`ConfigError`."""
+    if not isinstance(value, str) or not re.fullmatch(DEVICE_PATTERN, value):
+        raise ConfigError(f"{key}: {value!r} is not a device; use auto, cpu, cuda, cuda:N or mps")
+    return value
+
 
 def _f(
     default: Any,
@@ -27,9 +40,11 @@ def _f(
     hi: float | None = None,
     choices: tuple[Any, ...] | None = None,
     lo_open: bool = False,
+    pattern: str | None = None,
     doc: str = "",
 ) -> Any:
-    meta = {"lo": lo, "hi": hi, "choices": choices, "lo_open": lo_open, "doc": doc}
+    meta = {"lo": lo, "hi": hi, "choices": choices, "lo_open": lo_open, "pattern": pattern,
+            "doc": doc}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -42,7 +57,7 @@ class ModelConfig:
     name: str = _f("smollm2-135m-instruct", doc="Hub id, local folder, .gguf path or built-in")
     gguf_file: str | None = _f(None, doc="GGUF file name inside `name` when it is a folder")
     dtype: str = _f("float32", choices=("float32", "bfloat16", "float16", "auto"))
-    device: str = _f("auto", doc="auto, cpu, cuda, cuda:N")
+    device: str = _f("auto", pattern=DEVICE_PATTERN, doc="auto, cpu, cuda, cuda:N, mps")
     trust_remote_code: bool = _f(False)
 
 
@@ -238,9 +253,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return value
     if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
+        return _number(value, key)
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
@@ -248,10 +261,40 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"{key}: unsupported type {tp}")  # pragma: no cover - programming error
 
 
+def _number(value: Any, key: str) -> float:
+    """A finite float from a number or a numeric string.
+
+    YAML 1.1 reads ``1e-6`` (no dot) as a string, so numeric strings are accepted; NaN and
+    infinities (``.nan``, ``.inf``, ``"1e400"``) are refused because every float setting is used
+    in arithmetic where they would silently poison the run.
+    """
+    if isinstance(value, bool):
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+    elif isinstance(value, (int, float)):
+        try:
+            number = float(value)
+        except OverflowError:
+            raise ConfigError(f"{key}: {value!r} is too large for a float") from None
+    else:
+        raise ConfigError(f"{key}: expected a number, got {type(value).__name__} {value!r}")
+    if not math.isfinite(number):
+        raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+    return number
+
+
 def _check_range(value: Any, meta: typing.Mapping[str, Any], key: str) -> None:
     if value is None:
         return
     choices = meta.get("choices")
+    pattern = meta.get("pattern")
+    if pattern and isinstance(value, str) and not re.fullmatch(pattern, value):
+        doc = meta.get("doc") or f"a string matching {pattern}"
+        raise ConfigError(f"{key}: {value!r} is not valid (expected {doc})")
     if choices and value not in choices:
         raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, choices))}")
     lo, hi = meta.get("lo"), meta.get("hi")
@@ -272,7 +315,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
         raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(str(k) for k in set(data) - set(fields))
     if unknown:
         key = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
         raise ConfigError(f"unknown key {key!r}; known keys here: {', '.join(fields)}")
@@ -294,7 +337,18 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. training.beta=0.2")
     key, raw = text.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
+    if not key.strip():
+        raise ConfigError(f"override {text!r}: empty key before '='")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({_one_line(exc)})"
+                          ) from None
+    return key.strip().split("."), value
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
 
 
 def merge_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -318,12 +372,7 @@ def load_config(
     data: dict[str, Any] = _deep_merge({}, base or {})
     if path is not None:
         path = Path(path)
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except FileNotFoundError as exc:
-            raise ConfigError(f"config file {path} does not exist") from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        loaded = _read_yaml(path)
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path}: expected a mapping at the top level")
         data = _deep_merge(data, loaded)
@@ -336,10 +385,30 @@ def load_config(
         raise
 
 
+def _read_yaml(path: Path) -> Any:
+    """The YAML document in ``path``; every way of failing is one ConfigError naming the file."""
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a folder; give the path of a YAML file")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}") from None
+    try:
+        return yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {_one_line(exc)}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path} is nested too deeply") from None
+
+
 def _deep_merge(into: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
     for key, value in other.items():
         if isinstance(value, dict) and isinstance(into.get(key), dict):
             _deep_merge(into[key], value)
         else:
-            into[key] = json.loads(json.dumps(value)) if isinstance(value, (dict, list)) else value
+            into[key] = copy.deepcopy(value) if isinstance(value, (dict, list)) else value
     return into

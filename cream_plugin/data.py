@@ -89,19 +89,37 @@ def read_jsonl(
     path: str | os.PathLike[str],
     check: Callable[[dict[str, Any]], str | None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Read a JSON-lines file; a malformed row raises DataError naming the file and line."""
+    """Read a JSON-lines file; a malformed row raises DataError naming the file and line.
+
+    Lines are decoded one by one, so bytes that are not UTF-8 are reported with their line.
+    JSON's ``NaN`` / ``Infinity`` literals are read as floats: the readers of each kind of file
+    decide whether a non-finite value is allowed where it occurs.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, expected a JSON-lines file")
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     rows: list[dict[str, Any]] = []
-    with path.open(encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    with handle:
+        for lineno, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(
+                    f"{path}:{lineno}: not UTF-8 text (byte {exc.start} of the line)") from None
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+            except (ValueError, RecursionError) as exc:  # huge integers, absurd nesting
+                raise DataError(f"{path}:{lineno}: not usable JSON ({exc})") from None
             if not isinstance(row, dict):
                 raise DataError(f"{path}:{lineno}: expected a JSON object")
             problem = check(row) if check else None
@@ -109,6 +127,55 @@ def read_jsonl(
                 raise DataError(f"{path}:{lineno}: {problem}")
             rows.append(row)
     return rows
+
+
+def ensure_writable(path: str | os.PathLike[str], what: str = "output") -> Path:
+    """Create the folder of an output file and check a file can be created there, up front.
+
+    Commands call this before loading a model, so a read-only or missing output location fails
+    in a second with a message naming the path, not after the work.
+    """
+    target = Path(path)
+    if target.is_dir():
+        raise DataError(f"{what} {target} is a folder; give a file name")
+    _probe(target.parent, f"{what} {target}")
+    return target
+
+
+def _probe(folder: Path, label: str) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".cream-write-probe.{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise DataError(f"{label}: cannot write into {folder} ({exc.strerror or exc})") from None
+
+
+def ensure_writable_folder(path: str | os.PathLike[str], what: str = "output folder") -> Path:
+    """Create ``path`` as a folder (if needed) and check files can be written into it."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise DataError(f"{what} {folder} exists and is not a folder")
+    _probe(folder, f"{what} {folder}")
+    return folder
+
+
+def write_jsonl_atomic(path: str | os.PathLike[str], rows: list[dict[str, Any]]) -> Path:
+    """Write rows as JSON lines via a temporary file and a rename; OSError -> DataError."""
+    target = ensure_writable(path)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("w", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise DataError(f"output {target}: cannot be written ({exc.strerror or exc})") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return target
 
 
 def local_path(name: str, split: str, data_dir: Path) -> Path:

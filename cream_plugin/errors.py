@@ -17,3 +17,7 @@ class DataError(CreamError, ValueError):
 
 class ModelLoadError(CreamError, RuntimeError):
     """A model could not be found or loaded; the message says how to fix it."""
+
+
+class RewarderError(CreamError, RuntimeError):
+    """A rewarder's ``score`` failed or returned something unusable; names the plugin."""

@@ -117,11 +117,24 @@ def _torch_dtype(dtype: str) -> Any:
 
 
 def pick_device(device: str = "auto") -> str:
+    """``device`` checked (auto, cpu, cuda, cuda:N, mps) and available here; auto picks cuda."""
     import torch
 
-    if device != "auto":
-        return device
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    from cream_plugin.config import check_device
+
+    check_device(device, "device")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ModelLoadError(f"device {device!r}: torch sees no CUDA device here; use cpu")
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise ModelLoadError(f"device {device!r}: only {torch.cuda.device_count()} CUDA "
+                                 "device(s) here")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ModelLoadError("device 'mps': not available here; use cpu")
+    return device
 
 
 def load_tokenizer(
@@ -162,6 +175,11 @@ def load_model(
         raise ModelLoadError(
             f"could not load model {name!r}: {exc}. Offline, pass a local folder, a .gguf file "
             f"or {DEFAULT_MODEL!r}."
+        ) from exc
+    except (ValueError, RuntimeError, KeyError) as exc:
+        # e.g. a truncated safetensors file or a config from another architecture
+        raise ModelLoadError(
+            f"could not load model {name!r} from {path}: {type(exc).__name__}: {exc}"
         ) from exc
     model = model.to(pick_device(device))  # type: ignore[arg-type]
     return model.eval()

@@ -12,6 +12,7 @@ equal. Consistency rates are joined by prompt id, never by position.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -119,8 +120,75 @@ def build_pairs(
             "consistency": 1.0 if rates is None else rates[ids[i]],
         }
         if ref_logps is not None:
-            pair["ref_chosen_logps"] = float(ref_logps.sum[i, b])
-            pair["ref_rejected_logps"] = float(ref_logps.sum[i, w])
+            ref_b, ref_w = float(ref_logps.sum[i, b]), float(ref_logps.sum[i, w])
+            if not (math.isfinite(ref_b) and math.isfinite(ref_w)):
+                raise DataError(
+                    f"prompt {ids[i]!r}: the reference log-probs of the chosen/rejected response "
+                    f"are {ref_b} / {ref_w}; DPO needs finite values")
+            pair["ref_chosen_logps"] = ref_b
+            pair["ref_rejected_logps"] = ref_w
         pairs.append(pair)
     counter["pairs"] += len(pairs)
     return pairs
+
+
+PAIR_TEXT_COLUMNS = ("prompt", "chosen", "rejected")
+REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
+
+
+def _kind(value: Any) -> str | None:
+    """'text' for a string, 'chat' for a non-empty list of {role, content} strings, else None."""
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, list) and value and all(
+            isinstance(m, dict) and isinstance(m.get("role"), str)
+            and isinstance(m.get("content"), str) for m in value):
+        return "chat"
+    return None
+
+
+def validate_pair_rows(rows: Sequence[Mapping[str, Any]], source: str) -> None:
+    """Check preference rows before any tokenising; errors name ``source``, the row and field.
+
+    Every row has ``prompt`` / ``chosen`` / ``rejected`` of one kind for the whole file (all
+    plain strings, or all chat message lists); ``consistency``, when present, is a number in
+    [0, 1]; reference log-probs, when any row has them, are in every row and finite.
+    """
+    if not rows:
+        raise DataError(f"{source}: no pairs")
+    first_kind: str | None = None
+    first = rows[0] if isinstance(rows[0], Mapping) else {}
+    has_ref = [c for c in REF_COLUMNS if c in first]
+    for k, row in enumerate(rows, start=1):
+        where = f"{source}: row {k}"
+        if not isinstance(row, Mapping):
+            raise DataError(f"{where}: expected a JSON object")
+        if row.get("prompt_id") is not None:
+            where += f" (prompt_id {str(row['prompt_id'])!r})"
+        for column in PAIR_TEXT_COLUMNS:
+            if column not in row:
+                raise DataError(f"{where}: missing field {column!r}")
+            kind = _kind(row[column])
+            if kind is None:
+                raise DataError(f"{where}: field {column!r} must be a string or a non-empty "
+                                "list of {role, content} strings")
+            if first_kind is None:
+                first_kind = kind
+            elif kind != first_kind:
+                raise DataError(f"{where}: field {column!r} is {kind} but row 1's prompt is "
+                                f"{first_kind}; a pairs file is all plain text or all chat")
+        if "consistency" in row:
+            c = row["consistency"]
+            if isinstance(c, bool) or not isinstance(c, (int, float)) or not 0.0 <= c <= 1.0:
+                raise DataError(f"{where}: 'consistency' must be a number in [0, 1], got {c!r}")
+        for column in REF_COLUMNS:
+            present = column in row
+            if present != (column in has_ref):
+                raise DataError(f"{where}: {column!r} is {'present' if present else 'missing'}"
+                                " but " + ("absent from" if present else "present in")
+                                + " row 1; give it in every row or in none")
+            if present:
+                value = row[column]
+                if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                        or not math.isfinite(value):
+                    raise DataError(f"{where}: {column!r} must be a finite number, got {value!r}")

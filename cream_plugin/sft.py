@@ -53,7 +53,10 @@ def build_sft_trainer(
 ) -> Any:
     """An SFTTrainer with completion-only loss on the seed conversations (not yet trained).
 
-    ``extra_args`` are further SFTConfig fields (e.g. the tracking settings)."""
+    ``extra_args`` are further SFTConfig fields (e.g. the tracking settings). It carries a
+    :class:`~cream_plugin.trainer_utils.NonFiniteGuard` (stage "SFT"), so a NaN or infinite
+    loss or gradient stops training before any weight changes.
+    """
     import torch
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
@@ -81,7 +84,12 @@ def build_sft_trainer(
     )
     values.update(extra_args or {})
     config = SFTConfig(**values)
-    return SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer)
+    from cream_plugin.trainer_utils import NonFiniteGuard
+
+    trainer = SFTTrainer(model=model, args=config, train_dataset=dataset,
+                         processing_class=tokenizer)
+    NonFiniteGuard.attach(trainer, stage="SFT")  # stops at a NaN/inf loss or gradient
+    return trainer
 
 
 def run_sft(

@@ -13,6 +13,11 @@ Built for TRL 1.16 (pinned in pyproject.toml). Override points, all of ``DPOTrai
 - ``compute_ref_log_probs``: drops ``consistency`` before the reference forward;
 - ``_compute_loss``: the CREAM loss, with DPOTrainer's metrics plus the consistency metrics.
 
+Every CREAMTrainer (and SCIRTrainer) carries a :class:`~cream_plugin.trainer_utils.NonFiniteGuard`
+(``trainer.nonfinite_guard``; set its ``stage`` to name the run stage in its error): training
+stops with :class:`~cream_plugin.trainer_utils.NonFiniteError` at the first NaN/inf loss or
+gradient norm, before the optimizer step, and reference log-prob columns must be finite.
+
 Reference model, in this order (nothing is ever reloaded from ``config._name_or_path`` for a
 model passed as an object):
 
@@ -43,9 +48,11 @@ from cream_plugin.trainer_utils import (
     CONSISTENCY_MODES,
     REF_COLUMNS,
     ConsistencyCollator,
+    NonFiniteGuard,
     cream_loss,
     has_ref_columns,
     validate_consistency,
+    validate_ref_logps,
 )
 
 logger = logging.getLogger(__name__)
@@ -174,6 +181,7 @@ class CREAMTrainer(DPOTrainer):
         # 2. Choose the reference (see the module docstring).
         is_peft = peft_config is not None or _is_peft_model(model)
         if _is_map_style(train_dataset) and has_ref_columns(train_dataset):
+            validate_ref_logps(train_dataset, "train_dataset")
             args.precompute_ref_log_probs = True
             logger.info("CREAMTrainer: using the data set's precomputed reference log-probs")
         elif ref_model is None and not is_peft and not args.precompute_ref_log_probs \
@@ -205,6 +213,8 @@ class CREAMTrainer(DPOTrainer):
         self.data_collator = ConsistencyCollator(
             self.data_collator, required=self.consistency_mode != "none"
         )
+        # 4. Stop at the first NaN/inf loss or gradient norm, before the weights change.
+        self.nonfinite_guard = NonFiniteGuard.attach(self)
 
     # -- TRL override points ------------------------------------------------------------------
 

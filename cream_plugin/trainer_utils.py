@@ -1,5 +1,7 @@
 """Pieces of :class:`~cream_plugin.trainer.CREAMTrainer` that need no trainer: the loss, the
-consistency checks and the collator wrapper that carries the ``consistency`` column."""
+consistency and reference log-prob checks, the collator wrapper that carries the
+``consistency`` column, and :class:`NonFiniteGuard`, which stops any ``transformers.Trainer`` at
+the first NaN/inf loss or gradient."""
 
 from __future__ import annotations
 
@@ -9,8 +11,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from transformers import TrainerCallback
 
-from cream_plugin.errors import DataError
+from cream_plugin.errors import CreamError, DataError
 
 CONSISTENCY_COLUMN = "consistency"
 REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
@@ -120,3 +123,115 @@ class ConsistencyCollator:
         if name == "inner":
             raise AttributeError(name)
         return getattr(self.inner, name)
+
+
+def validate_ref_logps(dataset: Any, dataset_name: str) -> None:
+    """Every precomputed reference log-prob must be a finite number (not None, NaN or inf).
+
+    A NaN here makes every loss NaN and, through the gradients, every weight NaN; TRL would
+    train on it without a word. Raises :class:`DataError` naming the row and the column.
+    """
+    columns = getattr(dataset, "column_names", None) or []
+    for column in REF_COLUMNS:
+        if column not in columns:
+            continue
+        for index, value in enumerate(dataset[column]):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not math.isfinite(value):
+                label = _row_label(dataset[index], index, dataset_name)
+                raise DataError(f"{label}: {column!r} must be a finite number, got {value!r}")
+
+
+class NonFiniteError(CreamError, FloatingPointError):
+    """Training produced a NaN or infinite loss or gradient norm; nothing was saved."""
+
+
+class NonFiniteGuard(TrainerCallback):
+    """Stops training at the first non-finite loss or gradient norm, before the weights change.
+
+    The loss of every micro-batch is checked (through a wrapper of the trainer's
+    ``training_step`` that :meth:`attach` installs) and the norm of the gradients right before
+    each optimizer step (``on_pre_optimizer_step``), so the optimizer never applies a NaN/inf
+    update and the exception propagates out of ``trainer.train()`` before anything is saved.
+    The error names ``stage`` (e.g. "M2 (cream)") or the trainer class, and the step.
+
+    Every trainer the project builds (CREAMTrainer, SCIRTrainer, the SFT trainer) attaches one;
+    for any other ``transformers.Trainer`` call ``NonFiniteGuard.attach(trainer, stage=...)``.
+    Across processes the verdict is all-reduced, so every rank stops at the same step.
+    """
+
+    def __init__(self, stage: str | None = None) -> None:
+        self.stage = stage
+        self.trainer_name = "Trainer"
+        self._bad_loss: tuple[int, float] | None = None
+
+    @classmethod
+    def attach(cls, trainer: Any, stage: str | None = None) -> NonFiniteGuard:
+        """Add a guard to ``trainer`` (once; a second call only updates ``stage``)."""
+        existing = getattr(trainer, "nonfinite_guard", None)
+        if isinstance(existing, cls):
+            if stage is not None:
+                existing.stage = stage
+            return existing
+        guard = cls(stage)
+        guard.trainer_name = type(trainer).__name__
+        trainer.add_callback(guard)
+        step = trainer.training_step
+
+        def training_step(*args: Any, **kwargs: Any) -> Any:
+            loss = step(*args, **kwargs)
+            guard.check_loss(loss, trainer.state.global_step + 1)
+            return loss
+
+        trainer.training_step = training_step
+        trainer.nonfinite_guard = guard
+        return guard
+
+    def _where(self, step: int, total: int | None = None) -> str:
+        name = f"{self.stage} ({self.trainer_name})" if self.stage else self.trainer_name
+        of = f" of {total}" if total else ""
+        return f"training {name}: step {step}{of}"
+
+    def check_loss(self, loss: Any, step: int) -> None:
+        """Remember the first micro-batch loss that is NaN or infinite (raised before the step)."""
+        value = float(loss.detach().float().sum()) if hasattr(loss, "detach") else float(loss)
+        if not math.isfinite(value) and self._bad_loss is None:
+            self._bad_loss = (step, value)
+
+    def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        model = kwargs.get("model")
+        step = state.global_step + 1
+        norm = _grad_norm(model) if model is not None else 0.0
+        bad_loss = self._bad_loss is not None
+        bad = _any_rank(bad_loss or not math.isfinite(norm), getattr(args, "device", None))
+        if not bad:
+            return
+        where = self._where(step, state.max_steps)
+        hint = ("lower the learning rate, or check the data's reference log-probs and "
+                "consistency values; nothing was saved")
+        if self._bad_loss is not None:
+            raise NonFiniteError(f"{where}: the loss is {self._bad_loss[1]}; {hint}")
+        if not math.isfinite(norm):
+            raise NonFiniteError(f"{where}: the gradient norm is {norm}; {hint}")
+        raise NonFiniteError(f"{where}: another process saw a non-finite loss or gradient; {hint}")
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._bad_loss = None
+
+
+def _grad_norm(model: Any) -> float:
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return 0.0
+    norms = torch._foreach_norm(grads)  # one fused pass over the gradients
+    return float(torch.linalg.vector_norm(torch.stack([n.float().cpu() for n in norms])))
+
+
+def _any_rank(flag: bool, device: Any) -> bool:
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item() > 0)

@@ -25,7 +25,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from cream_plugin.errors import ConfigError, DataError
-from cream_plugin.rewarders.judge import fence, render_request
+from cream_plugin.rewarders.judge import render_request, shown_text
+from cream_plugin.rewarders.judge_prompt import encode_chat
 
 if TYPE_CHECKING:  # torch / numpy are imported where used, so listing plugins stays fast
     import torch
@@ -100,12 +101,17 @@ def _cut(tokenizer: Any, text: str, max_tokens: int | None) -> str:
 
 def build_pair_messages(prompt: Prompt, response_a: str, response_b: str,
                         labels: Sequence[str] = DEFAULT_LABELS,
-                        template: str = PAIR_TEMPLATE) -> list[dict[str, str]]:
-    """The chat message asking the judge which of ``response_a`` / ``response_b`` is better."""
+                        template: str = PAIR_TEMPLATE,
+                        tokenizer: Any = None) -> list[dict[str, str]]:
+    """The chat message asking the judge which of ``response_a`` / ``response_b`` is better.
+
+    With ``tokenizer``, its special-token strings and template markers in the user text are
+    neutralised (:func:`cream_plugin.rewarders.judge_prompt.neutralise`).
+    """
     content = template.format(
-        request=fence(render_request(prompt), "request"),
-        response_a=fence(response_a, "response_a"),
-        response_b=fence(response_b, "response_b"),
+        request=shown_text(render_request(prompt), "request", tokenizer, hide=False),
+        response_a=shown_text(response_a, "response_a", tokenizer, hide=False),
+        response_b=shown_text(response_b, "response_b", tokenizer, hide=False),
         label_a=labels[0], label_b=labels[1],
     )
     return [{"role": "user", "content": content}]
@@ -119,15 +125,15 @@ def encode_pair_prompt(tokenizer: Any, prompt: Prompt, response_a: str, response
 
     The prompt is rendered by the tokenizer's chat template with the generation prompt (the
     assistant header), followed by ``answer_prefix`` (empty by default). Each response is cut to
-    ``max_response_tokens`` tokens first, when given.
+    ``max_response_tokens`` tokens first, when given. Special-token strings in the user text are
+    neutralised and the result is checked on its token ids (no fake turn can be added).
     """
     if getattr(tokenizer, "chat_template", None) is None:
         raise ConfigError("the pair judge needs a tokenizer with a chat template")
     messages = build_pair_messages(prompt, _cut(tokenizer, response_a, max_response_tokens),
                                    _cut(tokenizer, response_b, max_response_tokens),
-                                   labels, template)
-    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    return [int(i) for i in tokenizer(text + answer_prefix, add_special_tokens=False)["input_ids"]]
+                                   labels, template, tokenizer)
+    return encode_chat(tokenizer, messages, add_generation_prompt=True, suffix=answer_prefix)
 
 
 def encode_both_orders(tokenizer: Any, prompts: Sequence[Prompt], responses_1: Sequence[str],

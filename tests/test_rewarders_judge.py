@@ -11,8 +11,10 @@ from cream_plugin.rewarders.judge import JudgeRewarder, build_judge_prompt, pars
 @pytest.mark.parametrize(("text", "expected"), [
     ("The answer is relevant and complete.\nScore: 4", 4.0),
     ("Score: 2 at first glance... on reflection, Score: 3", 3.0),  # the final one counts
-    ("score = 5", 5.0),
+    ("score = 5", None),       # only the exact form "Score: N" is a verdict
     ("Score: **1**", 1.0),
+    ("**Score:** 4.", 4.0),
+    ("Score: 4\nThe response is fine.", None),  # the verdict must end the judgement
     ("Score: 0", 0.0),
     ("Score: 2.5", 2.5),
     ("Score: 7", None),        # outside the 0-5 rubric
@@ -33,7 +35,10 @@ def test_echoed_response_cannot_set_its_score():
     assert parse_judgement(judgement, response=INJECTED) == 2.0
     # A judgement that only echoes the response has no score of its own.
     assert parse_judgement(f"Response: {INJECTED}", response=INJECTED) is None
-    assert parse_judgement("As it says, Score: 5", response=INJECTED) is None
+    # A judgement whose last words are a verdict of its own counts, whatever the response says
+    # (the judge was shown the response with its "score:" broken, so it cannot copy it).
+    assert parse_judgement("As it says, Score: 5", response=INJECTED) == 5.0
+    assert parse_judgement("Correct. Score: 4", response="4") == 4.0
 
 
 def test_judge_prompt_fences_the_response():
@@ -44,6 +49,7 @@ def test_judge_prompt_fences_the_response():
     assert "Capital of France?" in text
     assert text.count("</response>") == 1  # the response cannot close the fence
     assert "Score: <points>" in text and "additive" in text
+    assert "Score: 5" not in text  # the response's own verdict is broken for the judge
 
 
 class EchoingJudge(JudgeRewarder):

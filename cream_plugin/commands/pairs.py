@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from typing import Any
 
 from cream_plugin.errors import ConfigError, DataError
@@ -34,14 +35,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="config override; repeatable")
 
 
-def _table(rows: list[dict[str, Any]], column: str, path: str) -> Any:
+def _number(value: Any, where: str, column: str, *, allow_nan: bool) -> float:
+    """One table entry: a JSON number (null = NaN where allowed); never a string or infinity."""
+    if value is None:
+        value = float("nan")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise DataError(f"{where}: {column} must hold numbers (or null), got {value!r}")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = float("inf") if value > 0 else float("-inf")
+    if math.isinf(number) or (math.isnan(number) and not allow_nan):
+        raise DataError(f"{where}: {column} value {value!r} is not a finite number"
+                        + (" (use null for an unscored response)" if allow_nan else ""))
+    return number
+
+
+def _table(rows: list[dict[str, Any]], column: str, path: str, *, allow_nan: bool = True) -> Any:
+    """The (P, N) table of one list column; each row's list is as long as its responses."""
     import numpy as np
 
     values = []
     for k, row in enumerate(rows, start=1):
+        where = f"{path}: row {k} (prompt_id {str(row.get('prompt_id'))!r})"
         if column not in row or not isinstance(row[column], list):
-            raise DataError(f"{path}: row {k}: missing list field {column!r}")
-        values.append([np.nan if v is None else float(v) for v in row[column]])
+            raise DataError(f"{where}: missing list field {column!r}")
+        n = len(row.get("responses") or [])
+        if len(row[column]) != n:
+            raise DataError(f"{where}: {len(row[column])} {column} for {n} responses")
+        values.append([_number(v, where, column, allow_nan=allow_nan) for v in row[column]])
     width = {len(v) for v in values}
     if len(width) > 1:
         raise DataError(f"{path}: rows have different numbers of {column}: {sorted(width)}")
@@ -64,6 +86,9 @@ def run(args: argparse.Namespace) -> int:
 
     rows = read_rows(args.rewards)
     check_samples(rows, args.rewards)
+    from cream_plugin.data import ensure_writable
+
+    ensure_writable(args.output, "--output")
     ids = [str(row["prompt_id"]) for row in rows]
     rewards = _table(rows, "rewards", args.rewards)
 
@@ -71,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
     summary: dict[str, Any] = {"prompts": len(rows), "mode": mode}
     if args.previous:
         prev_rows = read_rows(args.previous)
-        by_id = {str(row.get("prompt_id")): row for row in prev_rows}
+        check_samples(prev_rows, args.previous)  # also refuses a prompt_id that occurs twice
+        by_id = {str(row["prompt_id"]): row for row in prev_rows}
         missing = [pid for pid in ids if pid not in by_id]
         if missing:
             raise DataError(

@@ -59,12 +59,19 @@ def _jsonable(value: Any) -> Any:
 
 
 def write_rows(path: str | os.PathLike[str], rows: list[dict[str, Any]]) -> Path:
-    """Write rows as jsonl or parquet (by suffix), atomically; NaN becomes null."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    """Write rows as jsonl or parquet (by suffix), atomically; NaN becomes null.
+
+    A location that cannot be written is a :class:`DataError` naming the path.
+    """
+    from cream_plugin.data import ensure_writable
+
+    path = ensure_writable(path)
     clean = [_jsonable(row) for row in rows]
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise DataError(f"output {path}: cannot be written ({exc.strerror or exc})") from None
     try:
         if path.suffix == ".parquet":
             import pyarrow as pa
@@ -81,6 +88,8 @@ def write_rows(path: str | os.PathLike[str], rows: list[dict[str, Any]]) -> Path
                 for row in clean:
                     handle.write(json.dumps(row, ensure_ascii=False) + "\n")
         os.replace(tmp, path)
+    except OSError as exc:
+        raise DataError(f"output {path}: cannot be written ({exc.strerror or exc})") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -108,7 +117,7 @@ def check_samples(rows: list[dict[str, Any]], path: str | os.PathLike[str]) -> N
         for name in ("prompt_id", "prompt", "responses"):
             if name not in row:
                 raise DataError(f"{where}: missing field {name!r}")
-        if not isinstance(row["prompt_id"], (str, int)):
+        if isinstance(row["prompt_id"], bool) or not isinstance(row["prompt_id"], (str, int)):
             raise DataError(f"{where}: field 'prompt_id' must be a string")
         pid = str(row["prompt_id"])
         if pid in seen:
@@ -180,6 +189,9 @@ def run(args: argparse.Namespace) -> int:
 
     rows = read_rows(args.samples)
     check_samples(rows, args.samples)
+    from cream_plugin.data import ensure_writable
+
+    ensure_writable(args.output, "--output")
     prompts = [row["prompt"] for row in rows]
     responses = [list(row["responses"]) for row in rows]
     references = [row.get("reference") for row in rows]
@@ -187,7 +199,17 @@ def run(args: argparse.Namespace) -> int:
     from cream_plugin.logprobs import LogProbCache
 
     cache_path = Path(args.cache) if args.cache else None
-    cache = LogProbCache.load(cache_path) if cache_path and cache_path.is_file() else LogProbCache()
+    cache = LogProbCache()
+    if cache_path is not None:
+        ensure_writable(cache_path, "--cache")
+        if cache_path.is_file():
+            try:
+                cache = LogProbCache.load(cache_path)
+            except (TypeError, ValueError, KeyError) as exc:
+                if isinstance(exc, DataError):
+                    raise
+                raise DataError(f"--cache {cache_path}: not a log-prob cache "
+                                f"({type(exc).__name__}: {exc})") from None
 
     loaded: dict[str, Any] = {}
 
@@ -225,11 +247,13 @@ def run(args: argparse.Namespace) -> int:
         rewarder = build_rewarder(name, resources, options)
     except UnknownComponentError as exc:
         raise ConfigError(str(exc)) from None
-    result = score_rewarder(rewarder, prompts, responses, references)
-    if result.rewards.shape != (len(rows), len(responses[0]) if rows else 0):
-        raise DataError(f"rewarder {name!r} returned shape {result.rewards.shape} for "
-                        f"{len(rows)} prompts")
+    result = score_rewarder(rewarder, prompts, responses, references, name=name)
 
+    for column in TABLE_COLUMNS:
+        table = result.details.get(column)
+        if table is not None and np.shape(table) != result.rewards.shape:
+            raise DataError(f"rewarder {name!r}: details[{column!r}] has shape "
+                            f"{np.shape(table)}; expected {result.rewards.shape}")
     out_rows = []
     for i, row in enumerate(rows):
         new = dict(row)
@@ -243,7 +267,11 @@ def run(args: argparse.Namespace) -> int:
         out_rows.append(new)
     write_rows(args.output, out_rows)
     if cache_path is not None:
-        cache.save(cache_path)
+        try:
+            cache.save(cache_path)
+        except OSError as exc:
+            raise DataError(f"--cache {cache_path}: cannot be written "
+                            f"({exc.strerror or exc})") from None
     summary = {"rewarder": name, "prompts": len(rows), "output": str(args.output),
                "counts": dict(result.counts), "cache_hits": cache.hits,
                "cache_misses": cache.misses}

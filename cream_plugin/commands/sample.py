@@ -31,26 +31,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _check_prompt_row(row: dict[str, Any]) -> str | None:
     if "prompt_id" not in row or "prompt" not in row:
         return "needs fields 'prompt_id' and 'prompt'"
+    if isinstance(row["prompt_id"], bool) or not isinstance(row["prompt_id"], (str, int)):
+        return "field 'prompt_id' must be a string"
     prompt = row["prompt"]
     if isinstance(prompt, str):
         return None
     if (
         isinstance(prompt, list)
         and prompt
-        and all(isinstance(m, dict) and "role" in m and "content" in m for m in prompt)
+        and all(isinstance(m, dict) and isinstance(m.get("role"), str)
+                and isinstance(m.get("content"), str) for m in prompt)
     ):
         return None
-    return "field 'prompt' must be a string or a list of {role, content}"
+    return "field 'prompt' must be a string or a list of {role, content} with string values"
 
 
 def run(args: argparse.Namespace) -> int:
-    from cream_plugin.data import read_jsonl
+    import math
+
+    from cream_plugin.config import check_device
+    from cream_plugin.data import ensure_writable, read_jsonl, write_jsonl_atomic
     from cream_plugin.errors import ConfigError
     from cream_plugin.registry import get_sampler
 
     if args.n < 1:
         raise ConfigError("--n must be >= 1")
+    for flag, value in (("--temperature", args.temperature), ("--top-p", args.top_p)):
+        if not math.isfinite(value) or value < 0:
+            raise ConfigError(f"{flag}: expected a finite number >= 0, got {value}")
+    check_device(args.device, "--device")
     rows = read_jsonl(args.prompts, _check_prompt_row)
+    ensure_writable(args.out, "--out")
     options = {
         "temperature": args.temperature,
         "top_p": args.top_p,
@@ -70,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
             args.backend, model=model, tokenizer=tokenizer, batch_size=args.batch_size, **options
         )
     responses = sampler.generate([r["prompt"] for r in rows], args.n, seed=args.seed)
-    _write_atomic(
+    write_jsonl_atomic(
         args.out,
         [
             {"prompt_id": r["prompt_id"], "prompt": r["prompt"], "responses": resp}
@@ -81,16 +92,3 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {len(rows)} prompts x {args.n} responses to {args.out} ({empty} empty)")
     return 0
 
-
-def _write_atomic(path: str, rows: list[dict[str, Any]]) -> None:
-    import json
-    import os
-    from pathlib import Path
-
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, target)
