@@ -72,6 +72,7 @@ class SFTStage(StageSpec):
         from cream_plugin.data import load_rows
         from cream_plugin.sft import build_sft_trainer
         from cream_plugin.tracking import track, tracking_kwargs
+        from cream_plugin.trainer_utils import NonFiniteGuard
 
         cfg = ctx.config
         tr = cfg.training
@@ -94,6 +95,7 @@ class SFTStage(StageSpec):
                                        run_dir=ctx.run_dir),
         )
         whole_batches(trainer, tr.sft_batch_size)
+        NonFiniteGuard.attach(trainer, stage=f"{self.name} (sft)")
         with track(trainer, stage=self.name, run_dir=ctx.run_dir, run_name=tr.run_name):
             trainer.train()
         trained = trainer.model.eval()

@@ -59,6 +59,7 @@ class TrainStage(StageSpec):
     def compute(self, ctx: RunContext) -> Output:
         from cream_plugin.registry import get_trainer
         from cream_plugin.tracking import track, tracking_kwargs
+        from cream_plugin.trainer_utils import NonFiniteGuard
 
         cfg = ctx.config
         tr = cfg.training
@@ -105,6 +106,8 @@ class TrainStage(StageSpec):
                 processing_class=ctx.tokenizer,
             )
             whole_batches(trainer, tr.batch_size)
+            # Every trainer (plugins' too) stops at the first non-finite loss or gradient norm.
+            NonFiniteGuard.attach(trainer, stage=f"{self.name} ({self.method})")
             with track(trainer, stage=self.name, run_dir=ctx.run_dir, run_name=tr.run_name):
                 trainer.train()
             model = trainer.model
