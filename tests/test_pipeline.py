@@ -294,3 +294,23 @@ def test_changed_setting_reruns_that_stage_and_later_only(reference, run_env, tm
     for name in rerun:
         assert new[name] != old[name], f"{name} was not re-run after training.beta changed"
         assert new[name]["created"] >= old[name]["created"], name
+
+
+def test_subset_of_methods_then_new_settings_resumes(run_env, tmp_path) -> None:
+    """Running one method on a finished two-method folder keeps the other method's final
+    checkpoint; a later evaluation-limit change re-evaluates every model (training pruned
+    intermediate checkpoints again where needed) and keeps the two limits' rows apart."""
+    out = tmp_path / "run"
+    ok(cream_run(out, run_env, "--method", "cream,srlm"))
+    assert (out / "srlm/M3/model.safetensors").is_file()
+    assert not (out / "srlm/M2/model.safetensors").exists()  # pruned intermediate
+    ok(cream_run(out, run_env, "--method", "cream"))
+    assert (out / "srlm/M3/model.safetensors").is_file(), "another method's final was pruned"
+    ok(cream_run(out, run_env, "--method", "cream,srlm", "--set", "evaluation.limit=1"))
+    rows = rows_of(out / "results.jsonl")
+    limits = {(r["method"], r["iteration"], r["limit"]) for r in rows}
+    assert {("srlm", 2, 2), ("srlm", 2, 1), ("cream", 3, 2), ("cream", 3, 1)} <= limits
+    report = (out / "report.md").read_text()
+    assert "made with other evaluation settings" in report
+    evals = rows_of(out / "evals/srlm-M2.jsonl")
+    assert {r["limit"] for r in evals if r.get("kind") != "item"} == {1}
