@@ -578,8 +578,6 @@ def lineage_from_run(
         settings = {k: v for k, v in training_cfg.items() if not k.startswith("sft_")}
         settings["consistency_mode"] = ck.get("mode")
         settings["pairs"] = ck.get("pairs")
-        if method == "scir" and config.get("scir"):
-            settings["scir"] = config["scir"]
     else:
         settings = {k: v for k, v in training_cfg.items() if k.startswith("sft_")}
         settings["max_length"] = training_cfg.get("max_length")

@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from cream_plugin.errors import CreamError
 
 COMMANDS: tuple[str, ...] = (
-    "run", "sample", "reward", "pairs", "train", "eval", "report", "clean", "push", "plugins",
-    "tasks-path",
+    "run", "sample", "reward", "pairs", "train", "eval", "report", "clean", "push", "config",
+    "plugins", "tasks-path",
 )
 
 

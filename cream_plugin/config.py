@@ -56,9 +56,13 @@ class ModelConfig:
 
     name: str = _f("smollm2-135m-instruct", doc="Hub id, local folder, .gguf path or built-in")
     gguf_file: str | None = _f(None, doc="GGUF file name inside `name` when it is a folder")
-    dtype: str = _f("float32", choices=("float32", "bfloat16", "float16", "auto"))
+    dtype: str = _f(
+        "float32",
+        choices=("float32", "bfloat16", "float16", "auto"),
+        doc="weights dtype for every model of the run",
+    )
     device: str = _f("auto", pattern=DEVICE_PATTERN, doc="auto, cpu, cuda, cuda:N, mps")
-    trust_remote_code: bool = _f(False)
+    trust_remote_code: bool = _f(False, doc="allow a Hub model's own code (off unless set)")
 
 
 @dataclass
@@ -68,8 +72,13 @@ class DataConfig:
     data_dir: str | None = _f(
         None, doc="local folder in shared/data layout; else CREAM_DATA_DIR, else the Hub"
     )
-    prompt_sources: list[str] = _f(["seed_sft", "arc_easy", "arc_challenge", "openbookqa", "gsm8k"])
-    prompts_per_iteration: int = _f(64, lo=1)
+    prompt_sources: list[str] = _f(
+        ["seed_sft", "arc_easy", "arc_challenge", "openbookqa", "gsm8k"],
+        doc="data sets whose train prompts form the unlabeled prompt pool",
+    )
+    prompts_per_iteration: int = _f(
+        64, lo=1, doc="prompts sampled per iteration (disjoint across iterations)"
+    )
     sft_examples: int | None = _f(None, lo=1, doc="cap on seed SFT examples (None = all)")
 
 
@@ -77,12 +86,12 @@ class DataConfig:
 class SamplingConfig:
     """Response generation for self-rewarding (paper: N=5, T=0.8, top_p=0.95)."""
 
-    backend: str = _f("hf")
-    num_responses: int = _f(5, lo=2, hi=64)
-    temperature: float = _f(0.8, lo=0.0, hi=5.0, lo_open=True)
-    top_p: float = _f(0.95, lo=0.0, hi=1.0, lo_open=True)
-    max_new_tokens: int = _f(256, lo=1)
-    batch_size: int = _f(16, lo=1)
+    backend: str = _f("hf", doc="registered sampler: hf (cream's decode loop) or vllm")
+    num_responses: int = _f(5, lo=2, hi=64, doc="N responses per prompt (paper: 5)")
+    temperature: float = _f(0.8, lo=0.0, hi=5.0, lo_open=True, doc="sampling temperature")
+    top_p: float = _f(0.95, lo=0.0, hi=1.0, lo_open=True, doc="nucleus sampling mass")
+    max_new_tokens: int = _f(256, lo=1, doc="cap on each response's tokens")
+    batch_size: int = _f(16, lo=1, doc="prompts x responses decoded together")
 
 
 @dataclass
@@ -92,7 +101,7 @@ class RewarderConfig:
     name: str = _f("implicit", doc="rewarder of the cream and cream-no-rc methods")
     oracle: str = _f("answer-key", doc="rewarder of the oracle method")
     judge: str = _f("judge", doc="rewarder of the srlm method")
-    batch_size: int = _f(16, lo=1)
+    batch_size: int = _f(16, lo=1, doc="sequences per forward when scoring log-probs or judging")
     options: dict[str, Any] = _f(
         {}, doc="per rewarder name, keyword arguments for its factory: {judge: {samples: 3}}"
     )
@@ -102,25 +111,33 @@ class RewarderConfig:
 class ConsistencyConfig:
     """How CREAM weighs each preference label (paper §3)."""
 
-    metric: str = _f("kendall")
-    mode: str = _f("dynamic", choices=("dynamic", "average", "none"))
+    metric: str = _f(
+        "kendall", doc="registered consistency metric for C: kendall, spearman or toporder"
+    )
+    mode: str = _f(
+        "dynamic",
+        choices=("dynamic", "average", "none"),
+        doc="C per pair (dynamic), the data set's mean C (average), or C = 1 (none = DPO)",
+    )
 
 
 @dataclass
 class TrainingConfig:
     """SFT and preference training (paper: beta 0.1, lr 1e-6, 1 epoch, warmup 0.1)."""
 
-    trainer: str = _f("cream")
-    beta: float = _f(0.1, lo=0.0, lo_open=True)
-    learning_rate: float = _f(1e-6, lo=0.0, lo_open=True)
-    num_epochs: float = _f(1.0, lo=0.0, lo_open=True)
-    warmup_ratio: float = _f(0.1, lo=0.0, hi=1.0)
-    batch_size: int = _f(4, lo=1)
-    gradient_accumulation_steps: int = _f(1, lo=1)
-    max_length: int = _f(1024, lo=8)
-    sft_epochs: float = _f(3.0, lo=0.0)
-    sft_learning_rate: float = _f(2e-5, lo=0.0, lo_open=True)
-    sft_batch_size: int = _f(8, lo=1)
+    trainer: str = _f("cream", doc="registered trainer of methods that name none")
+    beta: float = _f(0.1, lo=0.0, lo_open=True, doc="DPO beta (paper: 0.1)")
+    learning_rate: float = _f(
+        1e-6, lo=0.0, lo_open=True, doc="preference-training learning rate (paper: 1e-6)"
+    )
+    num_epochs: float = _f(1.0, lo=0.0, lo_open=True, doc="epochs over each iteration's pairs")
+    warmup_ratio: float = _f(0.1, lo=0.0, hi=1.0, doc="share of steps with linear warm-up")
+    batch_size: int = _f(4, lo=1, doc="global preference batch (split across processes)")
+    gradient_accumulation_steps: int = _f(1, lo=1, doc="micro-batches per optimiser step")
+    max_length: int = _f(1024, lo=8, doc="prompt + response tokens kept (SFT, DPO, scoring)")
+    sft_epochs: float = _f(3.0, lo=0.0, doc="SFT epochs on the seed set (paper: 3)")
+    sft_learning_rate: float = _f(2e-5, lo=0.0, lo_open=True, doc="SFT learning rate")
+    sft_batch_size: int = _f(8, lo=1, doc="global SFT batch")
     report_to: list[str] | str = _f(
         "none",
         doc="trackers for every trainer of the run: none, or a list of tensorboard, trackio, "
@@ -129,33 +146,26 @@ class TrainingConfig:
     run_name: str | None = _f(
         None, doc="name that groups the run's tracker runs; None = the run folder's name"
     )
-
-
-@dataclass
-class ScirConfig:
-    """SCIR's weights and thresholds (method ``scir``; see docs/scir.md for each choice)."""
-
-    dpo_weight: float = _f(1.0, lo=0.0)
-    consistency_weight: float = _f(1.0, lo=0.0)
-    confidence_weight: float = _f(0.1, lo=0.0)
-    consistency_loss: str = _f("sym_kl", choices=("sym_kl", "mse"))
-    selection: str = _f("agree", choices=("agree", "chosen", "all"))
-    confidence_threshold: float = _f(0.5, lo=0.5, hi=0.999)
-    side_margin: float = _f(1e-4, lo=0.0, hi=0.49, doc="a probability this close to 0.5 is a tie")
+    trainer_args: dict[str, Any] = _f(
+        {},
+        doc="any other field of the trainers' own Config classes (CREAMConfig, SCIRConfig, "
+        "DPOConfig, a plugin's): write it in this section (training.consistency_weight=2 or "
+        "training.weight_decay=0.01); checked against each trainer the run uses, before work",
+    )
 
 
 @dataclass
 class EvaluationConfig:
     """Which benchmarks score every iteration, and how many items."""
 
-    evaluator: str = _f("lm-eval")
-    tasks: list[str] = _f(["cream_benchmarks"])
-    limit: int | None = _f(None, lo=1)
+    evaluator: str = _f("lm-eval", doc="registered evaluator: lm-eval (in memory) or vllm")
+    tasks: list[str] = _f(["cream_benchmarks"], doc="lm-eval tasks or groups (cream tasks-path)")
+    limit: int | None = _f(None, lo=1, doc="items per task (None: all); the report states stderr")
     generation_limit: int | None = _f(
         None, lo=1, doc="items per generative task (gsm8k: ~9 s an item on a CPU); None = limit"
     )
-    batch_size: int = _f(16, lo=1)
-    num_fewshot: int | None = _f(None, lo=0)
+    batch_size: int = _f(16, lo=1, doc="lm-eval batch size")
+    num_fewshot: int | None = _f(None, lo=0, doc="few-shot examples (None: each task's own)")
     max_gen_toks: int | None = _f(
         None, lo=1, doc="cap on generated tokens in generative tasks (None: the task's own)"
     )
@@ -173,10 +183,12 @@ config hash, so turning a tracker on for a resumed run redoes no stage."""
 class RunConfig:
     """One run of the iterative loop: methods, iterations, seed and every stage's settings."""
 
-    methods: list[str] = _f(["cream"])
-    iterations: int = _f(2, lo=1, hi=100)
-    seed: int = _f(42, lo=0)
-    output_dir: str = _f("runs/cream")
+    methods: list[str] = _f(
+        ["cream"], doc="registered methods to run from one shared M1 (cream plugins lists them)"
+    )
+    iterations: int = _f(2, lo=1, hi=100, doc="self-rewarding iterations per method")
+    seed: int = _f(42, lo=0, doc="seeds the prompt pool, sampling, SFT and training")
+    output_dir: str = _f("runs/cream", doc="the run folder (cream --output); must not be empty")
     keep_checkpoints: list[int] = _f([], doc="iterations whose checkpoints are kept after use")
     seeds: list[int] = _f(
         [],
@@ -190,7 +202,6 @@ class RunConfig:
     rewarder: RewarderConfig = field(default_factory=RewarderConfig)
     consistency: ConsistencyConfig = field(default_factory=ConsistencyConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
-    scir: ScirConfig = field(default_factory=ScirConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -316,6 +327,13 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(str(k) for k in set(data) - set(fields))
+    if unknown and cls is TrainingConfig:
+        # Trainer Config fields: checked against the registered trainers in preflight.
+        extra = dict(data.get("trainer_args") or {})
+        extra.update({k: data[k] for k in unknown})
+        data = {k: v for k, v in data.items() if k not in unknown}
+        data["trainer_args"] = extra
+        unknown = []
     if unknown:
         key = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
         raise ConfigError(f"unknown key {key!r}; known keys here: {', '.join(fields)}")
@@ -412,3 +430,27 @@ def _deep_merge(into: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
         else:
             into[key] = copy.deepcopy(value) if isinstance(value, (dict, list)) else value
     return into
+
+
+def explain(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str, Any, str]]:
+    """(dotted key, type, default, doc) for every setting, in declaration order."""
+    rows: list[tuple[str, str, Any, str]] = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(tp):
+            rows += explain(tp, f"{key}.")  # type: ignore[arg-type]
+            continue
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        meta = f.metadata
+        bounds = []
+        if meta.get("choices"):
+            bounds.append("one of " + ", ".join(map(str, meta["choices"])))
+        if meta.get("lo") is not None:
+            bounds.append(f"{'>' if meta.get('lo_open') else '>='} {meta['lo']}")
+        if meta.get("hi") is not None:
+            bounds.append(f"<= {meta['hi']}")
+        doc = meta.get("doc", "") + (f" [{'; '.join(bounds)}]" if bounds else "")
+        rows.append((key, _type_name(tp), default, doc))
+    return rows

@@ -4,6 +4,8 @@ with a message naming what is missing."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from cream_plugin.config import RunConfig
 from cream_plugin.errors import ConfigError, DataError
 from cream_plugin.methods import Method, resolve_methods
@@ -54,6 +56,48 @@ def check_components(config: RunConfig, methods: dict[str, Method]) -> None:
             raise ConfigError(str(exc)) from None
 
 
+def check_trainer_args(config: RunConfig, methods: dict[str, Method]) -> None:
+    """Every ``training.<field>`` beyond the run's own keys is a field of the Config class of a
+    trainer the run uses, and each such Config accepts the resulting values (its own bounds)."""
+    import dataclasses
+    import math
+    import tempfile
+
+    from cream_plugin.registry import get_trainer
+    from cream_plugin.stages.train import trainer_arguments, trainer_values
+
+    extra = dict(config.training.trainer_args)
+    for key, value in extra.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"training.{key}: expected a finite number, got {value}")
+    used = {m.trainer_name(config) for m in methods.values() if m.reward is not None}
+    if not used:
+        return
+    classes = {name: get_trainer(name)[1] for name in sorted(used)}
+    fields = {name: {f.name for f in dataclasses.fields(cls)} for name, cls in classes.items()}
+    for key in extra:
+        if not any(key in names for names in fields.values()):
+            shown = ", ".join(f"{n} ({c.__name__})" for n, c in classes.items())
+            raise ConfigError(
+                f"training.{key}: not a run setting and not a field of the Config of any "
+                f"trainer this run uses: {shown}"
+            )
+    scratch = str(Path(tempfile.gettempdir()) / "cream-preflight")
+    runs = {(m.trainer_name(config), config.consistency.mode if m.regularised else "none")
+            for m in methods.values() if m.reward is not None}
+    for name, mode in sorted(runs):
+        cls = classes[name]
+        values = trainer_values(config, output_dir=scratch, per_device_batch=1, mode=mode,
+                                stage="preflight", run_dir=Path(scratch), use_cpu=True,
+                                progress=False)
+        try:
+            trainer_arguments(cls, values)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(
+                f"training: the {name!r} trainer's {cls.__name__} refuses these settings: {exc}"
+            ) from None
+
+
 def check_data(config: RunConfig) -> None:
     """Every data file the run will read exists (local folder), before SFT spends minutes."""
     from cream_plugin.data import local_path, resolve_data_dir
@@ -99,6 +143,7 @@ def preflight(config: RunConfig) -> dict[str, Method]:
     methods = resolve_methods(list(config.methods))
     check_components(config, methods)
     normalize_report_to(config.training.report_to)
+    check_trainer_args(config, methods)
     check_data(config)
     check_device(config)
     return methods

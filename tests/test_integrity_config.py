@@ -37,8 +37,23 @@ FLOAT_KEYS = float_keys()
 
 def test_the_float_keys_include_those_of_the_issue() -> None:
     for key in ("training.beta", "sampling.temperature", "sampling.top_p",
-                "training.warmup_ratio", "scir.confidence_threshold", "scir.dpo_weight"):
+                "training.warmup_ratio"):
         assert key in FLOAT_KEYS
+
+
+@pytest.mark.parametrize("key", ["confidence_threshold", "dpo_weight", "side_margin"])
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf"])
+def test_non_finite_trainer_settings_are_refused_before_work(key: str, value: str,
+                                                             tmp_path) -> None:
+    """SCIR's thresholds are SCIRConfig fields written in the training section; they are
+    checked by preflight (before the run folder exists) like the run's own floats."""
+    from cream_plugin.pipeline import Pipeline
+
+    config = load_config(overrides=[f"training.{key}={value}", "methods=[scir]",
+                                    f"output_dir={tmp_path / 'run'}"])
+    with pytest.raises(ConfigError, match=f"training.{key}"):
+        Pipeline(config)
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("key", FLOAT_KEYS)

@@ -20,6 +20,5 @@ def register_methods(register: Any) -> None:
                     description="CREAM without regularisation: implicit reward, plain DPO"))
     register(Method("cream", "main", regularised=True,
                     description="CREAM: implicit reward, each pair weighted by consistency C"))
-    register(Method("scir", "main", trainer="scir", trainer_settings=("scir",),
-                    internal_consistency=True,
+    register(Method("scir", "main", trainer="scir", internal_consistency=True,
                     description="SCIR: implicit and generative internal rewards made to agree"))

@@ -7,9 +7,11 @@ import dataclasses
 import json
 import logging
 import shutil
+from pathlib import Path
 from typing import Any
 
 from cream_plugin.artifacts import Stage, atomic_write_text
+from cream_plugin.config import RunConfig
 from cream_plugin.stages.base import Output, Parallel, StageSpec
 from cream_plugin.stages.context import RunContext
 from cream_plugin.stages.sft import save_checkpoint, whole_batches
@@ -28,6 +30,35 @@ def pairs_dataset(pairs: list[dict[str, Any]]) -> Any:
     if pairs and all(c in pairs[0] for c in REF_COLUMNS):
         columns += REF_COLUMNS
     return Dataset.from_list([{c: p[c] for c in columns} for p in pairs])
+
+
+def trainer_values(config: RunConfig, *, output_dir: str, per_device_batch: int, mode: str,
+                   stage: str, run_dir: Path, use_cpu: bool, progress: bool) -> dict[str, Any]:
+    """Every value the pipeline gives a trainer's Config: the run's training settings under
+    TRL's names, the trainer's own extra fields (``training.<field>``) and the fixed ones."""
+    from cream_plugin.tracking import tracking_kwargs
+
+    tr = config.training
+    return dict(
+        output_dir=output_dir,
+        beta=tr.beta,
+        learning_rate=tr.learning_rate,
+        num_train_epochs=tr.num_epochs,
+        warmup_ratio=tr.warmup_ratio,
+        per_device_train_batch_size=per_device_batch,
+        gradient_accumulation_steps=tr.gradient_accumulation_steps,
+        max_length=tr.max_length,
+        seed=config.seed,
+        data_seed=config.seed,
+        save_strategy="no",
+        logging_steps=1,
+        disable_tqdm=not progress,
+        use_cpu=use_cpu,
+        bf16=False,
+        consistency_mode=mode,
+        **tracking_kwargs(tr.report_to, tr.run_name, stage=stage, run_dir=run_dir),
+        **tr.trainer_args,
+    )
 
 
 def trainer_arguments(config_cls: type, values: dict[str, Any]) -> Any:
@@ -58,7 +89,7 @@ class TrainStage(StageSpec):
 
     def compute(self, ctx: RunContext) -> Output:
         from cream_plugin.registry import get_trainer
-        from cream_plugin.tracking import track, tracking_kwargs
+        from cream_plugin.tracking import track
         from cream_plugin.trainer_utils import NonFiniteGuard
 
         cfg = ctx.config
@@ -71,26 +102,15 @@ class TrainStage(StageSpec):
             log.warning("%s: no preference pairs; %s = %s", self.name, self.name, self.base_key)
         else:
             trainer_cls, config_cls = get_trainer(self.trainer)
-            values: dict[str, Any] = dict(
+            values = trainer_values(
+                cfg,
                 output_dir=str(scratch),
-                beta=tr.beta,
-                learning_rate=tr.learning_rate,
-                num_train_epochs=tr.num_epochs,
-                warmup_ratio=tr.warmup_ratio,
-                per_device_train_batch_size=ctx.per_device(tr.batch_size, "training.batch_size"),
-                gradient_accumulation_steps=tr.gradient_accumulation_steps,
-                max_length=tr.max_length,
-                seed=cfg.seed,
-                data_seed=cfg.seed,
-                **tracking_kwargs(tr.report_to, tr.run_name, stage=self.name,
-                                  run_dir=ctx.run_dir),
-                save_strategy="no",
-                logging_steps=1,
-                disable_tqdm=not ctx.dist.is_main,
+                per_device_batch=ctx.per_device(tr.batch_size, "training.batch_size"),
+                mode=self.mode,
+                stage=self.name,
+                run_dir=ctx.run_dir,
                 use_cpu=str(model.device) == "cpu",
-                bf16=False,
-                consistency_mode=self.mode,
-                **dataclasses.asdict(cfg.scir),
+                progress=ctx.dist.is_main,
             )
             dataset = pairs_dataset(pairs)
             ref_model = None
