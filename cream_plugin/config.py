@@ -365,6 +365,19 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
+def parse_key_values(items: list[str], flag: str = "--set") -> dict[str, Any]:
+    """``["beta=0.1", "name=x"]`` -> ``{"beta": 0.1, "name": "x"}`` (flat keys, YAML values),
+    by the same rules as a run's ``--set``; the error names the flag."""
+    out: dict[str, Any] = {}
+    for text in items:
+        try:
+            path, value = parse_override(text)
+        except ConfigError as exc:
+            raise ConfigError(f"{flag}: {exc}") from None
+        out[".".join(path)] = value
+    return out
+
+
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 

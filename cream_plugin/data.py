@@ -161,23 +161,6 @@ def ensure_writable_folder(path: str | os.PathLike[str], what: str = "output fol
     return folder
 
 
-def write_jsonl_atomic(path: str | os.PathLike[str], rows: list[dict[str, Any]]) -> Path:
-    """Write rows as JSON lines via a temporary file and a rename; OSError -> DataError."""
-    target = ensure_writable(path)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        with tmp.open("w", encoding="utf-8") as handle:
-            for row in rows:
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, target)
-    except OSError as exc:
-        raise DataError(f"output {target}: cannot be written ({exc.strerror or exc})") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return target
-
-
 def local_path(name: str, split: str, data_dir: Path) -> Path:
     return data_dir / name / f"{split}.jsonl"
 

@@ -193,7 +193,7 @@ def _parameters(factory: Callable[..., Any]) -> list[inspect.Parameter]:
 
 def get_rewarder(name: str, **config: Any) -> Any:
     """Build the rewarder registered as ``name`` with its keyword configuration."""
-    return get_component("rewarder", name).obj(**config)
+    return build("rewarder", name, options=config)
 
 
 def get_consistency_metric(name: str) -> Callable[..., Any]:
@@ -210,12 +210,12 @@ def get_trainer(name: str) -> tuple[type, type]:
 
 def get_evaluator(name: str, **config: Any) -> Any:
     """Build the evaluator registered as ``name``."""
-    return get_component("evaluator", name).obj(**config)
+    return build("evaluator", name, options=config)
 
 
 def get_sampler(name: str, **config: Any) -> Any:
     """Build the sampler (generation backend) registered as ``name``."""
-    return get_component("sampler", name).obj(**config)
+    return build("sampler", name, options=config)
 
 
 def task_paths() -> list[str]:

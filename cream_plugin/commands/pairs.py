@@ -73,9 +73,10 @@ def _table(rows: list[dict[str, Any]], column: str, path: str, *, allow_nan: boo
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from cream_plugin.commands.reward import check_samples, read_rows, write_rows
+    from cream_plugin.commands.reward import check_samples
     from cream_plugin.config import load_config
     from cream_plugin.consistency import consistency_rate
+    from cream_plugin.io import read_rows, write_rows
     from cream_plugin.logprobs import SequenceLogProbs
     from cream_plugin.pairs import build_pairs
     from cream_plugin.registry import UnknownComponentError

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from cream_plugin.errors import ConfigError, DataError
+from cream_plugin.io import read_rows, write_rows
 
 HELP = "Score a samples file (N responses per prompt) with a rewarder; write a rewards file."
 
@@ -27,73 +26,6 @@ TABLE_COLUMNS = ("logps", "num_tokens", "ref_logps")
 
 
 # ------------------------------------------------------------------ files
-
-
-def read_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Rows of a jsonl or parquet file; errors name the file (and line for jsonl)."""
-    from cream_plugin.data import read_jsonl
-
-    path = Path(path)
-    if path.suffix == ".parquet":
-        if not path.is_file():
-            raise DataError(f"{path}: file not found")
-        import pyarrow.parquet as pq
-
-        try:
-            return list(pq.read_table(path).to_pylist())
-        except Exception as exc:
-            raise DataError(f"{path}: not a readable parquet file ({exc})") from None
-    return read_jsonl(path)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "item"):  # numpy scalars
-        return _jsonable(value.item())
-    return value
-
-
-def write_rows(path: str | os.PathLike[str], rows: list[dict[str, Any]]) -> Path:
-    """Write rows as jsonl or parquet (by suffix), atomically; NaN becomes null.
-
-    A location that cannot be written is a :class:`DataError` naming the path.
-    """
-    from cream_plugin.data import ensure_writable
-
-    path = ensure_writable(path)
-    clean = [_jsonable(row) for row in rows]
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-    except OSError as exc:
-        raise DataError(f"output {path}: cannot be written ({exc.strerror or exc})") from None
-    try:
-        if path.suffix == ".parquet":
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            try:
-                table = pa.Table.from_pylist(clean)
-            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-                raise DataError(
-                    f"{path}: rows cannot be stored as parquet ({exc}); use .jsonl") from None
-            pq.write_table(table, tmp)
-        else:
-            with open(tmp, "w", encoding="utf-8") as handle:
-                for row in clean:
-                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise DataError(f"output {path}: cannot be written ({exc.strerror or exc})") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 def _check_prompt(prompt: Any) -> str | None:
@@ -159,22 +91,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
-def _options(pairs: list[str]) -> dict[str, Any]:
-    import yaml
-
-    out: dict[str, Any] = {}
-    for text in pairs:
-        if "=" not in text:
-            raise ConfigError(f"--option {text!r}: expected KEY=VALUE")
-        key, raw = text.split("=", 1)
-        out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from cream_plugin.config import load_config
+    from cream_plugin.config import load_config, parse_key_values
     from cream_plugin.registry import UnknownComponentError
     from cream_plugin.rewarders import build_rewarder, score_rewarder
 
@@ -183,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     configured = cfg.rewarder.options.get(name) or {}  # options are keyed by rewarder name
     if not isinstance(configured, dict):
         raise ConfigError(f"rewarder.options.{name}: expected a mapping of factory options")
-    options = {**configured, **_options(args.option)}
+    options = {**configured, **parse_key_values(args.option, "--option")}
     model_name = args.model or cfg.model.name
     progress = not args.no_progress
 

@@ -50,8 +50,9 @@ def run(args: argparse.Namespace) -> int:
     import math
 
     from cream_plugin.config import check_device
-    from cream_plugin.data import ensure_writable, read_jsonl, write_jsonl_atomic
+    from cream_plugin.data import ensure_writable, read_jsonl
     from cream_plugin.errors import ConfigError
+    from cream_plugin.io import write_rows
     from cream_plugin.registry import get_sampler
 
     if args.n < 1:
@@ -81,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
             args.backend, model=model, tokenizer=tokenizer, batch_size=args.batch_size, **options
         )
     responses = sampler.generate([r["prompt"] for r in rows], args.n, seed=args.seed)
-    write_jsonl_atomic(
+    write_rows(
         args.out,
         [
             {"prompt_id": r["prompt_id"], "prompt": r["prompt"], "responses": resp}

@@ -36,19 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``["beta=0.1", ...]`` -> ``{"beta": 0.1}``; values are read as YAML scalars."""
-    import yaml
+    """``["beta=0.1", ...]`` -> ``{"beta": 0.1}``: the run config's own override rules."""
+    from cream_plugin.config import parse_key_values
 
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
-        try:
-            out[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            raise ConfigError(f"--set {item!r}: the value is not valid YAML") from None
-    return out
+    return parse_key_values(items, "--set")
 
 
 def _is_float_field(f: dataclasses.Field[Any]) -> bool:
