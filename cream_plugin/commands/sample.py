@@ -81,7 +81,9 @@ def run(args: argparse.Namespace) -> int:
         sampler = get_sampler(
             args.backend, model=model, tokenizer=tokenizer, batch_size=args.batch_size, **options
         )
-    responses = sampler.generate([r["prompt"] for r in rows], args.n, seed=args.seed)
+    from cream_plugin.stages.sample import sample_responses
+
+    responses = sample_responses(sampler, [r["prompt"] for r in rows], args.n, args.seed)
     write_rows(
         args.out,
         [
