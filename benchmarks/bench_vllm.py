@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -83,22 +82,27 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=60, help="HFSampler rows per batch")
     parser.add_argument("--no-compiled", action="store_true", help="skip the compiled engine")
+    parser.add_argument("--hf-only", action="store_true",
+                        help="only the HF side (e.g. in the main venv, newer transformers)")
     args = parser.parse_args()
 
     import torch
+    import transformers
 
     from cream_plugin.models import resolve_model_path
     path = resolve_model_path("smollm2-135m-instruct")[0]
     prompts = seed_prompts(args.prompts)
     total = time.perf_counter()
     runs = [bench_hf(path, prompts, args)]
-    runs.append(bench_vllm(path, prompts, args, eager=True))
-    if not args.no_compiled:
+    if not args.hf_only:
+        runs.append(bench_vllm(path, prompts, args, eager=True))
+    if not (args.no_compiled or args.hf_only):
         runs.append(bench_vllm(path, prompts, args, eager=False))
 
     print(f"\nbench_vllm: SmolLM2-135M-Instruct fp32, {len(prompts)} prompts x N={args.responses},"
           f" T={args.temperature}, top_p={args.top_p}, max_new_tokens={args.max_new_tokens};"
-          f" torch {torch.__version__}, {os.cpu_count()} CPUs, {platform.processor() or ''}")
+          f" torch {torch.__version__}, transformers {transformers.__version__},"
+          f" {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     print("\n| backend | start s | sampling s | new tokens | new tokens/s | wall s (start + "
           "sampling) | empty |")
     print("|---|---|---|---|---|---|---|")

@@ -112,13 +112,15 @@ class VLLMEngine:
 
     ``with VLLMEngine(path) as engine:`` shuts it down on exit; ``close()`` does the same and
     is idempotent. Options go to ``vllm.LLM`` over :func:`engine_options`' platform defaults.
+    ``dtype`` defaults to float32 like ``load_model`` (vLLM's ``"auto"`` downcasts an fp32
+    checkpoint to 16 bits, so scores and samples would differ from the HF path's).
     """
 
     def __init__(
         self,
         model: str | Path,
         *,
-        dtype: str = "auto",
+        dtype: str = "float32",
         seed: int = 0,
         max_model_len: int | None = None,
         **options: Any,

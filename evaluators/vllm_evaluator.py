@@ -61,7 +61,7 @@ class VLLMEvaluator(LMEvalEvaluator):
     def __init__(
         self,
         *args: Any,
-        dtype: str = "auto",
+        dtype: str = "float32",
         max_model_len: int | None = None,
         gpu_memory_utilization: float | None = None,
         engine_options: dict[str, Any] | None = None,
