@@ -84,6 +84,7 @@ def main() -> None:
     parser.add_argument("--no-compiled", action="store_true", help="skip the compiled engine")
     parser.add_argument("--hf-only", action="store_true",
                         help="only the HF side (e.g. in the main venv, newer transformers)")
+    parser.add_argument("--skip-hf", action="store_true", help="only the vLLM side")
     args = parser.parse_args()
 
     import torch
@@ -93,7 +94,7 @@ def main() -> None:
     path = resolve_model_path("smollm2-135m-instruct")[0]
     prompts = seed_prompts(args.prompts)
     total = time.perf_counter()
-    runs = [bench_hf(path, prompts, args)]
+    runs = [] if args.skip_hf else [bench_hf(path, prompts, args)]
     if not args.hf_only:
         runs.append(bench_vllm(path, prompts, args, eager=True))
     if not (args.no_compiled or args.hf_only):

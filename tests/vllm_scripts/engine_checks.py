@@ -41,7 +41,14 @@ def process_tree() -> dict[str, Any]:
     return {"rss_mb": me.memory_info().rss / 2**20, "children": kids}
 
 
-def sampler_checks(engine: Any, model: Any, tokenizer: Any) -> dict[str, Any]:
+def seed_prompts(data_dir: str, count: int) -> list[Any]:
+    from cream_plugin.data import load_rows
+
+    rows = load_rows("seed_sft", "train", data_dir)
+    return [[m for m in row["messages"] if m["role"] != "assistant"] for row in rows[:count]]
+
+
+def sampler_checks(engine: Any, model: Any, tokenizer: Any, data_dir: str) -> dict[str, Any]:
     from cream_plugin.sampling import HFSampler
     from cream_plugin.sampling_vllm import VLLMSampler
 
@@ -58,7 +65,11 @@ def sampler_checks(engine: Any, model: Any, tokenizer: Any) -> dict[str, Any]:
     greedy_vllm = VLLMSampler(engine, temperature=0, max_new_tokens=24).generate(PROMPTS, 1, seed=0)
     greedy_hf = HFSampler(model, tokenizer, temperature=0, max_new_tokens=24,
                           progress=False).generate(PROMPTS, 1, seed=0)
+    # 24 seed prompts x N=5: more prompt tokens than one engine step takes (the case that
+    # failed with "CPU Generator does not use offset" while prefills were chunked).
+    many = VLLMSampler(engine, max_new_tokens=4).generate(seed_prompts(data_dir, 24), 5, seed=0)
     return {
+        "many_counts": [len(r) for r in many],
         "first": first, "reversed_order": reversed_order, "again": again,
         "other_seed": other_seed, "stats": stats,
         "owns_engine": sampler.owns_engine, "start_seconds": sampler.start_seconds,
@@ -145,7 +156,7 @@ def main() -> None:
     model = load_model(engine.model_path, dtype="float32", device="cpu")
     tokenizer = load_tokenizer(engine.model_path)
     if args.sampler:
-        result["sampler"] = sampler_checks(engine, model, tokenizer)
+        result["sampler"] = sampler_checks(engine, model, tokenizer, args.data_dir)
     if args.mc_tasks:
         result["mc"] = mc_checks(engine, model, tokenizer, args.data_dir, args.mc_tasks,
                                  args.mc_limit)
