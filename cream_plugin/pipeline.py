@@ -264,6 +264,7 @@ def write_tables(run_dir: Path) -> None:
                 "stage": m["step"],
                 "name": name,
                 "seconds": m["seconds"],
+                "engine_start_seconds": m.get("engine_start_seconds"),
             }
         )
         if m["step"] == "consistency":

@@ -294,6 +294,9 @@ def write_report(
         parts += ["![ranking consistency per iteration](plots/consistency.png)", ""]
     if timings:
         parts += ["## Timings (seconds per stage)", "", timings_table(timings), ""]
+        starts = sum(_num(r.get("engine_start_seconds")) or 0.0 for r in timings)
+        if starts:
+            parts += [f"Of these, {starts:.1f} s were spent starting vLLM engines.", ""]
     from cream_plugin.artifacts import TempJournal, atomic_write_text
 
     inside = out_path.resolve().parent == run_dir.resolve()

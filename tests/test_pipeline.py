@@ -279,6 +279,8 @@ def test_changed_setting_reruns_that_stage_and_later_only(reference, run_env, tm
         "shared/iter1/logps-M0",
         "cream/iter1/consistency",
         "cream/iter1/pairs",
+        "shared/iter1/correctness",
+        "cream/iter1/evidence",
     }
     assert kept | {"cream/M2"} <= old.keys()
     for name in kept:

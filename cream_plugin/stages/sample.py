@@ -48,6 +48,16 @@ class SampleStage(StageSpec):
             "prompts": f"{self.prompts.digest}:{self.iteration}",
         }
 
+    @staticmethod
+    def _main_only(ctx: RunContext) -> bool:
+        from cream_plugin.registry import get_component
+
+        component = get_component("sampler", ctx.config.sampling.backend)
+        return bool(component.extra.get("main_process_only")) and ctx.dist.active
+
+    def _samples_here(self, ctx: RunContext) -> bool:
+        return ctx.dist.is_main or not self._main_only(ctx)
+
     def compute(self, ctx: RunContext) -> Output:
         s = ctx.config.sampling
         key = self.model_key
@@ -63,24 +73,29 @@ class SampleStage(StageSpec):
                 "max_new_tokens": lambda: s.max_new_tokens,
                 "batch_size": lambda: s.batch_size,
                 "seed": lambda: ctx.config.seed,
+                "dtype": lambda: ctx.config.model.dtype,
             },
-        )
+        ) if self._samples_here(ctx) else None
+        responses: list[list[str]] = []
         try:
-            responses = sample_responses(
-                sampler,
-                [r["prompt"] for r in self.rows],
-                s.num_responses,
-                sampling_seed(ctx.config.seed, self.iteration),
-                ctx.dist,
-            )
+            if sampler is not None:
+                responses = sample_responses(
+                    sampler,
+                    [r["prompt"] for r in self.rows],
+                    s.num_responses,
+                    sampling_seed(ctx.config.seed, self.iteration),
+                    None if self._main_only(ctx) else ctx.dist,
+                )
         finally:
             close = getattr(sampler, "close", None)
             if callable(close):
                 close()
+        if self._main_only(ctx):  # an engine that spawns its own workers runs on one process
+            responses = ctx.dist.broadcast(responses)
         empty = sum(1 for rs in responses for x in rs if not x.strip())
         manifest: dict[str, Any] = {"empty_responses": empty}
-        start = getattr(sampler, "engine_start_seconds", None)
+        start = getattr(sampler, "start_seconds", None)
         if start is not None:
-            manifest["engine_start_seconds"] = start
+            manifest["engine_start_seconds"] = round(float(start), 3)
         rows = [{**row, "responses": resp} for row, resp in zip(self.rows, responses, strict=True)]
         return Output(rows=rows, manifest=manifest)
