@@ -113,3 +113,13 @@ def save_tiny_model(folder: str | Path, seed: int = 0) -> Path:
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def add_test_plugin(module: Any, name: str) -> None:
+    """Register ``module`` as a plugin of the current plugin manager (tests; no entry point)
+    and forget the cached components, so the next lookup sees it."""
+    from cream_plugin.plugins import get_plugin_manager
+    from cream_plugin.registry import clear_cache
+
+    get_plugin_manager().add_plugin(module, name, "test")
+    clear_cache()

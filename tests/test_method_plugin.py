@@ -42,11 +42,10 @@ def _plugin() -> types.ModuleType:
 
 @pytest.fixture
 def random_pairs_plugin(fresh_plugins):
-    from cream_plugin.plugins import get_plugin_manager
     from cream_plugin.registry import clear_cache
+    from cream_plugin.testing import add_test_plugin
 
-    get_plugin_manager().add_plugin(_plugin(), "random-pairs", "test")
-    clear_cache()
+    add_test_plugin(_plugin(), "random-pairs")
     yield
     clear_cache()
 

@@ -46,11 +46,9 @@ def _plugin() -> types.ModuleType:
 
 @pytest.fixture
 def test_plugin(fresh_plugins):
-    from cream_plugin.plugins import get_plugin_manager
-    from cream_plugin.registry import clear_cache
+    from cream_plugin.testing import add_test_plugin
 
-    get_plugin_manager().add_plugin(_plugin(), "test-plugin", "test")
-    clear_cache()
+    add_test_plugin(_plugin(), "test-plugin")
 
 
 def _write_samples(path, references=None):
