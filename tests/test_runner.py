@@ -177,3 +177,33 @@ def test_every_stage_is_in_the_architecture_doc() -> None:
     assert found
     missing = [name for name in set(found) if f"`{name}`" not in doc]
     assert not missing, f"stages missing from docs/architecture.md: {missing}"
+
+
+def test_every_rank_takes_the_main_processs_branch(tmp_path) -> None:
+    """A non-main rank that checks a main-only stage a moment after the main process wrote it
+    must still wait at the stage's barrier (it once skipped it and the next collective paired
+    with the wrong one: a deadlock in the 2-process test)."""
+    from dataclasses import dataclass, field
+
+    from cream_plugin.distributed import DistContext
+
+    @dataclass(frozen=True)
+    class SecondRank(DistContext):
+        main_says: list[bool] = field(default_factory=list)
+        barriers: list[int] = field(default_factory=list)
+
+        def broadcast(self, obj):  # the main process's answer, whatever this rank saw
+            return self.main_says.pop(0)
+
+        def barrier(self) -> None:
+            self.barriers.append(1)
+
+    class MainOnly(Numbers):
+        parallel = Parallel.MAIN
+
+    Runner(FakeContext(tmp_path)).run(MainOnly())  # on disk, complete, as the main wrote it
+    rank = SecondRank(rank=1, world_size=2, main_says=[False, False])
+    ctx = RunContext(RunConfig(), tmp_path, rank)
+    spec = MainOnly()
+    Runner(ctx).run(spec)
+    assert rank.barriers == [1] and spec.calls == 0  # waited, and left the work to the main

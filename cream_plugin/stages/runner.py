@@ -57,11 +57,17 @@ class Runner:
         return Stage(self.ctx.run_dir, spec.name, config_identity(spec, self.ctx),
                      spec.inputs(self.ctx))
 
+    def _complete(self, store: Stage) -> bool:
+        """Whether the stage is complete, as the main process sees it, on every process: a rank
+        that looked a moment later could see a manifest the main process has just written and
+        skip a barrier the others wait at."""
+        return bool(self.ctx.dist.broadcast(store.is_complete()))
+
     def run(self, spec: StageSpec) -> Stage:
         """The complete artifact of ``spec``: reused when complete and intact, else computed."""
         self.specs[spec.name] = spec
         store = self.store(spec)
-        if store.is_complete():
+        if self._complete(store):
             if spec.kind == "rows":
                 store.verify()  # a reused artifact must be the one that was written
             self.reused.append(spec.name)
@@ -69,7 +75,7 @@ class Runner:
         for key in spec.models():
             self.ctx.model_path(key)  # on disk and verified (trained again if pruned)
         store = self.store(spec)  # inputs may name a checkpoint that was just trained again
-        if store.is_complete():
+        if self._complete(store):
             self.reused.append(spec.name)
             return store
         self._compute_and_write(spec, store)
@@ -79,7 +85,7 @@ class Runner:
     def ensure_checkpoint(self, key: str) -> None:
         """Make checkpoint ``key`` available on disk, verified (train it again if pruned)."""
         stage = Stage(self.ctx.run_dir, key, "")
-        manifest = stage.manifest() or {}
+        manifest = stage.manifest() or {}  # read after a barrier on every rank: no race
         if manifest.get("complete") is True and not manifest.get("pruned"):
             if self.ctx.dist.is_main:
                 stage.verify()
