@@ -13,21 +13,12 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-
-def seed_prompts(p: int) -> list[Any]:
-    """The first ``p`` user turns of the local seed SFT data (as bench_sampling.py)."""
-    from cream_plugin.data import load_rows
-
-    data_dir = os.environ.get("CREAM_DATA_DIR") or str(
-        Path(__file__).resolve().parents[2] / "shared" / "data")
-    rows = load_rows("seed_sft", "train", data_dir)
-    return [[m for m in row["messages"] if m["role"] != "assistant"] for row in rows[:p]]
+from bench_sampling import seed_prompts
 
 
 def bench_hf(path: str, prompts: list[Any], args: Any) -> dict[str, Any]:
