@@ -22,6 +22,8 @@ class Method:
     pair by the ranking consistency C of M_t and M_{t-1}. ``trainer`` overrides the config's
     ``training.trainer``; ``trainer_settings`` are config sections that feed that trainer.
     ``internal_consistency`` adds SCIR's agreement stage (needs an implicit reward).
+    ``regularise_from`` is the first iteration whose pairs C weighs; earlier iterations of a
+    regularised method train plain DPO (C is still measured and reported).
     """
 
     name: str
@@ -31,6 +33,11 @@ class Method:
     trainer_settings: tuple[str, ...] = ()
     internal_consistency: bool = False
     description: str = ""
+    regularise_from: int = 1
+
+    def regularised_at(self, iteration: int) -> bool:
+        """Whether iteration ``iteration``'s pairs are weighted by C."""
+        return self.regularised and iteration >= self.regularise_from
 
     def rewarder_name(self, config: RunConfig) -> str | None:
         """The registered rewarder that ranks this method's responses."""

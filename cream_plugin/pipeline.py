@@ -120,7 +120,8 @@ class Pipeline:
         c_stage = None
         if previous is not None:
             c_stage = run(ConsistencyStage(method, t, rewards, previous, ids, inputs))
-        pairs = run(PairsStage(method, t, samples, rewards, inputs, c_stage, spec.regularised,
+        weighted = spec.regularised_at(t)
+        pairs = run(PairsStage(method, t, samples, rewards, inputs, c_stage, weighted,
                                ref_logps))
         if spec.internal_consistency and implicit:
             run(InternalConsistencyStage(method, t, key, pairs))
@@ -132,7 +133,7 @@ class Pipeline:
         run(EvidenceStage(method, t, samples, correctness, tables, inputs, pair_reward, c_stage,
                           lengths))
         new_key = checkpoint_key(method, t + 1)
-        mode = cfg.consistency.mode if spec.regularised else "none"
+        mode = cfg.consistency.mode if weighted else "none"
         run(TrainStage(method, t, key, new_key, pairs, spec.trainer_name(cfg), mode,
                        spec.trainer_settings))
         return new_key

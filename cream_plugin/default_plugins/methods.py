@@ -22,3 +22,7 @@ def register_methods(register: Any) -> None:
                     description="CREAM: implicit reward, each pair weighted by consistency C"))
     register(Method("scir", "main", trainer="scir", internal_consistency=True,
                     description="SCIR: implicit and generative internal rewards made to agree"))
+    register(Method("cream-c1-first", "main", regularised=True, regularise_from=2,
+                    description="CREAM variant (not the paper's): iteration 1 is plain DPO, "
+                    "because M0's reward is its likelihood, not a trained implicit reward; "
+                    "C weighs the pairs from iteration 2"))
