@@ -86,3 +86,29 @@ def test_cream_run_runs_a_plugin_method_end_to_end(random_pairs_plugin, tmp_path
     assert (out / "random-pairs/M2/model.safetensors").is_file()
     results = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
     assert {(r["method"], r["iteration"]) for r in results} >= {("random-pairs", 2)}
+
+
+@pytest.mark.slow
+def test_cream_c1_first_trains_plain_dpo_first_and_weighs_by_c_after(tmp_path, data_dir,
+                                                                      monkeypatch) -> None:
+    """The documented variant: iteration 1's pairs carry C = 1 (plain DPO) although C is
+    measured; iteration 2's pairs carry the consistency stage's C."""
+    from cream_plugin.cli import main
+
+    monkeypatch.setenv("CREAM_DATA_DIR", str(data_dir))
+    out = tmp_path / "run"
+    code = main(["run", "--preset", "smoke", "--method", "cream-c1-first", "--output", str(out),
+                 "--set", "evaluation.limit=1", "--set", "evaluation.tasks=[cream_arc_easy]"])
+    assert code == 0
+
+    def read(path: str) -> list[dict]:
+        return [json.loads(x) for x in (out / path).read_text().splitlines()]
+
+    first, second = read("cream-c1-first/iter1/pairs.jsonl"), read("cream-c1-first/iter2/pairs.jsonl")
+    measured_first = {r["prompt_id"]: r["C"] for r in read("cream-c1-first/iter1/consistency.jsonl")}
+    measured = {r["prompt_id"]: r["C"] for r in read("cream-c1-first/iter2/consistency.jsonl")}
+    assert first and all(p["consistency"] == 1.0 for p in first)
+    assert any(measured_first[p["prompt_id"]] != 1.0 for p in first)  # C existed, was not used
+    assert second and all(p["consistency"] == pytest.approx(measured[p["prompt_id"]])
+                          for p in second)
+    assert any(p["consistency"] != 1.0 for p in second)
