@@ -135,6 +135,11 @@ class ConsistencyConfig:
         choices=("dynamic", "average", "none"),
         doc="C per pair (dynamic), the data set's mean C (average), or C = 1 (none = DPO)",
     )
+    measure_all: bool = _f(
+        False,
+        doc="also measure C for unregularised methods whose reward comes from the model (SRLM: "
+        "the judge runs again as M_{t-1}); reported only, never used in training",
+    )
 
 
 @dataclass

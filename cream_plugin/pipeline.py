@@ -112,7 +112,7 @@ class Pipeline:
                                        samples, t))
             rewards = rewards_table(r_stage)
             inputs = {"rewards": r_stage.digest}
-            if spec.regularised:
+            if spec.regularised or (use_model and cfg.consistency.measure_all):
                 prev_key = checkpoint_key(method, t - 1) if use_model else None
                 p_stage = run(RewardsStage(scope, reward_name, prev_key, samples, t))
                 previous = rewards_table(p_stage)

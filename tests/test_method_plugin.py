@@ -89,26 +89,32 @@ def test_cream_run_runs_a_plugin_method_end_to_end(random_pairs_plugin, tmp_path
 
 
 @pytest.mark.slow
-def test_cream_c1_first_trains_plain_dpo_first_and_weighs_by_c_after(tmp_path, data_dir,
-                                                                      monkeypatch) -> None:
-    """The documented variant: iteration 1's pairs carry C = 1 (plain DPO) although C is
-    measured; iteration 2's pairs carry the consistency stage's C."""
+def test_measured_but_unused_consistency(tmp_path, data_dir, monkeypatch) -> None:
+    """cream-c1-first: iteration 1's pairs carry C = 1 (plain DPO) although C is measured;
+    iteration 2's pairs carry the consistency stage's C. srlm with consistency.measure_all:
+    its judge's C against M_{t-1} is measured in both iterations and never weighs a pair."""
     from cream_plugin.cli import main
 
     monkeypatch.setenv("CREAM_DATA_DIR", str(data_dir))
     out = tmp_path / "run"
-    code = main(["run", "--preset", "smoke", "--method", "cream-c1-first", "--output", str(out),
+    code = main(["run", "--preset", "smoke", "--output", str(out),
+                 "--set", "methods=[srlm,cream-c1-first]", "--set", "consistency.measure_all=true",
                  "--set", "evaluation.limit=1", "--set", "evaluation.tasks=[cream_arc_easy]"])
     assert code == 0
 
     def read(path: str) -> list[dict]:
         return [json.loads(x) for x in (out / path).read_text().splitlines()]
 
-    first, second = read("cream-c1-first/iter1/pairs.jsonl"), read("cream-c1-first/iter2/pairs.jsonl")
-    measured_first = {r["prompt_id"]: r["C"] for r in read("cream-c1-first/iter1/consistency.jsonl")}
-    measured = {r["prompt_id"]: r["C"] for r in read("cream-c1-first/iter2/consistency.jsonl")}
+    variant = "cream-c1-first"
+    first, second = read(f"{variant}/iter1/pairs.jsonl"), read(f"{variant}/iter2/pairs.jsonl")
+    measured_first = {r["prompt_id"]: r["C"] for r in read(f"{variant}/iter1/consistency.jsonl")}
+    measured = {r["prompt_id"]: r["C"] for r in read(f"{variant}/iter2/consistency.jsonl")}
     assert first and all(p["consistency"] == 1.0 for p in first)
     assert any(measured_first[p["prompt_id"]] != 1.0 for p in first)  # C existed, was not used
     assert second and all(p["consistency"] == pytest.approx(measured[p["prompt_id"]])
                           for p in second)
     assert any(p["consistency"] != 1.0 for p in second)
+    for t in (1, 2):
+        judged = read(f"srlm/iter{t}/consistency.jsonl")
+        assert judged and all(0.0 <= r["C"] <= 1.0 for r in judged if r["C"] == r["C"])
+        assert all(p["consistency"] == 1.0 for p in read(f"srlm/iter{t}/pairs.jsonl"))

@@ -1,0 +1,143 @@
+"""Why CREAM's first-iteration consistency comes out negative with the implicit reward: the
+within-prompt rank agreement of r_t with r_{t-1}, next to the structural terms that can drive it.
+
+Run:  python studies/anticorrelation.py RUN_DIR [RUN_DIR ...] [--out FILE.md]
+
+RUN_DIR is a cream run folder (or a seeds folder, whose seed-* folders are read). Iteration 1
+(M1's samples, shared by every method): r_1 = log pi_M1 - log pi_M0 (summed over response
+tokens) against r_0 = M0's mean per-token log-likelihood, which is the paper's rule when no
+reference exists. Iteration 2 (each implicit method's M2 samples): r_2 = log pi_M2 - log pi_M1
+against r_1 = log pi_M1 - log pi_M0. Every statistic is a mean over prompts of a within-prompt
+Kendall tau or a within-prompt (prompt-centred) regression slope, with a t interval over prompts.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from cream_plugin.instruments.estimate import Estimate
+from cream_plugin.instruments.fmt import interval, value
+from cream_plugin.instruments.intervals import t_interval
+from cream_plugin.logprobs import SequenceLogProbs
+from cream_plugin.stages.logps import logps_table
+
+
+def read_logps(path: Path) -> SequenceLogProbs:
+    import json
+
+    return logps_table([json.loads(x) for x in path.read_text().splitlines() if x.strip()])
+
+
+def kendall_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Kendall tau per prompt (row); NaN where a row is constant or has a NaN."""
+    out = np.full(a.shape[0], np.nan)
+    for i, (x, y) in enumerate(zip(a, b, strict=True)):
+        ok = np.isfinite(x) & np.isfinite(y)
+        if ok.sum() >= 2 and np.ptp(x[ok]) > 0 and np.ptp(y[ok]) > 0:
+            out[i] = stats.kendalltau(x[ok], y[ok]).statistic
+    return out
+
+
+def centred(x: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore"):
+        return x - np.nanmean(x, axis=1, keepdims=True)
+
+
+def slope_rows(y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Per prompt, the least-squares slope of y on x (regression to the mean when < 1)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cx, cy = centred(x), centred(y)
+        return np.nansum(cx * cy, axis=1) / np.nansum(cx * cx, axis=1)
+
+
+def cov_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.nanmean(centred(a) * centred(b), axis=1)
+
+
+Row = tuple[str, str, np.ndarray]
+
+
+def iteration_one(run: Path) -> list[Row]:
+    m0, m1 = (read_logps(run / "shared/iter1" / f"logps-{k}.jsonl") for k in ("M0", "M1"))
+    r1, r0 = m1.sum - m0.sum, m0.mean
+    length = m0.num_tokens.astype(float)
+    return [
+        ("tau(r_1, r_0): the paper's C statistic in iteration 1", "tau", kendall_rows(r1, r0)),
+        ("tau(r_1, log pi_M0 summed): r_0 as a sum instead of a mean", "tau",
+         kendall_rows(r1, m0.sum)),
+        ("tau(r_1, length)", "tau", kendall_rows(r1, length)),
+        ("tau(r_0, length)", "tau", kendall_rows(r0, length)),
+        ("slope of log pi_M1 on log pi_M0 (sums, within prompt)", "slope",
+         slope_rows(m1.sum, m0.sum)),
+        ("slope of mean log pi_M1 on mean log pi_M0 (within prompt)", "slope",
+         slope_rows(m1.mean, m0.mean)),
+    ]
+
+
+def iteration_two(run: Path, method: str) -> list[Row]:
+    folder = run / method / "iter2"
+    m2 = read_logps(folder / f"logps-{method}-M2.jsonl")
+    m1, m0 = (read_logps(folder / f"logps-{k}.jsonl") for k in ("M1", "M0"))
+    r2, r1 = m2.sum - m1.sum, m1.sum - m0.sum
+    return [
+        ("tau(r_2, r_1): the C statistic in iteration 2", "tau", kendall_rows(r2, r1)),
+        ("cov(r_2, r_1)", "cov", cov_rows(r2, r1)),
+        ("  of which -var(log pi_M1), the shared term", "cov", -cov_rows(m1.sum, m1.sum)),
+        ("  of which cov(log pi_M2, log pi_M1) + cov(log pi_M1, log pi_M0) "
+         "- cov(log pi_M2, log pi_M0)", "cov",
+         cov_rows(m2.sum, m1.sum) + cov_rows(m1.sum, m0.sum) - cov_rows(m2.sum, m0.sum)),
+        ("slope of log pi_M2 on log pi_M1 (sums, within prompt)", "slope",
+         slope_rows(m2.sum, m1.sum)),
+    ]
+
+
+def runs_in(folder: Path) -> list[Path]:
+    seeds = sorted(p for p in folder.glob("seed-*") if p.is_dir())
+    return seeds or [folder]
+
+
+def pooled(runs: list[Path], rows: Callable[[Path], list[Row]]) -> list[tuple[str, np.ndarray]]:
+    """Each statistic's per-prompt values over every run (prompts of all seeds pooled)."""
+    per_run = [rows(r) for r in runs]
+    return [(label, np.concatenate([pr[i][2] for pr in per_run]))
+            for i, (label, _, _) in enumerate(per_run[0])]
+
+
+def cell(e: Estimate) -> str:
+    return f"{value(e)} ({interval(e)})"
+
+
+def render(folders: list[Path]) -> str:
+    lines = ["| where | statistic | mean over prompts (95% t CI) | prompts |", "|---|---|---|---|"]
+    runs = [r for f in folders for r in runs_in(f)]
+    for label, values in pooled(runs, iteration_one):
+        e = t_interval(values, what="prompts")
+        lines.append(f"| iteration 1 (M1's samples) | {label} | {cell(e)} | {e.n} |")
+    methods = sorted({p.parent.name for r in runs for p in r.glob("*/iter2")
+                      if (p / "logps-M0.jsonl").exists()})
+    for method in methods:
+        have = [r for r in runs if (r / method / "iter2" / f"logps-{method}-M2.jsonl").exists()]
+        for label, values in pooled(have, lambda r, m=method: iteration_two(r, m)):
+            e = t_interval(values, what="prompts")
+            lines.append(f"| iteration 2, {method} | {label} | {cell(e)} | {e.n} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    text = render(args.runs)
+    if args.out:
+        args.out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
