@@ -55,10 +55,6 @@ def slope_rows(y: np.ndarray, x: np.ndarray) -> np.ndarray:
         return np.nansum(cx * cy, axis=1) / np.nansum(cx * cx, axis=1)
 
 
-def cov_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.nanmean(centred(a) * centred(b), axis=1)
-
-
 Row = tuple[str, str, np.ndarray]
 
 
@@ -72,6 +68,10 @@ def iteration_one(run: Path) -> list[Row]:
          kendall_rows(r1, m0.sum)),
         ("tau(r_1, length)", "tau", kendall_rows(r1, length)),
         ("tau(r_0, length)", "tau", kendall_rows(r0, length)),
+        ("mean abs(r_1) per token: how far SFT (M0 -> M1) moved (nats)", "size",
+         per_token_size(r1, length)),
+        ("within-prompt sd of r_0 (M0's mean log-likelihood, nats per token)", "size",
+         np.nanstd(r0, axis=1)),
         ("slope of log pi_M1 on log pi_M0 (sums, within prompt)", "slope",
          slope_rows(m1.sum, m0.sum)),
         ("slope of mean log pi_M1 on mean log pi_M0 (within prompt)", "slope",
@@ -84,20 +84,26 @@ def iteration_two(run: Path, method: str) -> list[Row]:
     m2 = read_logps(folder / f"logps-{method}-M2.jsonl")
     m1, m0 = (read_logps(folder / f"logps-{k}.jsonl") for k in ("M1", "M0"))
     r2, r1 = m2.sum - m1.sum, m1.sum - m0.sum
+    length = m1.num_tokens.astype(float)
     return [
         ("tau(r_2, r_1): the C statistic in iteration 2", "tau", kendall_rows(r2, r1)),
-        ("cov(r_2, r_1)", "cov", cov_rows(r2, r1)),
-        ("  of which -var(log pi_M1), the shared term", "cov", -cov_rows(m1.sum, m1.sum)),
-        ("  of which cov(log pi_M2, log pi_M1) + cov(log pi_M1, log pi_M0) "
-         "- cov(log pi_M2, log pi_M0)", "cov",
-         cov_rows(m2.sum, m1.sum) + cov_rows(m1.sum, m0.sum) - cov_rows(m2.sum, m0.sum)),
+        ("tau(r_2, length)", "tau", kendall_rows(r2, length)),
+        ("tau(r_1, length)", "tau", kendall_rows(r1, length)),
+        ("mean abs(r_2) per token: how far M1 -> M2 moved (nats)", "size",
+         per_token_size(r2, length)),
         ("slope of log pi_M2 on log pi_M1 (sums, within prompt)", "slope",
          slope_rows(m2.sum, m1.sum)),
     ]
 
 
+def per_token_size(reward: np.ndarray, length: np.ndarray) -> np.ndarray:
+    """Per prompt, mean |reward| / tokens: the size of a log-ratio reward per token."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.nanmean(np.abs(reward) / np.where(length > 0, length, np.nan), axis=1)
+
+
 def runs_in(folder: Path) -> list[Path]:
-    seeds = sorted(p for p in folder.glob("seed-*") if p.is_dir())
+    seeds = sorted(p for p in folder.glob("seed-*") if (p / "report.md").exists())
     return seeds or [folder]
 
 

@@ -1,0 +1,218 @@
+"""Each claim of the CREAM and SCIR papers, measured on a `cream run --preset study` folder.
+
+Run:  python studies/claims.py runs/study [--out docs/study-claims.md]
+
+Reads the seed folders (seed-*) of the study: per-prompt consistency rows, per-response
+correctness, the implicit-reward log-probs and the per-item benchmark rows. Every comparison is
+paired (same seed, same prompt or same benchmark item) and pooled over seeds; intervals are 95%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cream_plugin.instruments.estimate import Estimate
+from cream_plugin.instruments.fmt import interval, value
+from cream_plugin.instruments.informativeness import auc
+from cream_plugin.instruments.intervals import proportion_difference, t_interval
+from cream_plugin.report import main_metric
+from studies.anticorrelation import read_logps
+
+
+def jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+def seeds(top: Path) -> list[Path]:
+    found = sorted(p for p in top.glob("seed-*") if (p / "report.md").exists())
+    if not found:
+        raise SystemExit(f"{top}: no finished seed-* folder (report.md missing)")
+    return found
+
+
+def cell(e: Estimate, scale: str = "num") -> str:
+    p = "" if not np.isfinite(e.p_value) else f"; p = {e.p_value:.3g}"
+    return f"{value(e, scale)} ({interval(e, scale)}{p}; n = {e.n})"
+
+
+# -- ranking consistency ----------------------------------------------------------------------
+def consistency(run: Path, method: str, t: int, metric: str = "C") -> dict[str, float]:
+    path = run / method / f"iter{t}" / "consistency.jsonl"
+    return {r["prompt_id"]: float(r[metric]) for r in jsonl(path)} if path.exists() else {}
+
+
+def paired(a: Iterable[tuple[Any, float]], b: dict[Any, float]) -> np.ndarray:
+    return np.array([x - b[k] for k, x in a if k in b and np.isfinite(x) and np.isfinite(b[k])])
+
+
+def pooled_consistency(runs: list[Path], method: str, t: int, metric: str = "C"
+                       ) -> dict[tuple[str, str], float]:
+    return {(r.name, k): v for r in runs for k, v in consistency(r, method, t, metric).items()}
+
+
+# -- benchmarks -------------------------------------------------------------------------------
+def item_scores(run: Path, method: str, t: int, norm: bool = False
+                ) -> dict[tuple[str, str, int], float]:
+    """(seed, task, doc) -> score of M_t of ``method`` (M1 is the sft row): the report's main
+    metric (acc), or with ``norm`` acc_norm where the task has it."""
+    name = "sft-M1" if t == 1 else f"{method}-M{t}"
+    rows = [r for r in jsonl(run / "evals" / f"{name}.jsonl") if r.get("kind") == "item"]
+    metrics: dict[str, set[str]] = {}
+    for r in rows:
+        metrics.setdefault(r["task"], set()).update(
+            k for k in r if k not in {"kind", "method", "iteration", "task", "doc_id", "filter"})
+    chosen = {task: "acc_norm" if norm and "acc_norm" in ms else main_metric(task, ms)
+              for task, ms in metrics.items()}
+    return {(run.name, r["task"], r["doc_id"]): float(r[chosen[r["task"]]]) for r in rows}
+
+
+def bench(runs: list[Path], method: str, t: int, norm: bool = False
+          ) -> dict[tuple[str, str, int], float]:
+    out: dict[tuple[str, str, int], float] = {}
+    for r in runs:
+        out |= item_scores(r, method, t, norm)
+    return out
+
+
+# -- informativeness of each consistency measure ----------------------------------------------
+def label_cases(run: Path, method: str, t: int) -> list[tuple[bool, dict[str, float]]]:
+    """Per prompt whose best and worst response (by r_t) differ in correctness: whether the
+    label is right, and the prompt's consistency under each measure (as C in [0, 1])."""
+    scope = run / ("shared/iter1" if t == 1 else f"{method}/iter{t}")
+    now = read_logps(scope / f"logps-{'M1' if t == 1 else f'{method}-M2'}.jsonl")
+    before = read_logps(scope / f"logps-{'M0' if t == 1 else 'M1'}.jsonl")
+    rewards = now.sum - before.sum
+    correct = np.array([r["correct"] for r in jsonl(scope / "correctness.jsonl")], dtype=float)
+    ids = [r["prompt_id"] for r in jsonl(scope / "correctness.jsonl")]
+    stats = {r["prompt_id"]: r for r in jsonl(run / method / f"iter{t}" / "consistency.jsonl")}
+    cases = []
+    for i, pid in enumerate(ids):
+        r = rewards[i]
+        if not np.isfinite(r).all() or np.ptp(r) == 0 or pid not in stats:
+            continue
+        best, worst = correct[i, int(np.argmax(r))], correct[i, int(np.argmin(r))]
+        if np.isnan(best) or np.isnan(worst) or best == worst:
+            continue
+        s = stats[pid]
+        as_c = {"kendall": (s["kendall"] + 1) / 2, "spearman": (s["spearman"] + 1) / 2,
+                "toporder": s["toporder"]}
+        cases.append((bool(best > worst), as_c))
+    return cases
+
+
+def benchmarks(runs: list[Path], methods: list[str], norm: bool, name: str) -> list[str]:
+    out = ["", f"## Benchmarks: {name}; ARC-E, ARC-C, OBQA, SIQA items pooled", "",
+           "| model | mean score |", "|---|---|"]
+    models = [("sft", 1)] + [(m, t) for m in methods for t in (2, 3)]
+    scores = {mt: bench(runs, *mt, norm=norm) for mt in models}
+    for (m, t), s in scores.items():
+        out.append(f"| {m} M{t} | {cell(t_interval(list(s.values()), what='items'), 'pct')} |")
+    out += ["", "| comparison (paired by seed and item) | difference (points) |", "|---|---|"]
+    comparisons = [(("cream", 3), ("cream-no-rc", 3)), (("cream", 3), ("srlm", 3)),
+                   (("cream", 3), ("sft", 1)), (("cream", 2), ("cream-no-rc", 2)),
+                   (("cream-no-rc", 3), ("sft", 1)), (("srlm", 3), ("srlm", 2)),
+                   (("srlm", 3), ("sft", 1)), (("oracle", 3), ("sft", 1)),
+                   (("scir", 3), ("cream-no-rc", 3)), (("cream-c1-first", 3), ("cream", 3))]
+    for a, b in comparisons:
+        d = paired(scores[a].items(), scores[b])
+        changed = int(np.count_nonzero(d))
+        diff = cell(t_interval(d, what="items"), "points")
+        out.append(f"| {a[0]} M{a[1]} - {b[0]} M{b[1]} | {diff}; {changed} items differ |")
+    return out
+
+
+def pool_rows(run: Path, method: str) -> dict[tuple[str, str], float]:
+    """(seed, prompt) -> share of correct responses in ``method``'s iteration-2 pool."""
+    rows = jsonl(run / method / "iter2" / "correctness.jsonl")
+    out = {}
+    for r in rows:
+        c = np.array(r["correct"], dtype=float)
+        if np.isfinite(c).any():
+            out[(run.name, r["prompt_id"])] = float(np.nanmean(c))
+    return out
+
+
+def pool_accuracy(runs: list[Path], methods: list[str]) -> list[str]:
+    """Iteration 2's pools: every method's M2 answers the same held-out prompts with the same
+    sampling seed, so per-prompt differences are paired. srlm's M2 is M1 whenever its judge
+    produced no pair (it then samples exactly M1's responses), which makes it M1's baseline."""
+    out = ["", "## Pool accuracy of M2 (iteration 2's prompts, held out from training)", "",
+           "| method | accuracy per prompt | vs srlm's pool (paired by prompt, points) |",
+           "|---|---|---|"]
+    pools = {m: {k: v for r in runs for k, v in pool_rows(r, m).items()} for m in methods}
+    for m in methods:
+        est = t_interval(list(pools[m].values()), what="prompts")
+        diff = t_interval(paired(pools[m].items(), pools["srlm"]), what="prompts")
+        out.append(f"| {m} | {cell(est, 'pct')} | {cell(diff, 'points')} |")
+    d = t_interval(paired(pools["cream"].items(), pools["cream-no-rc"]), what="prompts")
+    out.append(f"| cream - cream-no-rc | | {cell(d, 'points')} |")
+    return out
+
+
+# -- the claims ---------------------------------------------------------------------------------
+def claims(top: Path) -> str:
+    runs = seeds(top)
+    out = [f"Seeds: {', '.join(r.name for r in runs)}. Paired differences pool every seed.", ""]
+    out += ["## Ranking consistency (Kendall-based C of M_t's rewards against M_(t-1)'s)", "",
+            "| method | C, iteration 1 (M1 vs M0) | C, iteration 2 (M2 vs M1) |", "|---|---|---|"]
+    methods = ["srlm", "cream-no-rc", "cream", "scir", "cream-c1-first"]
+    for m in methods:
+        cs = [t_interval(list(pooled_consistency(runs, m, t).values()), what="prompts")
+              for t in (1, 2)]
+        out.append(f"| {m} | {cell(cs[0])} | {cell(cs[1])} |")
+    out += ["", "| comparison (iteration 2, paired by seed and prompt) | difference in C |",
+            "|---|---|"]
+    for a, b in (("cream", "srlm"), ("cream", "cream-no-rc"), ("cream-c1-first", "cream-no-rc"),
+                 ("cream-c1-first", "cream")):
+        d = paired(pooled_consistency(runs, a, 2).items(), pooled_consistency(runs, b, 2))
+        out.append(f"| {a} - {b} | {cell(t_interval(d, what='prompts'))} |")
+
+    methods_all = ["srlm", "oracle", *methods[1:]]
+    for norm in (False, True):
+        name = "acc_norm (acc for SIQA)" if norm else "acc, the report's main metric"
+        out += benchmarks(runs, methods_all, norm, name)
+    out += pool_accuracy(runs, methods_all)
+    out += ["", "## Which consistency measure carries information about label correctness",
+            "", "AUC of each measure's C for \"the pair's label is right\", over prompts whose "
+            "chosen and rejected responses differ in correctness (implicit-reward methods; "
+            "iteration 1 once per seed, iteration 2 per method).", "",
+            "| measure | AUC |", "|---|---|"]
+    cases = [c for r in runs for c in label_cases(r, "cream", 1)]
+    cases += [c for r in runs for m in methods[1:] for c in label_cases(r, m, 2)]
+    right = np.array([c[0] for c in cases])
+    for measure in ("kendall", "spearman", "toporder"):
+        out.append(f"| {measure} | {cell(auc([c[1][measure] for c in cases], right))} |")
+
+    out += ["", "## SCIR: agreement of the two internal rewards (share of pairs)", "",
+            "| iteration | agreement | ", "|---|---|"]
+    counts = {}
+    for t in (1, 2):
+        rows = [jsonl(r / "scir" / f"iter{t}" / "internal-consistency.jsonl")[0] for r in runs]
+        k = sum(round(x["rate"] * x["n"]) for x in rows)
+        n = sum(int(x["n"]) for x in rows)
+        counts[t] = (k, n)
+        out.append(f"| {t} (M{t}) | {k}/{n} = {100 * k / max(n, 1):.1f}% |")
+    d = proportion_difference(*counts[1], *counts[2])
+    out.append(f"| 2 - 1 | {cell(d, 'points')} |")
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("top", type=Path)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    text = claims(args.top)
+    if args.out:
+        args.out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
