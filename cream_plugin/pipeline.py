@@ -196,6 +196,7 @@ class Pipeline:
         try:
             self._run_stages()
         finally:
+            self.ctx.release()  # an open vLLM engine's processes too, on a failure
             if self.dist.is_main:
                 self.folder.release()
         return self.run_dir

@@ -54,8 +54,11 @@ class VLLMEvaluator(LMEvalEvaluator):
     Engine options (``dtype``, ``max_model_len``, ``gpu_memory_utilization``, any other
     ``vllm.LLM`` argument in ``engine_options``) apply to the engines it starts itself.
     ``batch_size`` and ``decode_loop`` are accepted for the pipeline's sake and unused: vLLM
-    schedules its own batches.
+    schedules its own batches. ``takes_vllm_engine`` tells the pipeline to hand ``evaluate``
+    the run's open engine on the model (shared with sampling) rather than a path.
     """
+
+    takes_vllm_engine = True
 
     def __init__(
         self,

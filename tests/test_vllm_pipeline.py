@@ -71,11 +71,28 @@ def check_outputs(run_dir: Path) -> None:
     assert all(r["limit"] == 2 for r in results)
 
 
+def engine_starts(run_dir: Path) -> dict[str, float | None]:
+    """Stage name -> the vLLM engine start its timings carry (None: the stage has none)."""
+    timings = [json.loads(line) for line in (run_dir / "timings.jsonl").read_text().splitlines()]
+    return {t["name"]: t["engine_start_seconds"] for t in timings
+            if t["stage"] in ("sample", "evaluate")}
+
+
 def test_cream_run_with_vllm_sampling_and_evaluation(tmp_path, data_dir) -> None:
-    """Both vLLM components (the evaluator needs the pipeline to hand it a checkpoint path)."""
-    check_outputs(cream_run(tmp_path, data_dir, "vllm"))
+    """Both vLLM components on one engine per checkpoint: the SFT model's evaluation starts
+    it, sampling from that model reuses it; M_1 gets its own after training."""
+    run_dir = cream_run(tmp_path, data_dir, "vllm")
+    check_outputs(run_dir)
+    starts = engine_starts(run_dir)
+    assert set(starts) == {"evals/sft-M1", "shared/iter1/samples", "evals/cream-M2"}
+    assert starts["evals/sft-M1"] > 0 and starts["evals/cream-M2"] > 0
+    assert starts["shared/iter1/samples"] == 0  # the evaluation's engine, still open
 
 
 def test_cream_run_with_vllm_sampling(tmp_path, data_dir) -> None:
-    """vLLM sampling only, scored by the in-memory lm-eval evaluator."""
-    check_outputs(cream_run(tmp_path, data_dir, "lm-eval"))
+    """vLLM sampling only (it starts the engine), scored by the in-memory lm-eval evaluator."""
+    run_dir = cream_run(tmp_path, data_dir, "lm-eval")
+    check_outputs(run_dir)
+    starts = engine_starts(run_dir)
+    assert starts["shared/iter1/samples"] > 0
+    assert starts["evals/sft-M1"] is None and starts["evals/cream-M2"] is None

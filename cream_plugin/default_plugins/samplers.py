@@ -62,4 +62,5 @@ def vllm_sampler(
 @hookimpl
 def register_samplers(register: Any) -> None:
     register("hf", hf_sampler)
-    register("vllm", vllm_sampler, main_process_only=True)
+    # vllm_engine: the pipeline passes the run's open VLLMEngine on the model as model_path.
+    register("vllm", vllm_sampler, main_process_only=True, vllm_engine=True)

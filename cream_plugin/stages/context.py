@@ -1,5 +1,6 @@
 """The shared resources of a run that stages use: config, run folder, processes, the
-tokenizer, one model in memory at a time, and the components built from plugins."""
+tokenizer, one model in memory at a time (an HF model or a vLLM engine), and the components
+built from plugins."""
 
 from __future__ import annotations
 
@@ -19,7 +20,12 @@ if TYPE_CHECKING:
 
 
 class RunContext:
-    """Everything a stage's ``compute`` may use; owned by the pipeline, shared by its stages."""
+    """Everything a stage's ``compute`` may use; owned by the pipeline, shared by its stages.
+
+    ``engine_factory`` starts vLLM engines (``VLLMEngine`` when None; tests put a fake here).
+    """
+
+    engine_factory: Callable[..., Any] | None = None
 
     def __init__(self, config: RunConfig, run_dir: Path, dist: DistContext) -> None:
         self.config = config
@@ -28,6 +34,8 @@ class RunContext:
         self.runner: Runner | None = None
         self._models: dict[str, Any] = {}
         self._components: dict[tuple[str, str], Any] = {}
+        self._engine: Any = None
+        self._engine_path: str | None = None
 
     # -- models ----------------------------------------------------------------------------
     @cached_property
@@ -76,9 +84,36 @@ class RunContext:
             )
         return self._models[key]
 
+    def vllm_engine(self, key: str) -> tuple[Any, float]:
+        """An open vLLM engine on model ``key``'s checkpoint and the start cost this call paid.
+
+        The engine stays open for the next stage on the same checkpoint (an iteration's
+        evaluation of M_t and its sampling from M_t share one start): the second value is its
+        ``start_seconds`` when this call started it, else 0. Starting one releases whatever
+        else is in memory; :meth:`load` and :meth:`release` close it (training and the HF
+        stages need the memory, and a GPU engine reserves most of it). Options are the run's
+        (``model.dtype``) and the platform defaults of :func:`~cream_plugin.sampling_vllm.
+        engine_options`, so every stage gets the same engine.
+        """
+        path = self.model_path(key)
+        if self._engine is not None and self._engine_path == path and not self._engine.closed:
+            return self._engine, 0.0
+        self.release()
+        factory = self.engine_factory
+        if factory is None:
+            from cream_plugin.sampling_vllm import VLLMEngine
+
+            factory = VLLMEngine
+        self._engine = factory(path, dtype=self.config.model.dtype)
+        self._engine_path = path
+        return self._engine, float(self._engine.start_seconds)
+
     def release(self) -> None:
         """Keep at most one model in memory: 135M fp32 is 0.5 GB, a 7B model far more."""
         self._models.clear()
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = self._engine_path = None
         for component in self._components.values():
             close = getattr(component, "close", None)
             if callable(close):

@@ -81,8 +81,13 @@ class EvaluateStage(StageSpec):
         e = ctx.config.evaluation
         started = time.perf_counter()
         takes_path = bool(get_component("evaluator", e.evaluator).extra.get("takes_path"))
-        model = ctx.model_path(self.model_key) if takes_path else ctx.load(self.model_key)
         evaluator = ctx.component("evaluator", e.evaluator, evaluator_resources(ctx))
+        engine_start: float | None = None
+        if getattr(evaluator, "takes_vllm_engine", False):
+            # Scores on the run's engine on this model, left open for sampling from it.
+            model, engine_start = ctx.vllm_engine(self.model_key)
+        else:
+            model = ctx.model_path(self.model_key) if takes_path else ctx.load(self.model_key)
         options: dict[str, Any] = (
             {"gen_kwargs": {"max_gen_toks": e.max_gen_toks}} if e.max_gen_toks else {}
         )
@@ -110,6 +115,7 @@ class EvaluateStage(StageSpec):
         ]
         out += [{"kind": ITEM, "method": self.method, "iteration": self.iteration, **i}
                 for i in items]
-        start = getattr(evaluator, "start_seconds", None)
-        manifest = {"engine_start_seconds": round(float(start), 3)} if start else {}
+        start = engine_start if engine_start is not None else getattr(evaluator,
+                                                                      "start_seconds", None)
+        manifest = {} if start is None else {"engine_start_seconds": round(float(start), 3)}
         return Output(rows=out, manifest=manifest)

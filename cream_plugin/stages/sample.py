@@ -59,15 +59,29 @@ class SampleStage(StageSpec):
         return ctx.dist.is_main or not self._main_only(ctx)
 
     def compute(self, ctx: RunContext) -> Output:
+        from cream_plugin.registry import get_component
+
         s = ctx.config.sampling
         key = self.model_key
+        # A sampler registered with vllm_engine=True gets the run's open engine on this model
+        # as its model_path (started here, or left open by this model's evaluation).
+        shared = bool(get_component("sampler", s.backend).extra.get("vllm_engine"))
+        engine_start: list[float] = []
+
+        def model_path() -> Any:
+            if not shared:
+                return ctx.model_path(key)
+            engine, paid = ctx.vllm_engine(key)
+            engine_start.append(paid)
+            return engine
+
         sampler = ctx.component(
             "sampler",
             s.backend,
             {
                 "model": lambda: ctx.load(key),
                 "tokenizer": lambda: ctx.tokenizer,
-                "model_path": lambda: ctx.model_path(key),
+                "model_path": model_path,
                 "temperature": lambda: s.temperature,
                 "top_p": lambda: s.top_p,
                 "max_new_tokens": lambda: s.max_new_tokens,
@@ -94,8 +108,8 @@ class SampleStage(StageSpec):
             responses = ctx.dist.broadcast(responses)
         empty = sum(1 for rs in responses for x in rs if not x.strip())
         manifest: dict[str, Any] = {"empty_responses": empty}
-        start = getattr(sampler, "start_seconds", None)
-        if start is not None:
+        start = sum(engine_start) if engine_start else getattr(sampler, "start_seconds", None)
+        if start is not None:  # 0 where the engine was already open
             manifest["engine_start_seconds"] = round(float(start), 3)
         rows = [{**row, "responses": resp} for row, resp in zip(self.rows, responses, strict=True)]
         return Output(rows=rows, manifest=manifest)
