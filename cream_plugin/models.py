@@ -117,14 +117,18 @@ def _torch_dtype(dtype: str) -> Any:
 
 
 def pick_device(device: str = "auto") -> str:
-    """``device`` checked (auto, cpu, cuda, cuda:N, mps) and available here; auto picks cuda."""
+    """``device`` checked (auto, cpu, cuda, cuda:N, mps) and available here; auto picks cuda.
+    Under a launcher (``LOCAL_RANK`` set) plain cuda means this process's GPU, cuda:LOCAL_RANK."""
     import torch
 
     from cream_plugin.config import check_device
 
     check_device(device, "device")
     if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and torch.cuda.is_available() and "LOCAL_RANK" in os.environ:
+        # one GPU per process under accelerate launch / torchrun: this process's own
+        device = f"cuda:{int(os.environ['LOCAL_RANK']) % max(torch.cuda.device_count(), 1)}"
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
             raise ModelLoadError(f"device {device!r}: torch sees no CUDA device here; use cpu")

@@ -123,3 +123,37 @@ def add_test_plugin(module: Any, name: str) -> None:
 
     get_plugin_manager().add_plugin(module, name, "test")
     clear_cache()
+
+
+ENV_FSDP_ON_CPU = "CREAM_TEST_FSDP_ON_CPU"
+"""Testing aid: ``1`` lets accelerate apply FSDP to CPU processes (see allow_fsdp_on_cpu)."""
+
+
+def allow_fsdp_on_cpu() -> None:
+    """Testing aid: make accelerate honour an FSDP launch config in CPU processes (gloo).
+
+    accelerate 1.x sets ``DistributedType.FSDP`` only for accelerator devices; CPU processes
+    get ``MULTI_CPU`` (DDP) and the FSDP plugin is dropped. torch's FSDP2 (``fully_shard``)
+    itself runs on CPU over gloo, so after accelerate has chosen MULTI_CPU this puts FSDP and
+    the plugin back: everything from there on (model preparation, optimizer, state-dict
+    gathering) is accelerate's and torch's own FSDP2 code. Used by the 2-process CPU tests;
+    never needed on GPUs.
+    """
+    from accelerate import state
+    from accelerate.utils import DistributedType
+
+    cls = state.AcceleratorState
+    if getattr(cls, "_cream_fsdp_on_cpu", False):
+        return
+    original = cls.__init__
+
+    def init(self: Any, *args: Any, fsdp_plugin: Any = None, **kwargs: Any) -> None:
+        original(self, *args, fsdp_plugin=fsdp_plugin, **kwargs)
+        if fsdp_plugin is not None and self.distributed_type == DistributedType.MULTI_CPU:
+            self.distributed_type = DistributedType.FSDP
+            self.fsdp_plugin = fsdp_plugin
+            # AcceleratorState() copies PartialState's fields on every call: keep FSDP there too.
+            state.PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+
+    cls.__init__ = init
+    cls._cream_fsdp_on_cpu = True

@@ -49,6 +49,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="delete cream's own files from the run folder first instead of resuming it",
     )
     parser.add_argument(
+        "--accelerate-config",
+        metavar="NAME|FILE",
+        help="run under `accelerate launch` with a shipped config (fsdp, zero3, multi_gpu; "
+        "docs/scaling.md) or an accelerate config file",
+    )
+    parser.add_argument(
+        "--num-processes", type=int, help="with --accelerate-config: processes (default: its own)"
+    )
+    parser.add_argument(
+        "--launch-arg",
+        dest="launch_args",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="with --accelerate-config: one more `accelerate launch` option, given as "
+        "--launch-arg=--main_process_port=29501",
+    )
+    parser.add_argument(
         "--adopt-dir",
         action="store_true",
         help="use an existing non-empty folder that is not a cream run folder",
@@ -75,9 +93,15 @@ def build_config(args: argparse.Namespace) -> RunConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from cream_plugin.launch import check_launch_env, relaunch
     from cream_plugin.pipeline import Pipeline
 
     config = build_config(args)  # validated before any work starts
+    if args.accelerate_config:
+        relaunch(args.accelerate_config, sys.argv[1:], args.num_processes, args.launch_args)
+    check_launch_env()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if config.seeds:
         return run_seeds(config, args)

@@ -22,7 +22,7 @@ class Parallel(StrEnum):
 
     REPLICATED = "replicated"  # every process computes the same (cheap) result
     SHARDED = "sharded"  # rows are split across processes and gathered back in order
-    DDP = "ddp"  # every process trains one replica (TRL's DDP); the main one saves
+    DDP = "ddp"  # every process trains (DDP replica, or FSDP/ZeRO-3 shard); the main one saves
     MAIN = "main"  # the main process computes alone; the others wait
 
 

@@ -30,11 +30,12 @@ def whole_batches(trainer: Any, global_batch: int) -> None:
     trainer.args.dataloader_drop_last = len(trainer.train_dataset) >= global_batch
 
 
-def save_checkpoint(model: Any, tokenizer: Any) -> Any:
-    """A folder writer for a trained model and its tokenizer (safetensors)."""
+def save_checkpoint(model: Any, tokenizer: Any, state_dict: dict[str, Any] | None = None) -> Any:
+    """A folder writer for a trained model and its tokenizer (safetensors). ``state_dict``: the
+    full weights gathered from a sharded model (FSDP, ZeRO-3), else the model's own."""
 
     def save_into(folder: Path) -> None:
-        model.save_pretrained(folder, safe_serialization=True)
+        model.save_pretrained(folder, safe_serialization=True, state_dict=state_dict)
         tokenizer.save_pretrained(folder)
 
     return save_into
@@ -70,6 +71,7 @@ class SFTStage(StageSpec):
 
     def compute(self, ctx: RunContext) -> Output:
         from cream_plugin.data import load_rows
+        from cream_plugin.launch import check_engine, gathered_state_dict, saveable_model
         from cream_plugin.sft import build_sft_trainer
         from cream_plugin.tracking import track, tracking_kwargs
         from cream_plugin.trainer_utils import NonFiniteGuard
@@ -96,11 +98,14 @@ class SFTStage(StageSpec):
         )
         whole_batches(trainer, tr.sft_batch_size)
         NonFiniteGuard.attach(trainer, stage=f"{self.name} (sft)")
+        check_engine(trainer.accelerator, self.name)
         with track(trainer, stage=self.name, run_dir=ctx.run_dir, run_name=tr.run_name):
             trainer.train()
-        trained = trainer.model.eval()
+        state = gathered_state_dict(trainer)  # every process: a collective under FSDP/ZeRO-3
+        trained = saveable_model(trainer).eval()
         shutil.rmtree(scratch, ignore_errors=True)
         ctx.release()
         return Output(
-            save=save_checkpoint(trained, ctx.tokenizer), manifest={"examples": len(examples)}
+            save=save_checkpoint(trained, ctx.tokenizer, state),
+            manifest={"examples": len(examples)},
         )

@@ -1,5 +1,5 @@
 """Preference training of M_t on the iteration's pairs -> M_{t+1} (a registered TRL trainer,
-DDP across processes; only the main process saves)."""
+DDP, FSDP or ZeRO-3 across processes as launched; only the main process saves)."""
 
 from __future__ import annotations
 
@@ -88,6 +88,7 @@ class TrainStage(StageSpec):
         return {"pairs": self.pairs.digest, "base": ctx.model_digest(self.base_key)}
 
     def compute(self, ctx: RunContext) -> Output:
+        from cream_plugin.launch import check_engine, gathered_state_dict, saveable_model
         from cream_plugin.registry import get_trainer
         from cream_plugin.tracking import track
         from cream_plugin.trainer_utils import NonFiniteGuard
@@ -98,6 +99,7 @@ class TrainStage(StageSpec):
         model = ctx.load(self.base_key)
         scratch = ctx.scratch_dir(self.name)
         history: list[dict[str, Any]] = []
+        state: dict[str, Any] | None = None
         if not pairs:
             log.warning("%s: no preference pairs; %s = %s", self.name, self.name, self.base_key)
         else:
@@ -128,9 +130,11 @@ class TrainStage(StageSpec):
             whole_batches(trainer, tr.batch_size)
             # Every trainer (plugins' too) stops at the first non-finite loss or gradient norm.
             NonFiniteGuard.attach(trainer, stage=f"{self.name} ({self.method})")
+            check_engine(trainer.accelerator, self.name)
             with track(trainer, stage=self.name, run_dir=ctx.run_dir, run_name=tr.run_name):
                 trainer.train()
-            model = trainer.model
+            state = gathered_state_dict(trainer)  # every process: a collective (FSDP/ZeRO-3)
+            model = saveable_model(trainer)
             history = trainer.state.log_history
         shutil.rmtree(scratch, ignore_errors=True)
         ctx.release()
@@ -141,7 +145,7 @@ class TrainStage(StageSpec):
                 atomic_write_text(log_path, json.dumps(history, indent=1))
 
         return Output(
-            save=save_checkpoint(model, ctx.tokenizer),
+            save=save_checkpoint(model, ctx.tokenizer, state),
             manifest={"pairs": len(pairs), "mode": self.mode},
             after_write=write_log,
         )
