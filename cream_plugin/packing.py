@@ -222,3 +222,16 @@ def install_fast_forward(model: Any, *, padding_free: bool, compact_lm_head: boo
     functools.update_wrapper(fast, current)  # keeps the signature that generate() checks
     model.forward = fast
     return fast
+
+
+def install_on_trainer(trainer: Any, *, padding_free: bool, compact_lm_head: bool) -> None:
+    """:func:`install_fast_forward` on a TRL trainer's policy (its base model under PEFT, where
+    TRL put the fused head) and reference model, if any; idempotent."""
+    policy = trainer.accelerator.unwrap_model(trainer.model)
+    if hasattr(policy, "get_base_model"):
+        policy = policy.get_base_model()
+    models = [policy]
+    if getattr(trainer, "ref_model", None) is not None:
+        models.append(trainer.accelerator.unwrap_model(trainer.ref_model))
+    for model in models:
+        install_fast_forward(model, padding_free=padding_free, compact_lm_head=compact_lm_head)

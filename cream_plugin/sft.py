@@ -94,11 +94,9 @@ def build_sft_trainer(
 
     trainer = SFTTrainer(model=model, args=config, train_dataset=dataset,
                          processing_class=tokenizer)
-    from cream_plugin.packing import install_fast_forward
+    from cream_plugin.packing import install_on_trainer
 
-    policy = trainer.accelerator.unwrap_model(trainer.model)
-    policy = policy.get_base_model() if hasattr(policy, "get_base_model") else policy
-    install_fast_forward(policy, padding_free=padding_free, compact_lm_head=compact_lm_head)
+    install_on_trainer(trainer, padding_free=padding_free, compact_lm_head=compact_lm_head)
     NonFiniteGuard.attach(trainer, stage="SFT")  # stops at a NaN/inf loss or gradient
     return trainer
 
