@@ -252,6 +252,7 @@ def test_trl_precompute_uses_packed_rows(tiny_model, tiny_tokenizer, tmp_path) -
     torch.testing.assert_close(fast, today, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.slow  # ~35 s under load: SCIR's judge forwards on top of the DPO pass
 def test_scir_trainer_same_loss(tiny_model, tiny_tokenizer, tmp_path) -> None:
     policy = perturbed(tiny_model)
 
