@@ -34,6 +34,10 @@ STAGES: list[tuple[str, str, list[str], list[str]]] = [
      "CREAMTrainer step time within 5% of DPOTrainer's on the same batches",
      ["bench_trainer.py", "--model", "smollm2-135m-instruct", "--steps", "4"],
      ["--steps", "2", "--repeats", "1"]),
+    ("3b. Training: fast path against today's",
+     "SFT and preference training >= 1.5x today's tokens/s on the same data, same losses",
+     ["bench_trainer.py", "--paths", "--model", "smollm2-135m-instruct", "--steps", "3"],
+     ["--steps", "2", "--repeats", "1", "--kinds", "sft,cream"]),
     ("5. Evaluation",
      "tasks indexed once, model in memory, batch size tuned, items/s per task; generative "
      "tasks (GSM8K 5-shot) >= 2x lm-eval's HFLM at batch 16 with the same scores",

@@ -159,6 +159,17 @@ class TrainingConfig:
     sft_epochs: float = _f(3.0, lo=0.0, doc="SFT epochs on the seed set (paper: 3)")
     sft_learning_rate: float = _f(2e-5, lo=0.0, lo_open=True, doc="SFT learning rate")
     sft_batch_size: int = _f(8, lo=1, doc="global SFT batch")
+    padding_free: bool = _f(
+        True,
+        doc="SFT and preference training pack each batch's sequences into unpadded rows "
+        "(cream_plugin.packing): the same losses within float rounding, no padding computed; "
+        "the first batch is checked against the padded forward",
+    )
+    compact_lm_head: bool = _f(
+        True,
+        doc="SFT and preference training project only completion positions through the LM "
+        "head (TRL does so on CUDA only): the same values, less work on CPU",
+    )
     report_to: list[str] | str = _f(
         "none",
         doc="trackers for every trainer of the run: none, or a list of tensorboard, trackio, "
@@ -195,9 +206,11 @@ class EvaluationConfig:
     )
 
 
-UNHASHED = ("training.report_to", "training.run_name")
-"""Settings that change where a run reports, not what it computes: left out of every stage's
-config hash, so turning a tracker on for a resumed run redoes no stage."""
+UNHASHED = ("training.report_to", "training.run_name", "training.padding_free",
+            "training.compact_lm_head")
+"""Settings that change where a run reports or how fast it computes, not what it computes (the
+same values within float rounding): left out of every stage's config hash, so turning a tracker
+on for a resumed run redoes no stage."""
 
 
 @dataclass

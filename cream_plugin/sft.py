@@ -49,11 +49,17 @@ def build_sft_trainer(
     gradient_accumulation_steps: int = 1,
     warmup_ratio: float = 0.0,
     progress: bool = True,
+    padding_free: bool = False,
+    compact_lm_head: bool = True,
     extra_args: dict[str, Any] | None = None,
 ) -> Any:
     """An SFTTrainer with completion-only loss on the seed conversations (not yet trained).
 
-    ``extra_args`` are further SFTConfig fields (e.g. the tracking settings). It carries a
+    ``padding_free`` packs each batch into unpadded rows and ``compact_lm_head`` projects only
+    completion positions (:mod:`cream_plugin.packing`; the same loss within float rounding).
+    This is not SFTConfig's ``padding_free``, which puts the whole batch in one row (attention
+    over the batch's total length) and leaves ``max_length`` unenforced. ``extra_args`` are
+    further SFTConfig fields (e.g. the tracking settings). It carries a
     :class:`~cream_plugin.trainer_utils.NonFiniteGuard` (stage "SFT"), so a NaN or infinite
     loss or gradient stops training before any weight changes.
     """
@@ -88,6 +94,9 @@ def build_sft_trainer(
 
     trainer = SFTTrainer(model=model, args=config, train_dataset=dataset,
                          processing_class=tokenizer)
+    from cream_plugin.packing import install_on_trainer
+
+    install_on_trainer(trainer, padding_free=padding_free, compact_lm_head=compact_lm_head)
     NonFiniteGuard.attach(trainer, stage="SFT")  # stops at a NaN/inf loss or gradient
     return trainer
 
@@ -108,7 +117,8 @@ def run_sft(
     """Train on the seed set; save safetensors + tokenizer into ``output_dir``; return the model.
 
     ``options`` go to :func:`build_sft_trainer` (gradient_accumulation_steps, warmup_ratio,
-    progress). Trainer scratch files go to ``output_dir/trainer``, removed after saving.
+    progress, padding_free, compact_lm_head). Trainer scratch files go to
+    ``output_dir/trainer``, removed after saving.
     """
     import shutil
 

@@ -13,6 +13,9 @@ Built for TRL 1.16 (pinned in pyproject.toml). Override points, all of ``DPOTrai
 - ``compute_ref_log_probs``: drops ``consistency`` before the reference forward;
 - ``_compute_loss``: the CREAM loss, with DPOTrainer's metrics plus the consistency metrics.
 
+``compact_lm_head`` (default on) and ``padding_free`` apply :mod:`cream_plugin.packing` to the
+policy and reference forwards (the same values within float rounding).
+
 Every CREAMTrainer (and SCIRTrainer) carries a :class:`~cream_plugin.trainer_utils.NonFiniteGuard`
 (``trainer.nonfinite_guard``; set its ``stage`` to name the run stage in its error): training
 stops with :class:`~cream_plugin.trainer_utils.NonFiniteError` at the first NaN/inf loss or
@@ -43,6 +46,7 @@ import torch
 from trl import DPOConfig, DPOTrainer
 
 from cream_plugin.errors import ConfigError, DataError
+from cream_plugin.packing import install_on_trainer
 from cream_plugin.trainer_utils import (
     CONSISTENCY_COLUMN,
     CONSISTENCY_MODES,
@@ -72,6 +76,11 @@ class CREAMConfig(DPOConfig):
             "choices": list(CONSISTENCY_MODES),
         },
     )
+    padding_free: bool = field(default=False, metadata={
+        "help": "Pack each batch's sequences into unpadded rows (cream_plugin.packing): the same "
+        "loss within float rounding. TRL 1.16's DPOTrainer ignores this flag."})
+    compact_lm_head: bool = field(default=True, metadata={
+        "help": "Project only completion positions through the LM head (TRL: on CUDA only)."})
     reference_from_policy: bool = field(
         default=True,
         metadata={
@@ -195,20 +204,20 @@ class CREAMTrainer(DPOTrainer):
             ref_model = copy.deepcopy(model).eval().requires_grad_(False)
             logger.info("CREAMTrainer: the reference is a frozen copy of the policy as passed in")
 
-        super().__init__(
-            model=model,
-            ref_model=ref_model,
-            args=args,
-            data_collator=data_collator,
-            train_dataset=train_dataset,
-            eval_dataset=eval_dataset,
-            processing_class=processing_class,
-            compute_metrics=compute_metrics,
-            callbacks=callbacks,
-            optimizers=optimizers,
-            quantization_config=quantization_config,
-            peft_config=peft_config,
-        )
+        self.pack_rows = bool(args.padding_free)
+        self.compact_head = bool(getattr(args, "compact_lm_head", True))
+        args.padding_free = False  # packing is ours: TRL 1.16 would warn and ignore the flag
+        try:
+            super().__init__(
+                model=model, ref_model=ref_model, args=args, data_collator=data_collator,
+                train_dataset=train_dataset, eval_dataset=eval_dataset,
+                processing_class=processing_class, compute_metrics=compute_metrics,
+                callbacks=callbacks, optimizers=optimizers,
+                quantization_config=quantization_config, peft_config=peft_config,
+            )
+        finally:
+            args.padding_free = self.pack_rows
+        install_on_trainer(self, padding_free=self.pack_rows, compact_lm_head=self.compact_head)
         # 3. Carry C through the collator (TRL's emits token tensors and ref log-probs only).
         self.data_collator = ConsistencyCollator(
             self.data_collator, required=self.consistency_mode != "none"
@@ -227,6 +236,8 @@ class CREAMTrainer(DPOTrainer):
     def _precompute_ref_logps(self, dataset: Any, name: str, batch_size: int) -> Any:
         if has_ref_columns(dataset):  # the rewarding stage already computed them
             return dataset
+        # TRL precomputes inside __init__, before the install there (it is idempotent)
+        install_on_trainer(self, padding_free=self.pack_rows, compact_lm_head=self.compact_head)
         return super()._precompute_ref_logps(dataset, name, batch_size)
 
     def compute_ref_log_probs(self, model: Any, inputs: dict[str, Any]) -> Any:

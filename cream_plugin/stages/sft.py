@@ -93,6 +93,8 @@ class SFTStage(StageSpec):
             max_length=tr.max_length,
             seed=cfg.seed,
             progress=ctx.dist.is_main,
+            padding_free=tr.padding_free,
+            compact_lm_head=tr.compact_lm_head,
             extra_args=tracking_kwargs(tr.report_to, tr.run_name, stage=self.name,
                                        run_dir=ctx.run_dir),
         )

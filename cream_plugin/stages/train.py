@@ -56,6 +56,8 @@ def trainer_values(config: RunConfig, *, output_dir: str, per_device_batch: int,
         use_cpu=use_cpu,
         bf16=False,
         consistency_mode=mode,
+        padding_free=tr.padding_free,
+        compact_lm_head=tr.compact_lm_head,
         **tracking_kwargs(tr.report_to, tr.run_name, stage=stage, run_dir=run_dir),
         **tr.trainer_args,
     )
@@ -64,6 +66,8 @@ def trainer_values(config: RunConfig, *, output_dir: str, per_device_batch: int,
 def trainer_arguments(config_cls: type, values: dict[str, Any]) -> Any:
     """The trainer's own Config built from the values it has fields for."""
     fields = {f.name for f in dataclasses.fields(config_cls)}
+    if "compact_lm_head" not in fields:  # packed rows are CREAMTrainer's; TRL 1.16's DPO
+        fields.discard("padding_free")  # trainer would warn that it ignores the flag
     return config_cls(**{k: v for k, v in values.items() if k in fields})
 
 
