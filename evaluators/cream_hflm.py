@@ -103,7 +103,7 @@ class CreamHFLM(DecodeLoopHFLM):
         return (key is not None and len(context) >= 2 and len(continuation) >= 1
                 and len(context) + len(continuation) <= self.max_length + 1)
 
-    def _loglikelihood_tokens(  # type: ignore[override]
+    def _loglikelihood_tokens(
         self, requests: list[Request], disable_tqdm: bool = False,
         override_bs: int | None = None,
     ) -> list[tuple[float, bool]]:
@@ -193,7 +193,8 @@ class CreamHFLM(DecodeLoopHFLM):
         self._forward(input_ids=ids.to(self.device), use_cache=True,
                       **self._cache_arg(cache), **extra)
         self.shared_stats["forward_tokens"] += ids.numel()
-        return [(layer.keys, layer.values) for layer in cache.layers]
+        layers: list[Any] = list(cache.layers)
+        return [(layer.keys, layer.values) for layer in layers]
 
     def _forward_params(self) -> frozenset[str]:
         """The model forward's parameter names: ``logits_to_keep`` spares the vocabulary
