@@ -1,10 +1,14 @@
 """Benchmark: evaluation items/s per task with the in-memory lm-eval evaluator (SmolLM2-135M).
 
-Run:  python benchmarks/bench_eval.py [--mc-limit 32 --gen-limit 48 --batch-sizes 16,64]
+Run:  python benchmarks/bench_eval.py [--mc-limit 40 --gen-limit 48 --mc-batch-size 16]
 The task index is built once (its time is reported) and reused; the model stays in memory.
-Multiple-choice tasks: batch sizes timed interleaved (A, B, A, B), medians reported.
+Multiple-choice tasks: lm-eval's stock HFLM against CreamHFLM (``cream-hf``: each context run
+once, the choices batched over its KV cache) at the same batch size on the same items, timed
+interleaved (HFLM, cream-hf, HFLM, ...), medians reported; wall items/s and the ratio of process
+CPU seconds (steadier than wall time on a shared machine), with every per-request
+log-likelihood, is-greedy flag and score compared.
 GSM8K: lm-eval's stock HFLM (``generate``) against DecodeLoopHFLM at the same batch size on the
-same items, with the generations and the scores compared.
+same items, with the generations and the scores compared (``--gen-task ""`` skips it).
 """
 
 from __future__ import annotations
@@ -26,6 +30,50 @@ def timed(evaluator: Any, lm: Any, task: str, limit: int) -> tuple[float, list[d
     start = time.perf_counter()
     rows = evaluator.evaluate_lm(lm, tasks=[task], limit=limit, bootstrap_iters=0)
     return time.perf_counter() - start, rows
+
+
+def answers(lm: Any) -> list[tuple[float, bool]]:
+    """Make ``lm`` keep a copy of every (log-likelihood, is greedy) it returns."""
+    kept: list[tuple[float, bool]] = []
+    original = lm.loglikelihood
+
+    def loglikelihood(requests: Any, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+        out: list[tuple[float, bool]] = original(requests, disable_tqdm=disable_tqdm)
+        kept.extend(out)
+        return out
+
+    lm.loglikelihood = loglikelihood
+    return kept
+
+
+def compare_mc(evaluator: Any, lms: dict[str, Any], task: str, limit: int, repeats: int) -> None:
+    """Interleaved timings of each LM on ``task``; the second LM checked against the first."""
+    wall: dict[str, list[float]] = {name: [] for name in lms}
+    cpu: dict[str, list[float]] = {name: [] for name in lms}
+    found: dict[str, Any] = {}
+    for _ in range(repeats):
+        for name, lm in lms.items():
+            kept = answers(lm)
+            cpu_start = time.process_time()
+            seconds, rows = timed(evaluator, lm, task, limit)
+            cpu[name].append(time.process_time() - cpu_start)
+            wall[name].append(seconds)
+            found[name] = (scores(rows), list(kept))
+            del lm.loglikelihood  # back to the class's method
+    (base, (base_scores, base_ll)), (new, (new_scores, new_ll)) = found.items()
+    for name in lms:
+        med = statistics.median(wall[name])
+        print(f"  {task:20s} {name:9s}: {limit / med:6.2f} items/s (wall, median of {repeats}: "
+              f"{', '.join(f'{t:.1f}' for t in wall[name])} s; CPU "
+              f"{statistics.median(cpu[name]):.1f} s) scores {found[name][0]}", flush=True)
+    diff = max((abs(a[0] - b[0]) for a, b in zip(new_ll, base_ll, strict=True)), default=0.0)
+    greedy = sum(a[1] == b[1] for a, b in zip(new_ll, base_ll, strict=True))
+    speed = statistics.median(wall[base]) / statistics.median(wall[new])
+    cpu_speed = statistics.median(cpu[base]) / statistics.median(cpu[new])
+    print(f"  {task}: {new} / {base} speed = {speed:.2f} wall, {cpu_speed:.2f} CPU (goal >= 2); "
+          f"{len(base_ll)} requests, max |log-likelihood diff| {diff:.1e} (goal <= 1e-4), "
+          f"is-greedy identical {greedy}/{len(base_ll)}, scores identical: "
+          f"{new_scores == base_scores}", flush=True)
 
 
 def recording(lm: Any) -> list[str]:
@@ -50,15 +98,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mc-tasks", default=",".join(MC_TASKS))
     parser.add_argument("--gen-task", default="cream_gsm8k")
-    parser.add_argument("--mc-limit", type=int, default=32)
+    parser.add_argument("--mc-limit", type=int, default=40)
     parser.add_argument("--gen-limit", type=int, default=48)
-    parser.add_argument("--batch-sizes", default="16,64", help="multiple-choice batch sizes")
+    parser.add_argument("--mc-batch-size", type=int, default=16)
     parser.add_argument("--gen-batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     import torch
     from lm_eval.models.huggingface import HFLM
 
+    from cream_plugin.evaluators.cream_hflm import CreamHFLM
     from cream_plugin.evaluators.decode_loop_hflm import DecodeLoopHFLM
     from cream_plugin.evaluators.lm_eval_evaluator import LMEvalEvaluator
     from cream_plugin.models import load_model, load_tokenizer
@@ -68,28 +117,21 @@ def main() -> None:
     evaluator = LMEvalEvaluator(data_dir=os.environ.get("CREAM_DATA_DIR"))
     mc_tasks = [t for t in args.mc_tasks.split(",") if t]
     start = time.perf_counter()
-    evaluator.load_tasks([*mc_tasks, args.gen_task])
+    evaluator.load_tasks([*mc_tasks, *([args.gen_task] if args.gen_task else [])])
     index_s = time.perf_counter() - start
     print(f"SmolLM2-135M-Instruct, torch threads {torch.get_num_threads()}, "
           f"load {os.getloadavg()[0]:.2f}; task index + load once: {index_s:.2f} s", flush=True)
-    sizes = [int(b) for b in args.batch_sizes.split(",")]
-    lms = {b: DecodeLoopHFLM(pretrained=model, tokenizer=tok, batch_size=b) for b in sizes}
+    b = args.mc_batch_size
+    mc_lms = {"HFLM": HFLM(pretrained=model, tokenizer=tok, batch_size=b),
+              "cream-hf": CreamHFLM(pretrained=model, tokenizer=tok, batch_size=b)}
     if mc_tasks:
-        timed(evaluator, lms[sizes[0]], mc_tasks[0], 2)  # warm-up
+        print(f"  multiple choice, batch {b}, {args.mc_limit} items per task:", flush=True)
+        timed(evaluator, mc_lms["cream-hf"], mc_tasks[0], 2)  # warm-up
     for task in mc_tasks:
-        times: dict[int, list[float]] = {b: [] for b in sizes}
-        found: dict[int, Any] = {}
-        for _ in range(args.repeats):
-            for b in sizes:
-                seconds, rows = timed(evaluator, lms[b], task, args.mc_limit)
-                times[b].append(seconds)
-                found[b] = scores(rows)
-        for b in sizes:
-            med = statistics.median(times[b])
-            print(f"  {task:20s} batch {b:3d}: {args.mc_limit / med:6.2f} items/s "
-                  f"(median of {args.repeats}: {', '.join(f'{t:.1f}' for t in times[b])} s) "
-                  f"scores {found[b]}", flush=True)
-
+        compare_mc(evaluator, mc_lms, task, args.mc_limit, args.repeats)
+    if not args.gen_task:
+        print(f"  load average at the end {os.getloadavg()[0]:.2f}")
+        return
     n, b = args.gen_limit, args.gen_batch_size
     stock = HFLM(pretrained=model, tokenizer=tok, batch_size=b)
     fast = DecodeLoopHFLM(pretrained=model, tokenizer=tok, batch_size=b)

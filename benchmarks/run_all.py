@@ -39,8 +39,9 @@ STAGES: list[tuple[str, str, list[str], list[str]]] = [
      ["bench_trainer.py", "--paths", "--model", "smollm2-135m-instruct", "--steps", "3"],
      ["--steps", "2", "--repeats", "1", "--kinds", "sft,cream"]),
     ("5. Evaluation",
-     "tasks indexed once, model in memory, batch size tuned, items/s per task; generative "
-     "tasks (GSM8K 5-shot) >= 2x lm-eval's HFLM at batch 16 with the same scores",
+     "tasks indexed once, model in memory, items/s per task; multiple-choice tasks (cream-hf: "
+     "each context run once) and generative tasks (GSM8K 5-shot, decode loop) >= 2x lm-eval's "
+     "HFLM at batch 16 with the same log-likelihoods (1e-4), generations and scores",
      ["bench_eval.py"],
      ["--mc-tasks", "cream_arc_easy", "--mc-limit", "8", "--gen-limit", "2",
       "--gen-batch-size", "2", "--repeats", "1"]),

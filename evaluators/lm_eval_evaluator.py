@@ -53,11 +53,14 @@ class LMEvalEvaluator:
         include_paths: Sequence[str | Path] | None = None,
         generation_limit: int | None = None,
         decode_loop: bool = True,
+        shared_context: bool = True,
     ) -> None:
         """``generation_limit`` caps the items of generation tasks (GSM8K, CoT), which cost
         seconds per item on a CPU, below the ``limit`` of the loglikelihood tasks.
         ``decode_loop`` runs greedy generation on cream's decode loop (``DecodeLoopHFLM``: the
-        same strings as lm-eval's ``generate`` path, each row stopping at its own stop string)."""
+        same strings as lm-eval's ``generate`` path, each row stopping at its own stop string).
+        ``shared_context`` scores the choices of a multiple-choice item from one pass over their
+        shared context (``CreamHFLM``: HFLM's log-likelihoods, the context run once)."""
         if isinstance(tasks, str):
             tasks = [tasks]
         self.tasks = list(tasks)
@@ -68,6 +71,7 @@ class LMEvalEvaluator:
         self._include_paths = [str(p) for p in include_paths] if include_paths else None
         self.generation_limit = generation_limit
         self.decode_loop = decode_loop
+        self.shared_context = shared_context
         self._task_manager: Any = None
 
     def include_paths(self) -> list[str]:
@@ -113,16 +117,23 @@ class LMEvalEvaluator:
         """Rows {task, metric, value, stderr, seconds, limit} for an in-memory model.
 
         ``tokenizer`` is the object (HFLM would otherwise reload it from the model's name).
-        Options: ``tasks``, ``limit``, ``num_fewshot``, ``batch_size``, ``decode_loop`` override
-        the constructor.
+        Options: ``tasks``, ``limit``, ``num_fewshot``, ``batch_size``, ``decode_loop``,
+        ``shared_context`` override the constructor. The model is wrapped in ``CreamHFLM``
+        (lm-eval ``cream-hf``), or in stock ``HFLM`` when both fast paths are off.
         """
         from lm_eval.models.huggingface import HFLM
 
-        from cream_plugin.evaluators.decode_loop_hflm import DecodeLoopHFLM
+        from cream_plugin.evaluators.cream_hflm import CreamHFLM
 
-        lm_class = DecodeLoopHFLM if options.pop("decode_loop", self.decode_loop) else HFLM
-        lm = lm_class(pretrained=model, tokenizer=tokenizer,
-                      batch_size=options.pop("batch_size", self.batch_size))
+        decode_loop = options.pop("decode_loop", self.decode_loop)
+        shared_context = options.pop("shared_context", self.shared_context)
+        batch_size = options.pop("batch_size", self.batch_size)
+        lm: Any
+        if decode_loop or shared_context:
+            lm = CreamHFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size,
+                           decode_loop=decode_loop, shared_context=shared_context)
+        else:
+            lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
         return self.evaluate_lm(lm, **options)
 
     def evaluate_lm(
