@@ -36,15 +36,22 @@ def seeds(top: Path) -> list[Path]:
     return found
 
 
-def cell(e: Estimate, scale: str = "num") -> str:
-    p = "" if not np.isfinite(e.p_value) else f"; p = {e.p_value:.3g}"
+def cell(e: Estimate, scale: str = "num", test: bool = True) -> str:
+    """Value (95% interval; p of the estimate's test; n); ``test=False`` for levels, whose
+    t-test against 0 means nothing."""
+    p = "" if not test or not np.isfinite(e.p_value) else f"; p = {e.p_value:.3g}"
     return f"{value(e, scale)} ({interval(e, scale)}{p}; n = {e.n})"
 
 
 # -- ranking consistency ----------------------------------------------------------------------
 def consistency(run: Path, method: str, t: int, metric: str = "C") -> dict[str, float]:
     path = run / method / f"iter{t}" / "consistency.jsonl"
-    return {r["prompt_id"]: float(r[metric]) for r in jsonl(path)} if path.exists() else {}
+    if not path.exists():
+        return {}
+    # C is undefined where Kendall's tau is (a ranking with no score, e.g. an unparsed judge),
+    # whatever value the row carries for it.
+    return {r["prompt_id"]: float(r[metric]) if np.isfinite(float(r["kendall"])) else np.nan
+            for r in jsonl(path)}
 
 
 def paired(a: Iterable[tuple[Any, float]], b: dict[Any, float]) -> np.ndarray:
@@ -112,7 +119,8 @@ def benchmarks(runs: list[Path], methods: list[str], norm: bool, name: str) -> l
     models = [("sft", 1)] + [(m, t) for m in methods for t in (2, 3)]
     scores = {mt: bench(runs, *mt, norm=norm) for mt in models}
     for (m, t), s in scores.items():
-        out.append(f"| {m} M{t} | {cell(t_interval(list(s.values()), what='items'), 'pct')} |")
+        level = t_interval(list(s.values()), what="items")
+        out.append(f"| {m} M{t} | {cell(level, 'pct', test=False)} |")
     out += ["", "| comparison (paired by seed and item) | difference (points) |", "|---|---|"]
     comparisons = [(("cream", 3), ("cream-no-rc", 3)), (("cream", 3), ("srlm", 3)),
                    (("cream", 3), ("sft", 1)), (("cream", 2), ("cream-no-rc", 2)),
@@ -149,7 +157,7 @@ def pool_accuracy(runs: list[Path], methods: list[str]) -> list[str]:
     for m in methods:
         est = t_interval(list(pools[m].values()), what="prompts")
         diff = t_interval(paired(pools[m].items(), pools["srlm"]), what="prompts")
-        out.append(f"| {m} | {cell(est, 'pct')} | {cell(diff, 'points')} |")
+        out.append(f"| {m} | {cell(est, 'pct', test=False)} | {cell(diff, 'points')} |")
     d = t_interval(paired(pools["cream"].items(), pools["cream-no-rc"]), what="prompts")
     out.append(f"| cream - cream-no-rc | | {cell(d, 'points')} |")
     return out
@@ -165,7 +173,7 @@ def claims(top: Path) -> str:
     for m in methods:
         cs = [t_interval(list(pooled_consistency(runs, m, t).values()), what="prompts")
               for t in (1, 2)]
-        out.append(f"| {m} | {cell(cs[0])} | {cell(cs[1])} |")
+        out.append(f"| {m} | {cell(cs[0], test=False)} | {cell(cs[1], test=False)} |")
     out += ["", "| comparison (iteration 2, paired by seed and prompt) | difference in C |",
             "|---|---|"]
     for a, b in (("cream", "srlm"), ("cream", "cream-no-rc"), ("cream-c1-first", "cream-no-rc"),
@@ -181,10 +189,12 @@ def claims(top: Path) -> str:
     out += ["", "## Which consistency measure carries information about label correctness",
             "", "AUC of each measure's C for \"the pair's label is right\", over prompts whose "
             "chosen and rejected responses differ in correctness (implicit-reward methods; "
-            "iteration 1 once per seed, iteration 2 per method).", "",
+            "iteration 1 once per seed, iteration 2 for cream-no-rc, cream and scir).", "",
             "| measure | AUC |", "|---|---|"]
     cases = [c for r in runs for c in label_cases(r, "cream", 1)]
-    cases += [c for r in runs for m in methods[1:] for c in label_cases(r, m, 2)]
+    # cream-c1-first's iteration 2 repeats cream-no-rc's (the same M2): counted once.
+    cases += [c for r in runs for m in ("cream-no-rc", "cream", "scir")
+              for c in label_cases(r, m, 2)]
     right = np.array([c[0] for c in cases])
     for measure in ("kendall", "spearman", "toporder"):
         out.append(f"| {measure} | {cell(auc([c[1][measure] for c in cases], right))} |")
