@@ -68,27 +68,15 @@ def load(name: str) -> tuple[Any, Any]:
 def time_steps(kind: str, base: Any, tok: Any, rows: list[dict[str, Any]], args: Any) -> float:
     """Mean seconds per optimiser step after one warm-up step."""
     from datasets import Dataset
-    from transformers import TrainerCallback
     from trl import DPOConfig, DPOTrainer
 
     from cream_plugin.trainer import CREAMConfig, CREAMTrainer
-
-    class Clock(TrainerCallback):
-        def __init__(self) -> None:
-            self.times: list[float] = []
-            self.start = 0.0
-
-        def on_step_begin(self, *a: Any, **k: Any) -> None:
-            self.start = time.perf_counter()
-
-        def on_step_end(self, *a: Any, **k: Any) -> None:
-            self.times.append(time.perf_counter() - self.start)
 
     common = dict(output_dir="/tmp/bench-trainer", use_cpu=True, bf16=False, report_to="none",
                   save_strategy="no", max_length=args.max_length, seed=0, disable_tqdm=True,
                   per_device_train_batch_size=args.batch_size, max_steps=args.steps + 1,
                   logging_steps=10_000, log_level="error", learning_rate=1e-6)
-    clock = Clock()
+    clock = StepClock()
     model = copy.deepcopy(base).train()
     if kind == "dpo":
         trainer: Any = DPOTrainer(model=model, ref_model=copy.deepcopy(base),

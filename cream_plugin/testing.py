@@ -157,3 +157,18 @@ def allow_fsdp_on_cpu() -> None:
 
     cls.__init__ = init
     cls._cream_fsdp_on_cpu = True
+
+
+def perturbed_copy(model: Any, scale: float = 0.05, seed: int = 1) -> Any:
+    """A copy of ``model`` with seeded Gaussian noise on every weight, so a policy differs
+    from its reference in tests."""
+    import copy
+
+    import torch
+
+    policy = copy.deepcopy(model)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=gen))
+    return policy

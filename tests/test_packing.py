@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 import torch
 
+from cream_plugin.testing import perturbed_copy
+
 pytest.importorskip("trl")
 
 from datasets import Dataset
@@ -45,13 +47,6 @@ def pair_rows(n: int = 8) -> list[dict[str, Any]]:
              "consistency": (i % 5) / 4} for i in range(n)]
 
 
-def perturbed(model: Any, seed: int = 1) -> Any:
-    policy = copy.deepcopy(model)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in policy.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=gen))
-    return policy
 
 
 def grads(model: Any) -> dict[str, torch.Tensor]:
@@ -217,7 +212,7 @@ def test_cream_trainer_same_loss_grads_metrics(tiny_model, tiny_tokenizer, tmp_p
                 for i, r in enumerate(rows)]
     if variant == "ld_alpha":
         extra["ld_alpha"] = 0.5
-    policy = perturbed(tiny_model)
+    policy = perturbed_copy(tiny_model)
 
     def make(pf: bool, cp: bool) -> Any:
         ref = copy.deepcopy(tiny_model) if variant != "precomputed" else None
@@ -241,7 +236,8 @@ def test_cream_trainer_same_loss_grads_metrics(tiny_model, tiny_tokenizer, tmp_p
 
 def test_trl_precompute_uses_packed_rows(tiny_model, tiny_tokenizer, tmp_path) -> None:
     def make(pf: bool, cp: bool) -> Any:
-        trainer = CREAMTrainer(model=perturbed(tiny_model), ref_model=copy.deepcopy(tiny_model),
+        policy = perturbed_copy(tiny_model)
+        trainer = CREAMTrainer(model=policy, ref_model=copy.deepcopy(tiny_model),
                                args=cream_args(tmp_path / f"{pf}", padding_free=pf,
                                                compact_lm_head=cp, precompute_ref_log_probs=True),
                                train_dataset=Dataset.from_list(pair_rows()),
@@ -254,7 +250,7 @@ def test_trl_precompute_uses_packed_rows(tiny_model, tiny_tokenizer, tmp_path) -
 
 @pytest.mark.slow  # ~35 s under load: SCIR's judge forwards on top of the DPO pass
 def test_scir_trainer_same_loss(tiny_model, tiny_tokenizer, tmp_path) -> None:
-    policy = perturbed(tiny_model)
+    policy = perturbed_copy(tiny_model)
 
     def make(pf: bool, cp: bool) -> Any:
         trainer = SCIRTrainer(model=copy.deepcopy(policy), ref_model=copy.deepcopy(tiny_model),

@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 import torch
 
+from cream_plugin.testing import perturbed_copy
+
 pytest.importorskip("trl")
 
 from datasets import Dataset
@@ -59,14 +61,6 @@ def config(cls: type = CREAMConfig, tmp_path: Any = "/tmp/cream-test", **kw: Any
     return cls(**base)
 
 
-def trained_model(model: Any, seed: int = 1) -> Any:
-    """A copy with slightly perturbed weights, so the policy differs from the reference."""
-    policy = copy.deepcopy(model)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in policy.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=gen))
-    return policy
 
 
 def loss_and_grads(trainer: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -84,7 +78,7 @@ def loss_and_grads(trainer: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]
 
 def run_pair(cls: type, cfg_cls: type, rows: list[dict[str, Any]], tiny_model: Any,
              tok: Any, tmp_path: Any, **cfg: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    policy = trained_model(tiny_model)
+    policy = perturbed_copy(tiny_model)
     trainer = cls(model=policy, ref_model=copy.deepcopy(tiny_model),
                   args=config(cfg_cls, tmp_path, **cfg),
                   train_dataset=Dataset.from_list(rows), processing_class=tok)
@@ -211,7 +205,7 @@ def test_precomputed_reference_runs_no_reference_forward(tiny_model, tiny_tokeni
         raise AssertionError("the reference was reloaded from disk")
 
     monkeypatch.setattr(dpo_module, "create_model_from_path", no_reload)
-    policy = trained_model(tiny_model)
+    policy = perturbed_copy(tiny_model)
     counter = ForwardCounter(policy)
     trainer = CREAMTrainer(model=policy, args=config(tmp_path=tmp_path / "pre", max_steps=3,
                                                      per_device_train_batch_size=2),
@@ -233,7 +227,7 @@ def test_precomputed_reference_gives_same_loss_as_ref_model(tiny_model, tiny_tok
     ref_chosen, ref_rejected = ref_logps_of(tiny_model, tiny_tokenizer, rows, tmp_path / "r")
     for row, c, r in zip(rows, ref_chosen, ref_rejected, strict=True):
         row["ref_chosen_logps"], row["ref_rejected_logps"] = c, r
-    trainer = CREAMTrainer(model=trained_model(tiny_model), args=config(tmp_path=tmp_path / "p"),
+    trainer = CREAMTrainer(model=perturbed_copy(tiny_model), args=config(tmp_path=tmp_path / "p"),
                            train_dataset=Dataset.from_list(rows), processing_class=tiny_tokenizer)
     loss, grads = loss_and_grads(trainer)
     torch.testing.assert_close(loss, with_model[0])
@@ -321,7 +315,7 @@ def test_logs_dpo_and_consistency_metrics_in_train_and_eval(tiny_model, tiny_tok
                                                             tmp_path) -> None:
     cs = [0.2, 0.4, 0.9, 1.0]
     trainer = CREAMTrainer(
-        model=trained_model(tiny_model, seed=4), ref_model=tiny_model,
+        model=perturbed_copy(tiny_model, seed=4), ref_model=tiny_model,
         args=config(tmp_path=tmp_path, max_steps=1, logging_steps=1, learning_rate=0.0),
         train_dataset=Dataset.from_list(make_rows(cs)),
         eval_dataset=Dataset.from_list(make_rows(cs)), processing_class=tiny_tokenizer)
@@ -355,7 +349,7 @@ def test_gradient_accumulation_matches_full_batch(tiny_model, tiny_tokenizer, tm
     rows = make_rows([0.1, 0.5, 0.8, 1.0])
 
     def train(batch: int, accum: int) -> dict[str, torch.Tensor]:
-        model = trained_model(tiny_model)
+        model = perturbed_copy(tiny_model)
         trainer = CREAMTrainer(
             model=model, ref_model=copy.deepcopy(tiny_model),
             args=config(tmp_path=tmp_path / f"ga{accum}", per_device_train_batch_size=batch,
@@ -366,7 +360,7 @@ def test_gradient_accumulation_matches_full_batch(tiny_model, tiny_tokenizer, tm
         return {k: v.clone() for k, v in model.state_dict().items()}
 
     full, accumulated = train(4, 1), train(2, 2)
-    start = trained_model(tiny_model).state_dict()
+    start = perturbed_copy(tiny_model).state_dict()
     assert any(not torch.equal(full[k], start[k]) for k in full)  # it did train
     for name in full:
         torch.testing.assert_close(accumulated[name], full[name], rtol=1e-4, atol=1e-6, msg=name)
