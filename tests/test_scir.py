@@ -32,16 +32,11 @@ from cream_plugin.scir import (
 from cream_plugin.testing import PAIR_BAD as BAD
 from cream_plugin.testing import PAIR_GOOD as GOOD
 from cream_plugin.testing import PAIR_PROMPTS as PROMPTS
+from cream_plugin.testing import perturbed_copy
 
-
-def perturbed(model: Any, scale: float = 0.3, seed: int = 1) -> Any:
-    """A copy with noisy weights: the random tiny model's verdict logits are all near-equal."""
-    out = copy.deepcopy(model)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in out.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=gen))
-    return out
+# The random tiny model's verdict logits are all near-equal: tests judge with noisy copies
+# (perturbed_copy at scale 0.3, or 0.1 for a policy that should stay near its reference).
+NOISE = 0.3
 
 
 def rows(consistency: bool = True) -> list[dict[str, Any]]:
@@ -99,7 +94,7 @@ def test_multi_token_label_falls_back_to_first_token(tiny_tokenizer, caplog) -> 
 
 def test_pair_preference_averages_orders_and_swap_gives_complement(tiny_model,
                                                                     tiny_tokenizer) -> None:
-    model = perturbed(tiny_model).eval()
+    model = perturbed_copy(tiny_model, NOISE).eval()
     prompts = [[{"role": "user", "content": p}] for p in PROMPTS]
     with torch.no_grad():
         p = pair_preference(model, tiny_tokenizer, prompts, GOOD, BAD, batch_size=3)
@@ -115,7 +110,7 @@ def test_pair_preference_averages_orders_and_swap_gives_complement(tiny_model,
 
 
 def test_pair_preference_is_differentiable(tiny_model, tiny_tokenizer) -> None:
-    model = perturbed(tiny_model)
+    model = perturbed_copy(tiny_model, NOISE)
     p = pair_preference(model, tiny_tokenizer, PROMPTS[:2], GOOD[:2], BAD[:2], batch_size=2)
     assert p.requires_grad
     p.sum().backward()
@@ -185,7 +180,7 @@ def test_selected_dpo_loss_normalised_over_selected() -> None:
 
 def make_trainer(tiny_model: Any, tok: Any, tmp_path: Any, data: list[dict[str, Any]] | None = None,
                  **kw: Any) -> Any:
-    return SCIRTrainer(model=perturbed(tiny_model, 0.1), ref_model=copy.deepcopy(tiny_model),
+    return SCIRTrainer(model=perturbed_copy(tiny_model, 0.1), ref_model=copy.deepcopy(tiny_model),
                        args=config(tmp_path, **kw), train_dataset=Dataset.from_list(data or rows()),
                        processing_class=tok)
 
@@ -272,7 +267,7 @@ def test_trainer_with_precomputed_reference_columns(tiny_model, tiny_tokenizer, 
                            [[GOOD[i], BAD[i]] for i in range(4)], progress=False)
     for i, row in enumerate(data):
         row["ref_chosen_logps"], row["ref_rejected_logps"] = table.sum[i].tolist()
-    trainer = SCIRTrainer(model=perturbed(tiny_model, 0.1),
+    trainer = SCIRTrainer(model=perturbed_copy(tiny_model, 0.1),
                           args=config(tmp_path, max_steps=2, per_device_train_batch_size=2,
                                       logging_steps=1),
                           train_dataset=Dataset.from_list(data), processing_class=tiny_tokenizer)
@@ -308,7 +303,7 @@ def test_internal_consistency_rate(tiny_model, tiny_tokenizer) -> None:
     prompts = [r["prompt"] for r in data]
     ref = response_logps(tiny_model, tiny_tokenizer, prompts,
                          [[GOOD[i], BAD[i]] for i in range(4)], progress=False)
-    model = perturbed(tiny_model, 0.1)
+    model = perturbed_copy(tiny_model, 0.1)
     result = internal_consistency(model, tiny_tokenizer, data, beta=0.5,
                                   ref_chosen_logps=ref.sum[:, 0].tolist(),
                                   ref_rejected_logps=ref.sum[:, 1].tolist(), batch_size=3)
@@ -335,7 +330,7 @@ def test_pairwise_judge_rewarder_is_mean_win_probability(tiny_model, tiny_tokeni
                                                          fresh_plugins) -> None:
     from cream_plugin.rewarders import build_rewarder
 
-    model = perturbed(tiny_model)
+    model = perturbed_copy(tiny_model, NOISE)
     rewarder = build_rewarder("pairwise-judge", {"model": lambda: model,
                                                  "tokenizer": lambda: tiny_tokenizer},
                               {"progress": False, "batch_size": 3})
