@@ -79,6 +79,18 @@ class ModelConfig:
     )
     device: str = _f("auto", pattern=DEVICE_PATTERN, doc="auto, cpu, cuda, cuda:N, mps")
     trust_remote_code: bool = _f(False, doc="allow a Hub model's own code (off unless set)")
+    scoring_placement: str = _f(
+        "auto",
+        choices=("auto", "replica", "sharded"),
+        doc="log-prob scoring across processes: a whole model per process, rows split "
+        "(replica), FSDP2-sharded with every process stepping through every batch (sharded), or "
+        "replica unless the weights exceed 60% of one GPU (auto; cream_plugin.placement)",
+    )
+    vllm_options: dict[str, Any] = _f(
+        {},
+        doc="extra vllm.LLM arguments for every engine of the run, e.g. "
+        "{tensor_parallel_size: 8, gpu_memory_utilization: 0.85} for a model larger than one GPU",
+    )
 
 
 @dataclass
@@ -207,7 +219,7 @@ class EvaluationConfig:
 
 
 UNHASHED = ("training.report_to", "training.run_name", "training.padding_free",
-            "training.compact_lm_head")
+            "training.compact_lm_head", "model.scoring_placement", "model.vllm_options")
 """Settings that change where a run reports or how fast it computes, not what it computes (the
 same values within float rounding): left out of every stage's config hash, so turning a tracker
 on for a resumed run redoes no stage."""

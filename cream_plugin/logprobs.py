@@ -261,6 +261,7 @@ def _score_batches(
     from tqdm.auto import tqdm
 
     from cream_plugin.decoding import length_groups
+    from cream_plugin.placement import root_gathered
 
     results: list[tuple[float, int]] = [(0.0, 0)] * len(sequences)
     order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i][0]))
@@ -277,7 +278,7 @@ def _score_batches(
     rank, world = shard
     batches = batches[rank::world]
     try:
-        with torch.no_grad():
+        with torch.no_grad(), root_gathered(model):
             for batch in tqdm(batches, desc="log-probs", unit="batch", disable=not progress):
                 width = len(sequences[batch[0]][0])
                 input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)

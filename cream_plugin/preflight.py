@@ -136,6 +136,22 @@ def check_device(config: RunConfig) -> None:
             )
 
 
+def check_placement(config: RunConfig) -> None:
+    """A model too large for one device must not be loaded whole by any stage (see
+    :func:`cream_plugin.placement.check_sharded_run`)."""
+    import os
+
+    from cream_plugin.launch import requested_engine
+    from cream_plugin.placement import check_sharded_run
+
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world <= 1 or config.model.scoring_placement != "auto":
+        return
+    check_sharded_run(config.model, world, sampling_backend=config.sampling.backend,
+                      evaluator=config.evaluation.evaluator,
+                      engine=requested_engine(dict(os.environ)))
+
+
 def preflight(config: RunConfig) -> dict[str, Method]:
     """All checks; returns the configured methods."""
     from cream_plugin.tracking import normalize_report_to
@@ -146,4 +162,5 @@ def preflight(config: RunConfig) -> dict[str, Method]:
     check_trainer_args(config, methods)
     check_data(config)
     check_device(config)
+    check_placement(config)
     return methods

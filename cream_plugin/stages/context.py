@@ -67,22 +67,40 @@ class RunContext:
             raise ConfigError(f"checkpoint {key} of {self.run_dir} is not complete")
         return str(manifest["digest"])
 
-    def load(self, key: str) -> Any:
-        """Load a model of the run (M0 = the configured base, else a checkpoint folder)."""
-        from cream_plugin.models import load_model
+    def load(self, key: str, *, sharded: bool = False) -> Any:
+        """Load a model of the run (M0 = the configured base, else a checkpoint folder).
 
-        if key not in self._models:
+        ``sharded``: FSDP2-sharded across the processes for lock-step forwards (see
+        :mod:`cream_plugin.placement`); only log-prob scoring asks for it.
+        """
+        from cream_plugin.models import load_model, pick_device
+
+        slot = f"{key}#sharded" if sharded else key
+        if slot not in self._models:
             m = self.config.model
             path = self.model_path(key)
             self.release()
-            self._models[key] = load_model(
+            model = load_model(
                 path,
                 gguf_file=m.gguf_file if key == "M0" else None,
                 dtype=m.dtype,
-                device=m.device,
+                device="cpu" if sharded else m.device,
                 trust_remote_code=m.trust_remote_code,
             )
-        return self._models[key]
+            if sharded:
+                from cream_plugin.placement import shard_for_scoring
+
+                model = shard_for_scoring(model, pick_device(m.device), self.dist.world_size)
+            self._models[slot] = model
+        return self._models[slot]
+
+    @cached_property
+    def scoring_sharded(self) -> bool:
+        """Whether log-prob scoring shards the model (every process scores every row) rather
+        than keeping a replica per process (rows split across processes)."""
+        from cream_plugin.placement import resolve_placement
+
+        return resolve_placement(self.config.model, self.dist.world_size) == "sharded"
 
     def vllm_engine(self, key: str) -> tuple[Any, float]:
         """An open vLLM engine on model ``key``'s checkpoint and the start cost this call paid.
@@ -92,8 +110,8 @@ class RunContext:
         ``start_seconds`` when this call started it, else 0. Starting one releases whatever
         else is in memory; :meth:`load` and :meth:`release` close it (training and the HF
         stages need the memory, and a GPU engine reserves most of it). Options are the run's
-        (``model.dtype``) and the platform defaults of :func:`~cream_plugin.sampling_vllm.
-        engine_options`, so every stage gets the same engine.
+        (``model.dtype``, ``model.vllm_options``) and the platform defaults of
+        :func:`~cream_plugin.sampling_vllm.engine_options`, so every stage gets the same engine.
         """
         path = self.model_path(key)
         if self._engine is not None and self._engine_path == path and not self._engine.closed:
@@ -104,7 +122,8 @@ class RunContext:
             from cream_plugin.sampling_vllm import VLLMEngine
 
             factory = VLLMEngine
-        self._engine = factory(path, dtype=self.config.model.dtype)
+        self._engine = factory(path, dtype=self.config.model.dtype,
+                               **self.config.model.vllm_options)
         self._engine_path = path
         return self._engine, float(self._engine.start_seconds)
 

@@ -3,6 +3,7 @@ terms and, for the model being trained, the DPO reference log-probs (computed on
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,8 @@ from cream_plugin.errors import DataError
 from cream_plugin.logprobs import SequenceLogProbs
 from cream_plugin.stages.base import Output, Parallel, StageSpec
 from cream_plugin.stages.context import RunContext
+
+log = logging.getLogger(__name__)
 
 
 def logps_table(rows: list[dict[str, Any]]) -> SequenceLogProbs:
@@ -46,16 +49,23 @@ class LogpsStage(StageSpec):
         from cream_plugin.logprobs import response_logps
 
         rows = self.samples.read_rows()
+        # Replica: each rank scores its batches. Sharded: the model is split across the ranks,
+        # so all of them step through every batch together and each holds the whole table.
+        lockstep = ctx.scoring_sharded
+        if lockstep:
+            log.info("stage %s: %s FSDP2-sharded across %d processes, every batch on each",
+                     self.name, self.model_key, ctx.dist.world_size)
         table = response_logps(
-            ctx.load(self.model_key),
+            ctx.load(self.model_key, sharded=lockstep),
             ctx.tokenizer,
             [r["prompt"] for r in rows],
             [r["responses"] for r in rows],
             batch_size=ctx.config.rewarder.batch_size,
             max_length=ctx.config.training.max_length,
-            shard=(ctx.dist.rank, ctx.dist.world_size),
+            shard=(0, 1) if lockstep else (ctx.dist.rank, ctx.dist.world_size),
+            progress=ctx.dist.is_main,
         )
-        if ctx.dist.active:  # each entry was scored by exactly one rank, the others hold 0
+        if ctx.dist.active and not lockstep:  # one rank scored each entry, the others hold 0
             parts = ctx.dist.gather((table.sum, table.num_tokens))
             table.sum = np.sum([p[0] for p in parts], axis=0)
             table.num_tokens = np.sum([p[1] for p in parts], axis=0)
