@@ -116,8 +116,8 @@ def run_cell(out: Path, base: Path, prompts: int, lr: float, seed: int) -> dict[
         stage = run(PromptsStage())
         key = pipe.iteration(METHOD, 1, stage)
         rows = [r for r in stage.read_rows() if r["iteration"] == 2]
-        before = run(CorrectnessStage("baseline/iter2",
-                                      run(SampleStage("baseline/iter2", "M1", stage, rows, 2)), 2))
+        base_samples = run(SampleStage("baseline/iter2", "M1", stage, rows, 2))
+        before = run(CorrectnessStage("baseline/iter2", base_samples, 2))
         scope = f"{METHOD}/iter2"
         samples = run(SampleStage(scope, key, stage, rows, 2))
         pipe.samples[(METHOD, 2)] = (scope, samples)
@@ -139,7 +139,15 @@ def run_cell(out: Path, base: Path, prompts: int, lr: float, seed: int) -> dict[
         "pool_accuracy_m2": float(np.nanmean(acc_after)),
         "difference": paired_difference(acc_after, acc_before),
         "responses": int(np.isfinite(acc_after).sum()) * pipe.config.sampling.num_responses,
+        "chars_m1": mean_chars(base_samples),
+        "chars_m2": mean_chars(samples),
     }
+
+
+def mean_chars(samples: Any) -> float:
+    """Mean response length in characters: the implicit reward prefers short responses, and
+    a policy that collapses to one-letter answers shows it here first."""
+    return float(np.mean([len(r) for row in samples.read_rows() for r in row["responses"]]))
 
 
 def render(cells: list[dict[str, Any]], seed: int) -> str:
@@ -147,11 +155,11 @@ def render(cells: list[dict[str, Any]], seed: int) -> str:
         f"Seed {seed}; one iteration of {METHOD} from the same M1; KL = per-token "
         "KL(M2 || M1) on M2's samples (nats, 95% CI); pool accuracy on the iteration-2 prompts "
         "(held out from training), M1 and M2 sampled on the same prompts, difference paired "
-        "per prompt (95% CI).",
+        "per prompt (95% CI); chars = mean response length on those prompts.",
         "",
         "| prompts | lr | pairs | KL (nats/token) | mean abs dlogp | pool acc M1 | pool acc M2 "
-        "| M2 - M1 (points) | responses |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| M2 - M1 (points) | responses | chars M1 | chars M2 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in cells:
         k, d = c["kl"], c["difference"]
@@ -160,7 +168,7 @@ def render(cells: list[dict[str, Any]], seed: int) -> str:
             f"[{k['low']:.3f}, {k['high']:.3f}] | {c['mean_abs_delta']:.3f} | "
             f"{100 * c['pool_accuracy_m1']:.1f}% | {100 * c['pool_accuracy_m2']:.1f}% | "
             f"{100 * d['mean']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}] | "
-            f"{c['responses']} |"
+            f"{c['responses']} | {c['chars_m1']:.0f} | {c['chars_m2']:.0f} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -1,0 +1,76 @@
+"""Response length per method and seed, and the paired per-prompt difference of two methods.
+
+The implicit reward prefers short responses, so a method that follows it may collapse to bare
+answers ("B"); this table shows whether and where. Lengths are characters of the responses each
+model sampled in the last iteration's sampling stage (``<method>/iter<T>/samples``; M1's are
+``shared/iter1``, on other prompts, so they are not paired).
+
+Run:  python studies/lengths.py RUN_DIR [--pair cream,cream-no-rc] [--iteration 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+
+def prompt_lengths(path: Path) -> dict[str, float]:
+    """Mean response length in characters per prompt id of one samples file."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {r["prompt_id"]: float(np.mean([len(x) for x in r["responses"]])) for r in rows}
+
+
+def seed_dirs(run: Path) -> list[Path]:
+    seeds = sorted(run.glob("seed-*"))
+    return seeds or [run]
+
+
+def table(run: Path, iteration: int) -> str:
+    seeds = seed_dirs(run)
+    methods = sorted({p.parent.parent.name for s in seeds
+                      for p in s.glob(f"*/iter{iteration}/samples.jsonl")})
+    lines = [f"| model | {' | '.join(s.name for s in seeds)} | mean |",
+             "|---|" + "---|" * (len(seeds) + 1)]
+    for label, rel in [("M1 (shared/iter1)", "shared/iter1"),
+                       *[(f"{m} M{iteration}", f"{m}/iter{iteration}") for m in methods]]:
+        values = [np.mean(list(prompt_lengths(s / rel / "samples.jsonl").values()))
+                  for s in seeds if (s / rel / "samples.jsonl").exists()]
+        cells = " | ".join(f"{v:.0f}" for v in values)
+        lines.append(f"| {label} | {cells} | {np.mean(values):.0f} |")
+    return "\n".join(lines)
+
+
+def paired(run: Path, a: str, b: str, iteration: int) -> str:
+    diffs: list[float] = []
+    for s in seed_dirs(run):
+        la = prompt_lengths(s / a / f"iter{iteration}" / "samples.jsonl")
+        lb = prompt_lengths(s / b / f"iter{iteration}" / "samples.jsonl")
+        diffs += [la[k] - lb[k] for k in la if k in lb]
+    d = np.array(diffs)
+    n = d.size
+    half = stats.t.ppf(0.975, n - 1) * d.std(ddof=1) / math.sqrt(n)
+    p = stats.wilcoxon(d).pvalue
+    return (f"{a} - {b}: {d.mean():+.1f} characters per response ({d.mean() - half:+.1f} to "
+            f"{d.mean() + half:+.1f}, 95% t-interval; Wilcoxon p = {p:.2g}; n = {n} prompts "
+            "paired by seed and prompt)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path)
+    parser.add_argument("--pair", default="cream,cream-no-rc")
+    parser.add_argument("--iteration", type=int, default=2)
+    args = parser.parse_args()
+    print(table(args.run, args.iteration))
+    print()
+    a, b = args.pair.split(",")
+    print(paired(args.run, a, b, args.iteration))
+
+
+if __name__ == "__main__":
+    main()
