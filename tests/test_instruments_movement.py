@@ -73,3 +73,18 @@ def test_policy_movement_uses_the_samples_it_is_given():
     assert both.kl_forward.value > 0 and both.kl_reverse.value > 0
     with pytest.raises(DataError, match="needs"):
         policy_movement(new_on_new=new_on_new)
+
+
+def test_mean_response_length_of_each_models_samples():
+    t_old = np.array([[20, 24, 0], [30, 26, 28]])  # an empty response counts as 0 tokens
+    t_new = np.array([[2, 3], [1, 2]])
+    logps = np.zeros_like
+    moved = policy_movement(new_on_new=logps(t_new, dtype=float), old_on_new=logps(t_new, float),
+                            tokens_new=t_new, old_on_old=logps(t_old, float),
+                            new_on_old=logps(t_old, float), tokens_old=t_old)
+    assert moved.length_old.value == pytest.approx(128 / 6) and moved.length_old.n == 6
+    assert moved.length_new.value == pytest.approx(2.0) and moved.length_new.n == 4
+    assert moved.length_old.has_interval and moved.length_new.high < moved.length_old.low
+    last = policy_movement(old_on_old=logps(t_old, float), new_on_old=logps(t_old, float),
+                           tokens_old=t_old)
+    assert not last.length_new.defined and "last iteration" in last.length_new.reason

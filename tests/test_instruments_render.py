@@ -53,7 +53,8 @@ def test_section_tables_by_hand():
     movement = render_movement(ev.movement).splitlines()
     assert "mean \\|Δ log p\\| /token" in movement[0]
     assert movement[2] == ("| cream | 1 | 0.0123 | 0.0100 to 0.0146 | – (no samples of pi_t "
-                           "scored under both models) | – | 0.0500 | 0.800 | 75.0% |")
+                           "scored under both models) | – | 0.0500 | – (not measured) | – (not "
+                           "measured) | 0.800 | 75.0% |")
     assert render_comparisons(ev.comparisons).splitlines()[2] == (
         "| arc_easy | acc | sft M1 | cream M2 | 48.0% | 50.0% | +2.0 | -1.2 to +5.2 | 0.210 "
         "| 15 | 10 | 250 |")

@@ -146,3 +146,22 @@ def test_evidence_round_trips_through_json():
     assert back.comparisons[0].comparison.mcnemar == McNemar(10, 15, 250, 0.21)
     with pytest.raises(DataError, match=r"evidence.pool_accuracy\[0\]: missing field 'accuracy'"):
         Evidence.from_dict({"pool_accuracy": [{"method": "m", "iteration": 1}]})
+
+
+def test_a_halved_response_length_is_called_out():
+    def row(old: Estimate, new: Estimate) -> Evidence:
+        moved = Movement(Estimate(0.5, 0.4, 0.6, n=900), undefined("x"), Estimate(0.6),
+                         old, new)
+        return Evidence(movement=[MovementRow("cream-no-rc", 1, moved, undefined("no log"),
+                                              undefined("no log"))])
+
+    collapsed = render_summary(row(Estimate(12.0, 10.0, 14.0, n=96),
+                                   Estimate(2.1, 1.8, 2.4, n=96)))
+    assert "responses average 12.0 tokens from M_t" in collapsed
+    assert "less than half the length" in collapsed
+    steady = render_summary(row(Estimate(12.0, 10.0, 14.0, n=96),
+                                Estimate(11.0, 9.0, 13.0, n=96)))
+    assert "responses average 12.0 tokens" in steady and "less than half" not in steady
+    # Wide intervals that overlap: the drop is not called out.
+    noisy = render_summary(row(Estimate(12.0, 2.0, 22.0, n=8), Estimate(5.0, 0.0, 10.0, n=8)))
+    assert "less than half" not in noisy

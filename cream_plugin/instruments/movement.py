@@ -12,7 +12,7 @@ models barely differ. The interval is a delta-method ratio interval clustered by
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -74,13 +74,31 @@ def mean_abs_logp_change(logp_new: object, logp_old: object, num_tokens: object,
                   level)
 
 
+def mean_response_tokens(num_tokens: object, level: float = LEVEL) -> Estimate:
+    """Mean response length in tokens over a (P, N) table of counts, prompt-clustered interval.
+
+    Empty responses count as 0 tokens: a policy collapsing to bare answers shows here first
+    (the implicit reward prefers short responses)."""
+    t = as_table(num_tokens, "num_tokens")
+    keep = np.isfinite(t)
+    return _ratio(np.where(keep, t, 0.0), keep.astype(float),
+                  f"prompt-clustered delta {level:.0%}", level)
+
+
+def _unmeasured() -> Estimate:
+    return undefined("not measured")
+
+
 @dataclass(frozen=True)
 class Movement:
-    """How far pi_t moved to pi_{t+1}: both KL directions and the mean |Δ log-prob| per token."""
+    """How far pi_t moved to pi_{t+1}: both KL directions and the mean |Δ log-prob| per token,
+    and the mean response length (tokens) of each model's samples."""
 
     kl_forward: Estimate   # KL(pi_{t+1} || pi_t), samples of pi_{t+1}
     kl_reverse: Estimate   # KL(pi_t || pi_{t+1}), samples of pi_t
     mean_abs_delta: Estimate
+    length_old: Estimate = field(default_factory=_unmeasured)  # pi_t's samples (iteration t)
+    length_new: Estimate = field(default_factory=_unmeasured)  # pi_{t+1}'s (iteration t+1)
 
 
 def policy_movement(
@@ -110,4 +128,8 @@ def policy_movement(
                else undefined("no samples of pi_t scored under both models"))
     delta = (mean_abs_logp_change(new_on_new, old_on_new, tokens_new) if have_new
              else mean_abs_logp_change(new_on_old, old_on_old, tokens_old))
-    return Movement(forward, reverse, delta)
+    length_old = (mean_response_tokens(tokens_old) if tokens_old is not None
+                  else undefined("pi_t's samples not scored"))
+    length_new = (mean_response_tokens(tokens_new) if tokens_new is not None
+                  else undefined("pi_{t+1} not sampled (last iteration)"))
+    return Movement(forward, reverse, delta, length_old, length_new)

@@ -95,9 +95,11 @@ def render_movement(rows: Sequence[MovementRow]) -> str:
         body.append([r.method, str(r.iteration), cell(m.kl_forward, digits=4),
                      fmt.interval(m.kl_forward, digits=4), cell(m.kl_reverse, digits=4),
                      fmt.interval(m.kl_reverse, digits=4), cell(m.mean_abs_delta, digits=4),
+                     cell(m.length_old, digits=1), cell(m.length_new, digits=1),
                      cell(r.margins), cell(r.accuracies, "pct")])
     return table(["method", "iteration", "KL(new ‖ old) /token", "95% CI",
-                  "KL(old ‖ new) /token", "95% CI", "mean |Δ log p| /token", "DPO margin",
+                  "KL(old ‖ new) /token", "95% CI", "mean |Δ log p| /token",
+                  "tokens/response, old", "tokens/response, new", "DPO margin",
                   "reward accuracy"], body)
 
 
@@ -141,7 +143,9 @@ _GUIDE = {
               "how many copies of a response its prompt has (0 = no bias).",
     "identical": "Prompts whose N responses are all the same text give no pair.",
     "movement": "Per-token KL between consecutive models on sampled responses (nats; 0 = did "
-                "not move), and the DPO log's mean margin and reward accuracy.",
+                "not move), the mean response length of each model's samples (old: M_t on "
+                "iteration t's prompts, new: M_t+1 on iteration t+1's), and the DPO log's mean "
+                "margin and reward accuracy.",
     "comparisons": "Pairs of models on the same benchmark items: McNemar's exact test for 0/1 "
                    "scores and a paired bootstrap interval of the difference.",
     "seeds": "The same configuration under several seeds: mean and 95% t-interval over seeds.",

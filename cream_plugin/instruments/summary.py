@@ -118,12 +118,34 @@ def _movement(rows: list[MovementRow]) -> list[Finding]:
                             "top-p, not from the model itself, so this Monte-Carlo KL is biased; "
                             "the model moved, read the mean |delta log-prob|",
                             "it did not measurably move")))
+        out.extend(_length(r))
         if r.margins.defined or r.accuracies.defined:
             out.append(Finding(FACT, f"{r.method}, iteration {r.iteration}: mean DPO margin "
                                      f"{fmt.num(r.margins.value)} and reward accuracy "
                                      f"{fmt.pct(r.accuracies.value)} over "
                                      f"{max(r.margins.n, r.accuracies.n)} logged steps."))
     return out
+
+
+COLLAPSE_RATIO = 0.5
+"""M_(t+1)'s responses shorter than this share of M_t's are called out as a collapse."""
+
+
+def _length(r: MovementRow) -> list[Finding]:
+    """Mean response length of M_t's and M_(t+1)'s samples; a halving is called out, since
+    the implicit reward prefers short responses and the policy may learn to answer bare."""
+    old, new = r.movement.length_old, r.movement.length_new
+    if not (old.defined and new.defined):
+        return []
+    text = (f"{r.method}, iteration {r.iteration}: responses average "
+            f"{fmt.num(old.value, 1)} tokens from M_t ({fmt.interval(old, 'num', 1)}) and "
+            f"{fmt.num(new.value, 1)} from M_(t+1) ({fmt.interval(new, 'num', 1)}), "
+            "on each iteration's own prompts")
+    if old.value > 0 and new.value < COLLAPSE_RATIO * old.value and new.high < old.low:
+        return [Finding(SIGNIFICANT, text + ": M_(t+1) answers in less than half the length "
+                        "(intervals apart); check its samples for bare answers before trusting "
+                        "pool accuracy.", new.n)]
+    return [Finding(FACT, text + ".", new.n)]
 
 
 def _reward_quality(rows: list[RewardQualityRow]) -> list[Finding]:
