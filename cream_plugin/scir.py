@@ -215,12 +215,14 @@ class PairJudgeCollator:
 
 def judge_preference_from_batch(model: Any, judge_ids: torch.Tensor, judge_mask: torch.Tensor,
                                 verdict_ids: tuple[int, int], pad_id: int,
-                                batch_size: int | None = None) -> torch.Tensor:
-    """P_gen(chosen > rejected) for the n pairs of a collated batch (2n judge rows)."""
+                                batch_size: int | None = None, packed: bool = False
+                                ) -> torch.Tensor:
+    """P_gen(chosen > rejected) for the n pairs of a collated batch (2n judge rows); ``packed``
+    runs the judge rows padding-free (see ``first_verdict_probs``)."""
     lengths = judge_mask.sum(dim=1).tolist()
     sequences = [judge_ids[row, : int(n)].tolist() for row, n in enumerate(lengths)]
     probs = first_verdict_probs(model, sequences, verdict_ids, pad_id,
-                                batch_size or len(sequences))
+                                batch_size or len(sequences), packed=packed)
     n = len(sequences) // 2
     return order_averaged(probs[:n], probs[n:])
 
@@ -264,6 +266,17 @@ class SCIRTrainer(CREAMTrainer):
             answer_prefix=args.judge_answer_prefix)
         self.judge_pad_id = self.data_collator.pad_id
 
+    def _judge_packed(self) -> bool:
+        """Pack the judge rows when the policy trains padding-free: its forward wrapper has
+        checked on the first batch that this model's attention honours packed positions."""
+        from cream_plugin.packing import FastForward
+
+        policy = self.accelerator.unwrap_model(self.model)
+        if hasattr(policy, "get_base_model"):
+            policy = policy.get_base_model()
+        forward = getattr(policy, "forward", None)
+        return isinstance(forward, FastForward) and forward.padding_free and forward.checked
+
     # -- TRL override points ------------------------------------------------------------------
 
     def _set_signature_columns_if_needed(self) -> None:
@@ -286,7 +299,7 @@ class SCIRTrainer(CREAMTrainer):
         p_dpo = torch.sigmoid(h.float())
         p_gen = judge_preference_from_batch(
             model, inputs[JUDGE_IDS], inputs[JUDGE_MASK], self.verdict_ids, self.judge_pad_id,
-            args.judge_batch_size).to(p_dpo.device)
+            args.judge_batch_size, packed=self._judge_packed()).to(p_dpo.device)
         h_cons, p_dpo_cons, p_gen_cons = h.float(), p_dpo, p_gen
         if args.consistency_grad == "dpo":
             p_gen_cons = p_gen.detach()

@@ -154,13 +154,16 @@ def encode_both_orders(tokenizer: Any, prompts: Sequence[Prompt], responses_1: S
 
 def first_verdict_probs(model: Any, sequences: Sequence[Sequence[int]],
                         verdict_ids: tuple[int, int], pad_id: int, batch_size: int = 8,
-                        progress: bool = False) -> torch.Tensor:
+                        progress: bool = False, packed: bool = False) -> torch.Tensor:
     """Probability of the first verdict (softmax over the two verdict logits), per sequence.
 
     Batches are right-padded, so each row sees exactly its own tokens at its own positions, and
     only the last real position of each row is projected through the LM head (a 2-D
     ``logits_to_keep``), so no (batch, length, vocab) tensor is built. Differentiable when grad
-    is enabled.
+    is enabled. ``packed``: each batch's sequences share rows no wider than its longest
+    (:func:`cream_plugin.packing.plan_rows`, positions restarting per sequence, no mask, so
+    attention is block-diagonal), which skips the padding; only for models whose attention
+    honours packed ``position_ids`` (the trainers check that on their first packed batch).
     """
     import torch
     from tqdm.auto import tqdm
@@ -176,6 +179,10 @@ def first_verdict_probs(model: Any, sequences: Sequence[Sequence[int]],
         lengths = torch.tensor([len(s) for s in chunk], device=device)
         if int(lengths.min()) == 0:
             raise DataError("pair judge: an empty judge prompt")
+        if packed:
+            out.append(torch.softmax(_packed_verdict_logits(model, chunk, verdicts, pad_id),
+                                     dim=-1)[:, 0])
+            continue
         width = int(lengths.max())
         ids = torch.full((len(chunk), width), pad_id, dtype=torch.long, device=device)
         mask = torch.zeros((len(chunk), width), dtype=torch.long, device=device)
@@ -189,6 +196,39 @@ def first_verdict_probs(model: Any, sequences: Sequence[Sequence[int]],
     if not out:
         return torch.zeros(0, device=device)
     return torch.cat(out)
+
+
+def _packed_verdict_logits(model: Any, chunk: Sequence[Sequence[int]], verdicts: torch.Tensor,
+                           pad_id: int) -> torch.Tensor:
+    """The two verdict logits at each sequence's last token, from packed rows (float32)."""
+    import torch
+
+    from cream_plugin.packing import plan_rows
+
+    device = verdicts.device
+    lengths = [len(s) for s in chunk]
+    rows = plan_rows(lengths, max(lengths))
+    width = max(sum(lengths[i] for i in row) for row in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long, device=device)
+    positions = torch.zeros((len(rows), width), dtype=torch.long, device=device)
+    last: list[tuple[int, int]] = [(0, 0)] * len(chunk)  # (row, column) of each last token
+    for r, row in enumerate(rows):
+        start = 0
+        for i in row:
+            ids[r, start:start + lengths[i]] = torch.tensor(list(chunk[i]), dtype=torch.long,
+                                                            device=device)
+            positions[r, start:start + lengths[i]] = torch.arange(lengths[i], device=device)
+            last[i] = (r, start + lengths[i] - 1)
+            start += lengths[i]
+        if start < width:  # the pad tail is a segment of its own: nothing attends to it
+            positions[r, start:] = torch.arange(width - start, device=device)
+    columns = sorted({c for _, c in last})
+    keep = torch.tensor(columns, dtype=torch.long, device=device)
+    logits = model(input_ids=ids, position_ids=positions, use_cache=False,
+                   logits_to_keep=keep).logits  # (rows, len(columns), vocab)
+    where = {c: k for k, c in enumerate(columns)}
+    picked = torch.stack([logits[r, where[c]] for r, c in last])
+    return picked.index_select(-1, verdicts).float()
 
 
 def order_averaged(p_first_forward: torch.Tensor, p_first_backward: torch.Tensor) -> torch.Tensor:

@@ -401,3 +401,26 @@ def test_smollm2_pair_judge_and_one_scir_step(tmp_path) -> None:
     logged = trainer.state.log_history[0]
     assert math.isfinite(logged["loss"]) and logged["scir/selected"] == 0.0  # P_dpo = 0.5: ties
     assert logged["scir/p_gen"] == pytest.approx(p.mean().item(), abs=1e-3)
+
+
+def test_packed_judge_rows_give_the_padded_probabilities(tiny_model, tiny_tokenizer) -> None:
+    """Judge prompts of different lengths packed into shared rows: the same verdict
+    probabilities and gradients as right-padded rows (float rounding)."""
+    from cream_plugin.rewarders.pairwise_judge import first_verdict_probs, verdict_token_ids
+
+    model = perturbed_copy(tiny_model, NOISE)
+    forward, backward = encode_both_orders(tiny_tokenizer, PROMPTS, GOOD, BAD)
+    sequences = [*forward, *backward]
+    assert len({len(s) for s in sequences}) > 2  # padding to skip
+    verdicts = verdict_token_ids(tiny_tokenizer, ("A", "B"))
+    pad = tiny_tokenizer.pad_token_id
+    padded = first_verdict_probs(model, sequences, verdicts, pad, batch_size=5)
+    padded.sum().backward()
+    grads = [q.grad.clone() for q in model.parameters() if q.grad is not None]
+    model.zero_grad()
+    packed = first_verdict_probs(model, sequences, verdicts, pad, batch_size=5, packed=True)
+    packed.sum().backward()
+    torch.testing.assert_close(packed, padded, rtol=0, atol=1e-5)
+    for a, b in zip(grads, [q.grad for q in model.parameters() if q.grad is not None],
+                    strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
