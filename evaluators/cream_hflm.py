@@ -31,12 +31,6 @@ from lm_eval.models.huggingface import HFLM
 
 from cream_plugin.evaluators.decode_loop_hflm import DecodeLoopHFLM
 
-CHOICE_ROWS_PER_CONTEXT = 5
-"""Choice rows per pass, per context of a chunk: enough for every choice of a 5-way question
-in one pass. A choice row holds a continuation (a few tokens) against the cached context, so
-a pass of 5 x batch_size such rows costs less than HFLM's batch_size whole sequences; one pass
-per chunk instead of several saves a walk over the weights, what bounds a small batch on CPU."""
-
 Request = tuple[Any, list[int], list[int]]
 """What ``_loglikelihood_tokens`` receives: ((context, continuation) or None, ids, ids)."""
 
@@ -146,11 +140,10 @@ class CreamHFLM(DecodeLoopHFLM):
                       results: list[tuple[float, bool] | None], disable_tqdm: bool) -> None:
         """Fill ``results`` for the grouped requests: contexts longest first in chunks of
         ``batch_size``, each chunk's choice rows (longest continuation first) in passes of
-        ``CHOICE_ROWS_PER_CONTEXT x batch_size`` rows over the chunk's cache."""
+        ``batch_size`` rows over the chunk's cache."""
         from tqdm.auto import tqdm
 
         batch = max(1, int(self.batch_size))
-        row_batch = batch * CHOICE_ROWS_PER_CONTEXT
         contexts = sorted(groups, key=lambda c: (-len(c), c))
         total = sum(len(m) for m in groups.values())
         bar = tqdm(total=total, disable=disable_tqdm or self.rank != 0,
@@ -160,8 +153,8 @@ class CreamHFLM(DecodeLoopHFLM):
             cache = self._prefill([list(c[:-1]) for c in chunk])
             rows = [(k, i) for k, c in enumerate(chunk) for i in groups[c]]
             rows.sort(key=lambda row: -len(requests[row[1]][2]))
-            for first in range(0, len(rows), row_batch):
-                part = rows[first:first + row_batch]
+            for first in range(0, len(rows), batch):
+                part = rows[first:first + batch]
                 answers = self._score_rows(cache, [chunk[k] for k, _ in part],
                                            [k for k, _ in part],
                                            [requests[i][2] for _, i in part])
