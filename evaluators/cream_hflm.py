@@ -3,17 +3,20 @@
 Stock ``HFLM._loglikelihood_tokens`` runs every (context, choice) pair as its own sequence, so
 an ARC question with four answers runs its question four times and projects every position onto
 the vocabulary. Here the requests that share a context (the same token ids, as HFLM's own
-``_encode_pair`` split them) are scored from one prefill of that context: the context minus its
-last token fills a KV cache once, and the choices run as one batch that attends to the cached
-context, each row being ``[last context token] + continuation[:-1]``, so every logit that scores a
-continuation token comes from the choice pass. Token ids, positions and the causal window are
-those of HFLM's sequence ``context + continuation``, so the log-likelihoods agree with HFLM's to
-float rounding (checked within 1e-4) and the is-greedy flags are the same.
+``_encode_pair`` split them) are scored in one row: the context minus its last token, then each
+choice as a segment ``[last context token] + continuation[:-1]``, under a 4-D attention mask that
+lets a segment see the context and its own earlier tokens but no other choice. Each row of a
+batch holds one context with all its choices, so a question runs once per forward, and only the
+positions that score a continuation token go through the LM head. Token ids, positions and the
+causal window of every scored position are those of HFLM's sequence ``context + continuation``,
+so the log-likelihoods agree with HFLM's to float rounding (checked within 1e-4) and the
+is-greedy flags are the same.
 
 What cannot share a context takes HFLM's own path: a context with a single request,
 ``loglikelihood_rolling`` windows, sequences that HFLM would left-truncate at ``max_length``,
-seq2seq models, ``batch_size="auto"`` and models whose cache is not plain full attention
-(sliding windows). ``generate_until`` is ``DecodeLoopHFLM``'s.
+seq2seq models, ``batch_size="auto"`` and models whose attention is not plain full attention
+(sliding windows, which the custom mask would not reproduce). ``generate_until`` is
+``DecodeLoopHFLM``'s.
 
 Registered with lm-eval as ``cream-hf`` when this module is imported: in Python through
 ``LMEvalEvaluator``; from the shell through ``python -m cream_plugin.lm_eval_cli`` (lm-eval
@@ -22,8 +25,6 @@ Registered with lm-eval as ``cream-hf`` when this module is imported: in Python 
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Sequence
 from typing import Any
 
 from lm_eval.api.registry import register_model
@@ -44,7 +45,8 @@ def _flag(value: Any) -> bool:
 
 
 def plain_attention(model: Any) -> bool:
-    """Whether every layer attends to the whole cache (no sliding window, no hybrid layers)."""
+    """Whether every layer attends to every earlier position (no sliding window, no hybrid
+    layers)."""
     config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else None
     config = config or model.config
     layer_types = getattr(config, "layer_types", None) or []
@@ -98,7 +100,7 @@ class CreamHFLM(DecodeLoopHFLM):
     def _shareable(self, request: Request) -> bool:
         """A request scored from a shared context: a real request (rolling windows carry no
         key) whose whole sequence fits, as HFLM would not truncate it, with a context of at
-        least two tokens (one fills the cache, the last starts the choice row)."""
+        least two tokens (the prefix, and the last that starts each choice segment)."""
         key, context, continuation = request
         return (key is not None and len(context) >= 2 and len(continuation) >= 1
                 and len(context) + len(continuation) <= self.max_length + 1)
@@ -108,7 +110,7 @@ class CreamHFLM(DecodeLoopHFLM):
         override_bs: int | None = None,
     ) -> list[tuple[float, bool]]:
         """HFLM's result for every request, in request order; requests that share a context
-        token for token are scored from one prefill of it, the rest by HFLM."""
+        token for token are scored in one row per context, the rest by HFLM."""
         if override_bs is not None or self.shared_context_reason() is not None:
             return list(super()._loglikelihood_tokens(
                 requests, disable_tqdm=disable_tqdm, override_bs=override_bs))
@@ -138,109 +140,114 @@ class CreamHFLM(DecodeLoopHFLM):
 
     def _score_shared(self, requests: list[Request], groups: dict[tuple[int, ...], list[int]],
                       results: list[tuple[float, bool] | None], disable_tqdm: bool) -> None:
-        """Fill ``results`` for the grouped requests: contexts longest first in chunks of
-        ``batch_size``, each chunk's choice rows (longest continuation first) in passes of
-        ``batch_size`` rows over the chunk's cache."""
+        """Fill ``results`` for the grouped requests: contexts longest first, ``batch_size``
+        contexts (each with all its choices) per forward."""
         from tqdm.auto import tqdm
 
         batch = max(1, int(self.batch_size))
-        contexts = sorted(groups, key=lambda c: (-len(c), c))
+        contexts = sorted(groups, key=lambda c: (-(len(c) + sum(
+            len(requests[i][2]) for i in groups[c])), c))
         total = sum(len(m) for m in groups.values())
         bar = tqdm(total=total, disable=disable_tqdm or self.rank != 0,
                    desc="loglikelihood (shared contexts)")
         for start in range(0, len(contexts), batch):
             chunk = contexts[start:start + batch]
-            cache = self._prefill([list(c[:-1]) for c in chunk])
-            rows = [(k, i) for k, c in enumerate(chunk) for i in groups[c]]
-            rows.sort(key=lambda row: -len(requests[row[1]][2]))
-            for first in range(0, len(rows), batch):
-                part = rows[first:first + batch]
-                answers = self._score_rows(cache, [chunk[k] for k, _ in part],
-                                           [k for k, _ in part],
-                                           [requests[i][2] for _, i in part])
-                for (_, i), answer in zip(part, answers, strict=True):
+            members = [groups[c] for c in chunk]
+            answers = self._score_trees(chunk, [[requests[i][2] for i in m] for m in members])
+            for indices, found in zip(members, answers, strict=True):
+                for i, answer in zip(indices, found, strict=True):
                     results[i] = answer
-                    key = requests[i][0]
-                    self.cache_hook.add_partial("loglikelihood", key, answer)
-                bar.update(len(part))
+                    self.cache_hook.add_partial("loglikelihood", requests[i][0], answer)
+                bar.update(len(indices))
             self.shared_stats["contexts"] += len(chunk)
         self.shared_stats["shared_requests"] += total
         bar.close()
 
-    def _forward(self, **inputs: Any) -> Any:
-        """The model under HFLM's no-grad and autocast settings."""
+    def _score_trees(self, contexts: list[tuple[int, ...]], choices: list[list[list[int]]]
+                     ) -> list[list[tuple[float, bool]]]:
+        """(log-likelihood, is greedy) of every choice of every context, from one forward.
+
+        Each context is one row: ``context[:-1]``, then per choice the segment
+        ``[context[-1]] + continuation[:-1]`` at the positions it has in HFLM's sequence
+        ``context + continuation``. A 4-D mask lets a segment see the context and its own earlier
+        tokens, never another choice; padding sees only itself. So every logit that scores a
+        continuation token sees what it sees in HFLM, and only those positions are projected
+        onto the vocabulary.
+        """
+        import torch
+        import torch.nn.functional as F
+
+        layouts = [_tree_layout(c, conts) for c, conts in zip(contexts, choices, strict=True)]
+        width = max(len(ids) for ids, _, _ in layouts)
+        n = len(layouts)
+        ids = torch.full((n, width), self._pad_id(), dtype=torch.long)
+        positions = torch.zeros((n, width), dtype=torch.long)
+        mask = torch.zeros((n, 1, width, width), dtype=torch.bool)
+        for row, (row_ids, row_pos, segments) in enumerate(layouts):
+            length = len(row_ids)
+            ids[row, :length] = torch.tensor(row_ids, dtype=torch.long)
+            positions[row, :length] = torch.tensor(row_pos, dtype=torch.long)
+            prefix = segments[0][0]
+            mask[row, 0, :prefix, :prefix] = torch.ones(prefix, prefix).tril().bool()
+            for first, end in segments:
+                mask[row, 0, first:end, :prefix] = True
+                mask[row, 0, first:end, first:end] = torch.ones(end - first,
+                                                                end - first).tril().bool()
+            pads = torch.arange(length, width)
+            mask[row, 0, pads, pads] = True
+        rows = torch.tensor([r for r, (_, _, segs) in enumerate(layouts) for a, b in segs
+                             for _ in range(a, b)], dtype=torch.long)
+        cols = torch.tensor([c for _, _, segs in layouts for a, b in segs for c in range(a, b)],
+                            dtype=torch.long)
+        logits = self._selected_logits(ids, mask, positions, rows, cols)
+        self.shared_stats["forward_tokens"] += ids.numel()
+        logprobs = F.log_softmax(logits, dim=-1, dtype=self.softmax_dtype)
+        answers: list[list[tuple[float, bool]]] = []
+        at = 0
+        for conts in choices:
+            found = []
+            for cont in conts:
+                part = logprobs[at:at + len(cont)]
+                target = torch.tensor(cont, dtype=torch.long, device=part.device)
+                greedy = bool((part.argmax(dim=-1) == target).all())
+                picked = torch.gather(part, 1, target.unsqueeze(-1)).squeeze(-1)
+                found.append((float(picked.sum()), greedy))
+                at += len(cont)
+            answers.append(found)
+        return answers
+
+    def _selected_logits(self, ids: Any, mask: Any, positions: Any, rows: Any, cols: Any
+                         ) -> Any:
+        """Logits at (rows, cols) only: the decoder stack, then the LM head on those positions
+        (a plain head); other heads (logit scaling, soft-capping) run the whole model."""
         import torch
 
+        from cream_plugin.logprobs import _plain_head
+
+        device = self.device
+        inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device),
+                  "position_ids": positions.to(device), "use_cache": False}
         with torch.no_grad(), torch.autocast(
             device_type=self.device.type, dtype=self.mixed_precision_dtype,
             enabled=self.mixed_precision_dtype is not None,
         ):
-            return self.model(**inputs)
+            if _plain_head(self.model):
+                hidden = self.model.base_model(**inputs).last_hidden_state
+                picked = hidden[rows.to(device), cols.to(device)]
+                return self.model.get_output_embeddings()(picked)
+            return self.model(**inputs).logits[rows.to(device), cols.to(device)]
 
-    def _prefill(self, prefixes: Sequence[list[int]]) -> list[tuple[Any, Any]]:
-        """Per layer (keys, values) of the prefixes, right-padded: without an attention mask the
-        causal window already keeps every real position off the padding after it, as in HFLM's
-        own right-padded batches."""
-        import torch
-        from transformers.cache_utils import DynamicCache
 
-        width = max(len(p) for p in prefixes)
-        ids = torch.full((len(prefixes), width), self._pad_id(), dtype=torch.long)
-        for row, prefix in enumerate(prefixes):
-            ids[row, : len(prefix)] = torch.tensor(prefix, dtype=torch.long)
-        cache = DynamicCache(config=self.model.config)
-        extra = {"logits_to_keep": 1} if "logits_to_keep" in self._forward_params() else {}
-        self._forward(input_ids=ids.to(self.device), use_cache=True,
-                      **self._cache_arg(cache), **extra)
-        self.shared_stats["forward_tokens"] += ids.numel()
-        layers: list[Any] = list(cache.layers)
-        return [(layer.keys, layer.values) for layer in layers]
-
-    def _forward_params(self) -> frozenset[str]:
-        """The model forward's parameter names: ``logits_to_keep`` spares the vocabulary
-        projection of the prefill; transformers 5.24 renamed ``past_key_values`` ``cache``."""
-        if not hasattr(self, "_params"):
-            self._params = frozenset(inspect.signature(self.model.forward).parameters)
-        return self._params
-
-    def _cache_arg(self, cache: Any) -> dict[str, Any]:
-        name = "cache" if "cache" in self._forward_params() else "past_key_values"
-        return {name: cache}
-
-    def _score_rows(self, cache: list[tuple[Any, Any]], contexts: list[tuple[int, ...]],
-                    cache_rows: list[int], continuations: list[list[int]]
-                    ) -> list[tuple[float, bool]]:
-        """(log-likelihood, is greedy) of each continuation after its context, from one pass
-        of rows ``[context[-1]] + continuation[:-1]`` over the context's cached prefix."""
-        import torch
-        import torch.nn.functional as F
-        from transformers.cache_utils import DynamicCache
-
-        n, prefix_width = len(contexts), int(cache[0][0].shape[2])
-        width = max(len(c) for c in continuations)
-        ids = torch.full((n, width), self._pad_id(), dtype=torch.long)
-        mask = torch.zeros((n, prefix_width + width), dtype=torch.long)
-        positions = torch.zeros((n, width), dtype=torch.long)
-        for row, (context, cont) in enumerate(zip(contexts, continuations, strict=True)):
-            tokens = [context[-1], *cont[:-1]]
-            ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
-            mask[row, : len(context) - 1] = 1  # the row's own prefix, not the chunk's padding
-            mask[row, prefix_width:] = 1  # its own tokens (padding after them is never read)
-            positions[row] = torch.arange(len(context) - 1, len(context) - 1 + width)
-        index = torch.tensor(cache_rows, dtype=torch.long, device=cache[0][0].device)
-        rows_cache = DynamicCache(ddp_cache_data=[
-            (keys.index_select(0, index), values.index_select(0, index))
-            for keys, values in cache])
-        logits = self._forward(
-            input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-            position_ids=positions.to(self.device), use_cache=True, **self._cache_arg(rows_cache),
-        ).logits
-        self.shared_stats["forward_tokens"] += ids.numel()
-        answers = []
-        for row, cont in enumerate(continuations):
-            logprobs = F.log_softmax(logits[row, : len(cont)], dim=-1, dtype=self.softmax_dtype)
-            target = torch.tensor(cont, dtype=torch.long, device=logprobs.device)
-            greedy = bool((logprobs.argmax(dim=-1) == target).all())
-            picked = torch.gather(logprobs, 1, target.unsqueeze(-1)).squeeze(-1)
-            answers.append((float(picked.sum()), greedy))
-        return answers
+def _tree_layout(context: tuple[int, ...], continuations: list[list[int]]
+                 ) -> tuple[list[int], list[int], list[tuple[int, int]]]:
+    """One row for a context and its choices: token ids, position ids and each choice
+    segment's [first, end) columns (the prefix is columns [0, first of the first segment))."""
+    ids = list(context[:-1])
+    positions = list(range(len(ids)))
+    segments = []
+    for cont in continuations:
+        first = len(ids)
+        ids += [context[-1], *cont[:-1]]
+        positions += range(len(context) - 1, len(context) - 1 + len(cont))
+        segments.append((first, len(ids)))
+    return ids, positions, segments
