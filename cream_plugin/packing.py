@@ -224,13 +224,23 @@ def install_fast_forward(model: Any, *, padding_free: bool, compact_lm_head: boo
     return fast
 
 
+def _policy(trainer: Any) -> Any:
+    """A TRL trainer's policy as TRL patched it: unwrapped, its base model under PEFT."""
+    policy = trainer.accelerator.unwrap_model(trainer.model)
+    return policy.get_base_model() if hasattr(policy, "get_base_model") else policy
+
+
+def trains_padding_free(trainer: Any) -> bool:
+    """Whether the trainer's policy runs packed rows, checked on its first batch: other forwards
+    of the same step (SCIR's judge rows) may then be packed too."""
+    forward = getattr(_policy(trainer), "forward", None)
+    return isinstance(forward, FastForward) and forward.padding_free and forward.checked
+
+
 def install_on_trainer(trainer: Any, *, padding_free: bool, compact_lm_head: bool) -> None:
     """:func:`install_fast_forward` on a TRL trainer's policy (its base model under PEFT, where
     TRL put the fused head) and reference model, if any; idempotent."""
-    policy = trainer.accelerator.unwrap_model(trainer.model)
-    if hasattr(policy, "get_base_model"):
-        policy = policy.get_base_model()
-    models = [policy]
+    models = [_policy(trainer)]
     if getattr(trainer, "ref_model", None) is not None:
         models.append(trainer.accelerator.unwrap_model(trainer.ref_model))
     for model in models:

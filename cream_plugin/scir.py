@@ -31,6 +31,7 @@ import torch
 from trl import DPOTrainer
 
 from cream_plugin.errors import ConfigError, DataError
+from cream_plugin.packing import trains_padding_free
 from cream_plugin.rewarders.pairwise_judge import (
     DEFAULT_LABELS,
     PAIR_TEMPLATE,
@@ -266,17 +267,6 @@ class SCIRTrainer(CREAMTrainer):
             answer_prefix=args.judge_answer_prefix)
         self.judge_pad_id = self.data_collator.pad_id
 
-    def _judge_packed(self) -> bool:
-        """Pack the judge rows when the policy trains padding-free: its forward wrapper has
-        checked on the first batch that this model's attention honours packed positions."""
-        from cream_plugin.packing import FastForward
-
-        policy = self.accelerator.unwrap_model(self.model)
-        if hasattr(policy, "get_base_model"):
-            policy = policy.get_base_model()
-        forward = getattr(policy, "forward", None)
-        return isinstance(forward, FastForward) and forward.padding_free and forward.checked
-
     # -- TRL override points ------------------------------------------------------------------
 
     def _set_signature_columns_if_needed(self) -> None:
@@ -299,7 +289,7 @@ class SCIRTrainer(CREAMTrainer):
         p_dpo = torch.sigmoid(h.float())
         p_gen = judge_preference_from_batch(
             model, inputs[JUDGE_IDS], inputs[JUDGE_MASK], self.verdict_ids, self.judge_pad_id,
-            args.judge_batch_size, packed=self._judge_packed()).to(p_dpo.device)
+            args.judge_batch_size, packed=trains_padding_free(self)).to(p_dpo.device)
         h_cons, p_dpo_cons, p_gen_cons = h.float(), p_dpo, p_gen
         if args.consistency_grad == "dpo":
             p_gen_cons = p_gen.detach()
