@@ -36,7 +36,7 @@ class TinyContext(RunContext):
     def model_path(self, key: str) -> str:
         return key
 
-    def load(self, key: str) -> Any:
+    def load(self, key: str, *, sharded: bool = False) -> Any:
         import torch
 
         from cream_plugin.testing import build_tiny_model

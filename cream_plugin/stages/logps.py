@@ -56,7 +56,7 @@ class LogpsStage(StageSpec):
             log.info("stage %s: %s FSDP2-sharded across %d processes, every batch on each",
                      self.name, self.model_key, ctx.dist.world_size)
         table = response_logps(
-            ctx.load(self.model_key, sharded=True) if lockstep else ctx.load(self.model_key),
+            ctx.load(self.model_key, sharded=lockstep),
             ctx.tokenizer,
             [r["prompt"] for r in rows],
             [r["responses"] for r in rows],
