@@ -200,15 +200,19 @@ def test_evaluator_uses_cream_hflm_unless_both_fast_paths_are_off(tiny_model, ti
 
 
 @pytest.mark.slow
-def test_plain_lm_eval_cli_with_cream_hf(tiny_model_dir: Path, data_dir: Path,
-                                         tmp_path: Path) -> None:
-    """The documented `python -m cream_plugin.lm_eval_cli run --model cream-hf ...`, offline."""
+@pytest.mark.parametrize("command", [
+    [str(Path(sys.executable).with_name("lm_eval"))],  # plain lm_eval: the start-up hook
+    [sys.executable, "-m", "cream_plugin.lm_eval_cli"],  # the wrapper, for `python -S` setups
+], ids=["lm_eval", "wrapper"])
+def test_plain_lm_eval_cli_with_cream_hf(command: list[str], tiny_model_dir: Path,
+                                         data_dir: Path, tmp_path: Path) -> None:
+    """The documented `lm_eval run --model cream-hf ...` on a saved checkpoint, offline."""
     from cream_plugin.evaluators.default_plugin import TASKS_PATH
 
     env = {**os.environ, "CREAM_DATA_DIR": str(data_dir), "HF_HUB_OFFLINE": "1",
            "HF_DATASETS_OFFLINE": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "cream_plugin.lm_eval_cli", "run", "--model", "cream-hf",
+        [*command, "run", "--model", "cream-hf",
          "--model_args", f"pretrained={tiny_model_dir}", "--tasks", "cream_benchmarks",
          "--include_path", TASKS_PATH, "--limit", "3", "--gen_kwargs", "max_gen_toks=8",
          "--output_path", str(tmp_path / "out")],

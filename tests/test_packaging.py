@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -30,7 +31,8 @@ def wheel(tmp_path_factory) -> Path:
 def test_wheel_has_the_namespaced_plugins_and_no_top_level_ones(wheel) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
-    assert tops == {"cream_plugin"}
+    # beside the package, only the lm-eval start-up hook (tests/test_lm_eval_hook.py)
+    assert tops == {"cream_plugin", "_cream_lm_eval_hook.py", "cream_plugin_lm_eval.pth"}
     for folder, prefix in (("rewarders", "cream_plugin/rewarders"),
                            ("evaluators", "cream_plugin/evaluators"),
                            ("cream_plugin", "cream_plugin")):
@@ -59,3 +61,19 @@ def test_installed_package_imports_under_the_namespace_only(wheel, tmp_path) -> 
     failed = subprocess.run([sys.executable, "-I", "-c", "import rewarders"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=60)
     assert failed.returncode != 0 and "No module named 'rewarders'" in failed.stderr
+
+
+def test_wheel_pth_registers_cream_hf_when_lm_eval_loads(wheel, tmp_path) -> None:
+    """The wheel's .pth, processed as site-packages would, and nothing of the dev install's."""
+    target = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(target)
+    purelib = sysconfig.get_paths()["purelib"]  # lm-eval, appended without running its .pth files
+    code = (
+        "import site, sys; sys.path.append(sys.argv[2]); site.addsitedir(sys.argv[1]);"
+        "import _cream_lm_eval_hook as h; assert h.__file__.startswith(sys.argv[1]), h.__file__;"
+        "import lm_eval.api.registry as r; print(r.model_registry._objs['cream-hf'])"
+    )
+    done = subprocess.run([sys.executable, "-S", "-c", code, str(target), purelib],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "cream_plugin.evaluators.cream_hflm:CreamHFLM"
