@@ -69,6 +69,7 @@ class PackedBatch:
     position_ids: torch.Tensor  # (rows, width); every sequence (and a row's pad tail) from 0
     labels: torch.Tensor  # (rows, width); -100 at every sequence start and in the pad tail
     source: torch.Tensor  # (n, W - 1): flat index into (rows, width - 1) outputs, -1 = none
+    attention_mask: torch.Tensor | None = None  # a 4-D tree mask (prefix_tree), else None
 
     def unpack(self, values: torch.Tensor) -> torch.Tensor:
         """Per-token outputs (rows, width - 1) -> the padded layout (n, W - 1), zero elsewhere."""
@@ -142,9 +143,11 @@ def _always(device: torch.device) -> bool:
 class FastForward:
     """The wrapper :func:`install_fast_forward` puts around a fused-head model's forward."""
 
-    def __init__(self, inner: Any, padding_free: bool, compact: bool, pad_id: int) -> None:
+    def __init__(self, inner: Any, padding_free: bool, compact: bool, pad_id: int,
+                 pair_trees: bool = False) -> None:
         self.inner = inner
         self.padding_free = padding_free
+        self.pair_trees = pair_trees
         self.compact = compact
         self.pad_id = pad_id
         self.checked = False
@@ -174,9 +177,16 @@ class FastForward:
         return right_padded_lengths(mask)
 
     def _packed(self, kwargs: dict[str, Any], lengths: list[int]) -> Any:
-        packed = pack_batch(kwargs["input_ids"], lengths, kwargs["labels"], self.pad_id)
+        if self.pair_trees and len(lengths) % 2 == 0:
+            from cream_plugin.prefix_tree import pack_pair_trees
+
+            packed = pack_pair_trees(kwargs["input_ids"], lengths, kwargs["labels"], self.pad_id)
+        else:
+            packed = pack_batch(kwargs["input_ids"], lengths, kwargs["labels"], self.pad_id)
         rest = {k: v for k, v in kwargs.items()
                 if k not in ("input_ids", "attention_mask", "labels")}
+        if packed.attention_mask is not None:
+            rest["attention_mask"] = packed.attention_mask
         outputs = self.inner(input_ids=packed.input_ids, position_ids=packed.position_ids,
                              labels=packed.labels, fused_lm_head=True, **rest)
         for name in PER_TOKEN_FIELDS:
@@ -206,19 +216,23 @@ class FastForward:
 
 
 def install_fast_forward(model: Any, *, padding_free: bool, compact_lm_head: bool,
-                         pad_id: int | None = None) -> FastForward | None:
+                         pad_id: int | None = None, pair_trees: bool = False
+                         ) -> FastForward | None:
     """Wrap ``model.forward`` (already given TRL's fused head) with packed rows and/or a
-    completion-only head; calling it again updates the settings. Returns the wrapper, or None
-    when both are off (an existing wrapper is then switched off)."""
+    completion-only head; calling it again updates the settings. ``pair_trees``: the batches are
+    DPO pairs (chosen rows, then rejected rows), and each pair's shared prompt runs once
+    (:func:`cream_plugin.prefix_tree.pack_pair_trees`; the model must take a tree mask). Returns
+    the wrapper, or None when all are off (an existing wrapper is then switched off)."""
     current = model.forward
     if isinstance(current, FastForward):
         current.padding_free, current.compact = padding_free, compact_lm_head
+        current.pair_trees = pair_trees
         return current if (padding_free or compact_lm_head) else None
     if not (padding_free or compact_lm_head):
         return None
     if pad_id is None:
         pad_id = getattr(model.config.get_text_config(), "pad_token_id", None) or 0
-    fast = FastForward(current, padding_free, compact_lm_head, int(pad_id))
+    fast = FastForward(current, padding_free, compact_lm_head, int(pad_id), pair_trees)
     functools.update_wrapper(fast, current)  # keeps the signature that generate() checks
     model.forward = fast
     return fast
@@ -239,9 +253,16 @@ def trains_padding_free(trainer: Any) -> bool:
 
 def install_on_trainer(trainer: Any, *, padding_free: bool, compact_lm_head: bool) -> None:
     """:func:`install_fast_forward` on a TRL trainer's policy (its base model under PEFT, where
-    TRL put the fused head) and reference model, if any; idempotent."""
+    TRL put the fused head) and reference model, if any; idempotent. A DPOTrainer's packed
+    batches also run each pair's prompt once, where the model takes a tree mask."""
+    from trl import DPOTrainer
+
+    from cream_plugin.prefix_tree import takes_tree_mask
+
     models = [_policy(trainer)]
     if getattr(trainer, "ref_model", None) is not None:
         models.append(trainer.accelerator.unwrap_model(trainer.ref_model))
+    pairs = padding_free and isinstance(trainer, DPOTrainer)
     for model in models:
-        install_fast_forward(model, padding_free=padding_free, compact_lm_head=compact_lm_head)
+        install_fast_forward(model, padding_free=padding_free, compact_lm_head=compact_lm_head,
+                             pair_trees=pairs and takes_tree_mask(model))

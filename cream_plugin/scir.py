@@ -23,7 +23,7 @@ metrics. A ``consistency`` column may be present and is ignored.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,14 +32,20 @@ from trl import DPOTrainer
 
 from cream_plugin.errors import ConfigError, DataError
 from cream_plugin.packing import trains_padding_free
+from cream_plugin.prefix_tree import takes_tree_mask
 from cream_plugin.rewarders.pairwise_judge import (
     DEFAULT_LABELS,
     PAIR_TEMPLATE,
-    encode_pair_prompt,
-    first_verdict_probs,
-    order_averaged,
     pair_preference,
     verdict_token_ids,
+)
+from cream_plugin.scir_judge import (
+    JUDGE_IDS,
+    JUDGE_MASK,
+    TEXT_COLUMNS,
+    PairJudgeCollator,
+    judge_preference_from_batch,
+    response_text,
 )
 from cream_plugin.scir_losses import (
     CONSISTENCY_LOSSES,
@@ -53,9 +59,6 @@ from cream_plugin.trainer import CREAMConfig, CREAMTrainer
 from cream_plugin.trainer_utils import CONSISTENCY_COLUMN, REF_COLUMNS
 
 CONSISTENCY_GRADS = ("both", "dpo", "gen")
-JUDGE_IDS = "scir_judge_input_ids"
-JUDGE_MASK = "scir_judge_attention_mask"
-_TEXT_COLUMNS = ("prompt", "chosen", "rejected")
 _NON_MODEL_KEYS = frozenset({"completion_mask", CONSISTENCY_COLUMN, JUDGE_IDS, JUDGE_MASK,
                              *REF_COLUMNS})
 
@@ -146,88 +149,6 @@ def check_scir(args: Any) -> None:
             raise ConfigError(f"{name}: must be >= 1 or None, got {value}")
 
 
-# -- the judge inputs of a batch ------------------------------------------------------------------
-
-
-def response_text(value: Any, eos: str | None = None) -> str:
-    """A response column as plain text: the assistant messages' content, or the string itself
-    (without the eos token TRL appends to plain-text completions)."""
-    if isinstance(value, str):
-        if eos and value.endswith(eos):
-            value = value[: -len(eos)]
-        return value
-    if isinstance(value, Sequence) and all(isinstance(m, Mapping) for m in value):
-        return "\n".join(str(m.get("content", "")) for m in value)
-    raise DataError(f"a response must be a string or a list of messages, got {value!r:.80}")
-
-
-class PairJudgeCollator:
-    """Wraps TRL's preference collator so the batch also carries the judge prompts of each pair.
-
-    For n pairs it adds ``scir_judge_input_ids`` / ``scir_judge_attention_mask`` (2n, width),
-    right-padded: rows 0..n-1 show (chosen as A, rejected as B), rows n..2n-1 the swapped order.
-    The ``prompt`` / ``chosen`` / ``rejected`` text and any ``consistency`` value are removed
-    before the wrapped collator runs.
-    """
-
-    def __init__(self, inner: Callable[[list[dict[str, Any]]], dict[str, Any]], tokenizer: Any,
-                 **judge_options: Any) -> None:
-        self.inner = inner
-        self.tokenizer = tokenizer
-        self.judge_options = judge_options
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else \
-            tokenizer.eos_token_id
-        if pad is None:
-            raise ConfigError("the tokenizer has neither a pad nor an eos token")
-        self.pad_id = int(pad)
-
-    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
-        forward, backward, stripped = [], [], []
-        eos = getattr(self.tokenizer, "eos_token", None)
-        for i, example in enumerate(examples):
-            missing = [c for c in _TEXT_COLUMNS if c not in example]
-            if missing:
-                raise DataError(f"batch example {i}: SCIR needs the text columns "
-                                f"{', '.join(missing)} for its judge prompt")
-            chosen = response_text(example["chosen"], eos)
-            rejected = response_text(example["rejected"], eos)
-            forward.append(encode_pair_prompt(self.tokenizer, example["prompt"], chosen, rejected,
-                                              **self.judge_options))
-            backward.append(encode_pair_prompt(self.tokenizer, example["prompt"], rejected,
-                                               chosen, **self.judge_options))
-            stripped.append({k: v for k, v in example.items()
-                             if k not in (*_TEXT_COLUMNS, CONSISTENCY_COLUMN)})
-        batch = self.inner(stripped)
-        sequences = forward + backward
-        width = max(len(s) for s in sequences)
-        ids = torch.full((len(sequences), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(sequences), width), dtype=torch.long)
-        for row, seq in enumerate(sequences):
-            ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-            mask[row, : len(seq)] = 1
-        batch[JUDGE_IDS], batch[JUDGE_MASK] = ids, mask
-        return batch
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
-
-
-def judge_preference_from_batch(model: Any, judge_ids: torch.Tensor, judge_mask: torch.Tensor,
-                                verdict_ids: tuple[int, int], pad_id: int,
-                                batch_size: int | None = None, packed: bool = False
-                                ) -> torch.Tensor:
-    """P_gen(chosen > rejected) for the n pairs of a collated batch (2n judge rows); ``packed``
-    runs the judge rows padding-free (see ``first_verdict_probs``)."""
-    lengths = judge_mask.sum(dim=1).tolist()
-    sequences = [judge_ids[row, : int(n)].tolist() for row, n in enumerate(lengths)]
-    probs = first_verdict_probs(model, sequences, verdict_ids, pad_id,
-                                batch_size or len(sequences), packed=packed)
-    n = len(sequences) // 2
-    return order_averaged(probs[:n], probs[n:])
-
-
 # -- the trainer ----------------------------------------------------------------------------------
 
 
@@ -273,7 +194,7 @@ class SCIRTrainer(CREAMTrainer):
         DPOTrainer._set_signature_columns_if_needed(self)  # CREAM's would keep 'consistency'
         columns = self._signature_columns
         if columns is not None:
-            self._signature_columns = [*columns, *(c for c in _TEXT_COLUMNS if c not in columns)]
+            self._signature_columns = [*columns, *(c for c in TEXT_COLUMNS if c not in columns)]
 
     def compute_ref_log_probs(self, model: Any, inputs: dict[str, Any]) -> Any:
         inputs = {k: v for k, v in inputs.items() if k not in (JUDGE_IDS, JUDGE_MASK)}
@@ -287,9 +208,12 @@ class SCIRTrainer(CREAMTrainer):
 
         # The two internal reward models' P(chosen > rejected), both from the current policy.
         p_dpo = torch.sigmoid(h.float())
+        packed = trains_padding_free(self)
         p_gen = judge_preference_from_batch(
             model, inputs[JUDGE_IDS], inputs[JUDGE_MASK], self.verdict_ids, self.judge_pad_id,
-            args.judge_batch_size, packed=trains_padding_free(self)).to(p_dpo.device)
+            args.judge_batch_size, packed=packed,
+            tree=packed and takes_tree_mask(self.accelerator.unwrap_model(model)),
+        ).to(p_dpo.device)
         h_cons, p_dpo_cons, p_gen_cons = h.float(), p_dpo, p_gen
         if args.consistency_grad == "dpo":
             p_gen_cons = p_gen.detach()
@@ -360,7 +284,7 @@ def internal_consistency(model: Any, tokenizer: Any, pairs: Any, *, beta: float,
         return {"rate": float("nan"), "n": 0, "ties_dpo": 0, "mean_p_dpo": float("nan"),
                 "mean_p_gen": float("nan")}
     for i, row in enumerate(rows):
-        missing = [c for c in _TEXT_COLUMNS if c not in row]
+        missing = [c for c in TEXT_COLUMNS if c not in row]
         if missing:
             raise DataError(f"pairs row {i}: missing {', '.join(missing)}")
     eos = getattr(tokenizer, "eos_token", None)

@@ -19,8 +19,11 @@ seq2seq models, ``batch_size="auto"`` and models whose attention is not plain fu
 ``DecodeLoopHFLM``'s.
 
 Registered with lm-eval as ``cream-hf`` when this module is imported: in Python through
-``LMEvalEvaluator``; from the shell through ``python -m cream_plugin.lm_eval_cli`` (lm-eval
-0.4.13 has no plugin entry point, so plain ``lm_eval`` cannot import it by itself).
+``LMEvalEvaluator``; from the shell, a plain ``lm_eval --model cream-hf`` finds it through the
+start-up hook the install ships (``_cream_lm_eval_hook``), or through
+``python -m cream_plugin.lm_eval_cli``.
+The tree layout is :mod:`cream_plugin.prefix_tree`'s, which SCIR's judge pairs and packed DPO
+batches use too.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
 from cream_plugin.evaluators.decode_loop_hflm import DecodeLoopHFLM
+from cream_plugin.prefix_tree import build_tree_rows, plain_attention
 
 Request = tuple[Any, list[int], list[int]]
 """What ``_loglikelihood_tokens`` receives: ((context, continuation) or None, ids, ids)."""
@@ -42,16 +46,6 @@ def _flag(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() not in ("false", "0", "no", "off", "")
     return bool(value)
-
-
-def plain_attention(model: Any) -> bool:
-    """Whether every layer attends to every earlier position (no sliding window, no hybrid
-    layers)."""
-    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else None
-    config = config or model.config
-    layer_types = getattr(config, "layer_types", None) or []
-    return not getattr(config, "sliding_window", None) and all(
-        t == "full_attention" for t in layer_types)
 
 
 @register_model("cream-hf")
@@ -177,27 +171,13 @@ class CreamHFLM(DecodeLoopHFLM):
         import torch
         import torch.nn.functional as F
 
-        layouts = [_tree_layout(c, conts) for c, conts in zip(contexts, choices, strict=True)]
-        width = max(len(ids) for ids, _, _ in layouts)
-        n = len(layouts)
-        ids = torch.full((n, width), self._pad_id(), dtype=torch.long)
-        positions = torch.zeros((n, width), dtype=torch.long)
-        mask = torch.zeros((n, 1, width, width), dtype=torch.bool)
-        for row, (row_ids, row_pos, segments) in enumerate(layouts):
-            length = len(row_ids)
-            ids[row, :length] = torch.tensor(row_ids, dtype=torch.long)
-            positions[row, :length] = torch.tensor(row_pos, dtype=torch.long)
-            prefix = segments[0][0]
-            mask[row, 0, :prefix, :prefix] = torch.ones(prefix, prefix).tril().bool()
-            for first, end in segments:
-                mask[row, 0, first:end, :prefix] = True
-                mask[row, 0, first:end, first:end] = torch.ones(end - first,
-                                                                end - first).tril().bool()
-            pads = torch.arange(length, width)
-            mask[row, 0, pads, pads] = True
-        rows = torch.tensor([r for r, (_, _, segs) in enumerate(layouts) for a, b in segs
-                             for _ in range(a, b)], dtype=torch.long)
-        cols = torch.tensor([c for _, _, segs in layouts for a, b in segs for c in range(a, b)],
+        groups = [(context[:-1], [[context[-1], *cont[:-1]] for cont in conts])
+                  for context, conts in zip(contexts, choices, strict=True)]
+        tree = build_tree_rows(groups, self._pad_id(), rows=[[g] for g in range(len(groups))])
+        ids, mask, positions = tree.input_ids, tree.attention_mask, tree.position_ids
+        rows = torch.tensor([tree.group_rows[g] for g, spans in enumerate(tree.branch_columns)
+                             for span in spans for _ in span], dtype=torch.long)
+        cols = torch.tensor([c for spans in tree.branch_columns for span in spans for c in span],
                             dtype=torch.long)
         logits = self._selected_logits(ids, mask, positions, rows, cols)
         self.shared_stats["forward_tokens"] += ids.numel()
@@ -237,17 +217,3 @@ class CreamHFLM(DecodeLoopHFLM):
                 return self.model.get_output_embeddings()(picked)
             return self.model(**inputs).logits[rows.to(device), cols.to(device)]
 
-
-def _tree_layout(context: tuple[int, ...], continuations: list[list[int]]
-                 ) -> tuple[list[int], list[int], list[tuple[int, int]]]:
-    """One row for a context and its choices: token ids, position ids and each choice
-    segment's [first, end) columns (the prefix is columns [0, first of the first segment))."""
-    ids = list(context[:-1])
-    positions = list(range(len(ids)))
-    segments = []
-    for cont in continuations:
-        first = len(ids)
-        ids += [context[-1], *cont[:-1]]
-        positions += range(len(context) - 1, len(context) - 1 + len(cont))
-        segments.append((first, len(ids)))
-    return ids, positions, segments

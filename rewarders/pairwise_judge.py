@@ -222,13 +222,67 @@ def _packed_verdict_logits(model: Any, chunk: Sequence[Sequence[int]], verdicts:
             start += lengths[i]
         if start < width:  # the pad tail is a segment of its own: nothing attends to it
             positions[r, start:] = torch.arange(width - start, device=device)
+    return _verdict_logits_at(model, verdicts, last, input_ids=ids, position_ids=positions)
+
+
+def _verdict_logits_at(model: Any, verdicts: torch.Tensor, last: Sequence[tuple[int, int]],
+                       **inputs: Any) -> torch.Tensor:
+    """The two verdict logits at each (row, column) of ``last``, only those columns projected
+    through the LM head (float32)."""
+    import torch
+
     columns = sorted({c for _, c in last})
-    keep = torch.tensor(columns, dtype=torch.long, device=device)
-    logits = model(input_ids=ids, position_ids=positions, use_cache=False,
-                   logits_to_keep=keep).logits  # (rows, len(columns), vocab)
+    keep = torch.tensor(columns, dtype=torch.long, device=verdicts.device)
+    logits = model(**inputs, use_cache=False, logits_to_keep=keep).logits  # (rows, cols, vocab)
     where = {c: k for k, c in enumerate(columns)}
     picked = torch.stack([logits[r, where[c]] for r, c in last])
     return picked.index_select(-1, verdicts).float()
+
+
+def paired_verdict_probs(model: Any, forward: Sequence[Sequence[int]],
+                         backward: Sequence[Sequence[int]], verdict_ids: tuple[int, int],
+                         pad_id: int, batch_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """``first_verdict_probs`` of both presentation orders of each pair, the tokens the two
+    prompts share (the instructions and the request, up to the first response) run once.
+
+    Each pair is a prefix tree (:mod:`cream_plugin.prefix_tree`): its shared start, then the rest
+    of each order as a branch; pairs share rows when they fit. Only for models that take a tree
+    mask (:func:`cream_plugin.prefix_tree.takes_tree_mask`); ``batch_size`` counts judge
+    sequences, two per pair, as in ``first_verdict_probs``. Differentiable when grad is enabled.
+    """
+    import torch
+
+    from cream_plugin.prefix_tree import build_tree_rows, common_prefix_length
+
+    if len(forward) != len(backward):
+        raise DataError(f"pair judge: {len(forward)} forward and {len(backward)} backward "
+                        "prompts; they must match")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    device = next(model.parameters()).device
+    verdicts = torch.tensor(verdict_ids, device=device)
+    per_forward = max(1, batch_size // 2)
+    firsts: list[torch.Tensor] = []
+    for start in range(0, len(forward), per_forward):
+        groups = []
+        for one, other in zip(forward[start:start + per_forward],
+                              backward[start:start + per_forward], strict=True):
+            if not one or not other:
+                raise DataError("pair judge: an empty judge prompt")
+            shared = common_prefix_length(one, other)
+            groups.append((one[:shared], [one[shared:], other[shared:]]))
+        tree = build_tree_rows(groups, pad_id)
+        rows, cols = tree.last_columns()
+        logits = _verdict_logits_at(
+            model, verdicts, list(zip(rows.tolist(), cols.tolist(), strict=True)),
+            input_ids=tree.input_ids.to(device), position_ids=tree.position_ids.to(device),
+            attention_mask=tree.attention_mask.to(device))
+        firsts.append(torch.softmax(logits, dim=-1)[:, 0])
+    if not firsts:
+        empty = torch.zeros(0, device=device)
+        return empty, empty
+    probs = torch.cat(firsts).view(-1, 2)  # per pair: (forward order, backward order)
+    return probs[:, 0], probs[:, 1]
 
 
 def order_averaged(p_first_forward: torch.Tensor, p_first_backward: torch.Tensor) -> torch.Tensor:

@@ -225,8 +225,10 @@ def test_cream_trainer_same_loss_grads_metrics(tiny_model, tiny_tokenizer, tmp_p
         assert trainer.args.padding_free is pf
         if pf:
             assert trainer.model.forward.packed_calls == 1
+            assert trainer.model.forward.pair_trees  # each pair's prompt ran once
             if ref is not None:
                 assert trainer.ref_model.forward.packed_calls == 1
+                assert trainer.ref_model.forward.pair_trees
         return result
 
     today, fast = both_paths(make)
@@ -249,16 +251,30 @@ def test_trl_precompute_uses_packed_rows(tiny_model, tiny_tokenizer, tmp_path) -
 
 
 @pytest.mark.slow  # ~35 s under load: SCIR's judge forwards on top of the DPO pass
-def test_scir_trainer_same_loss(tiny_model, tiny_tokenizer, tmp_path) -> None:
+def test_scir_trainer_same_loss(tiny_model, tiny_tokenizer, tmp_path, monkeypatch) -> None:
+    """Padding-free SCIR also runs its judge pairs as prefix trees: same loss and gradients."""
+    import cream_plugin.scir_judge as scir_judge
+
     policy = perturbed_copy(tiny_model)
+    trees: list[int] = []
+    real = scir_judge.paired_verdict_probs
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        trees.append(len(args[1]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(scir_judge, "paired_verdict_probs", counted)
 
     def make(pf: bool, cp: bool) -> Any:
+        trees.clear()
         trainer = SCIRTrainer(model=copy.deepcopy(policy), ref_model=copy.deepcopy(tiny_model),
                               args=cream_args(tmp_path / f"{pf}", SCIRConfig, padding_free=pf,
                                               compact_lm_head=cp, selection="all"),
                               train_dataset=Dataset.from_list(pair_rows()),
                               processing_class=tiny_tokenizer)
-        return loss_grads_metrics(trainer)
+        result = loss_grads_metrics(trainer)
+        assert bool(trees) is pf  # the judge pairs ran as trees exactly when packing was on
+        return result
 
     today, fast = both_paths(make)
     assert_equal_runs(today, fast)
