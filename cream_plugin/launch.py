@@ -2,9 +2,10 @@
 itself under ``accelerate launch``), and the two things training needs beyond DDP.
 
 A model whose training state does not fit one device trains under FSDP2 or DeepSpeed ZeRO-3,
-chosen by the accelerate config the run is launched with. Every other stage keeps a whole
-model per process (sampling and scoring are sharded by rows, see
-:mod:`cream_plugin.distributed`), so a sharded engine only changes the training stages:
+chosen by the accelerate config the run is launched with. Sampling and scoring split rows
+across processes (:mod:`cream_plugin.distributed`); scoring can also shard the model itself
+(``model.scoring_placement``, :mod:`cream_plugin.placement`). What this module adds is for
+training:
 
 - :func:`check_engine`: the engine the launch config asked for is the one the Trainer got
   (accelerate silently falls back to DDP on CPU processes, see docs/scaling.md);

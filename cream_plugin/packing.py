@@ -16,7 +16,10 @@ sees the tensors it saw before):
   whose dense attention on CPU grows with the square of the whole batch's length. (TRL 1.16's
   DPOTrainer disables its own ``padding_free``.) The first packed call is checked against the
   padded forward; a model whose attention ignores the packed ``position_ids`` is caught there
-  and trains padded, with a warning.
+  and trains padded, with a warning. A DPOTrainer's batch (chosen rows, then rejected rows)
+  goes further where the model takes a 4-D mask: each pair becomes a prefix tree, its shared
+  prompt once and the two completions as branches
+  (:func:`cream_plugin.prefix_tree.pack_pair_trees`).
 * the LM head (``compact_lm_head``): off Triton devices TRL projects every position, prompt and
   padding included, through the vocabulary (it keeps tile shapes fixed for compilers); here only
   the positions with a label are projected, as TRL does on CUDA.
@@ -27,7 +30,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,30 +95,45 @@ def right_padded_lengths(attention_mask: torch.Tensor) -> list[int] | None:
     return [int(x) for x in lengths.tolist()]
 
 
+def lay_out_packed(sequences: Sequence[Sequence[int] | torch.Tensor], capacity: int,
+                   pad_id: int, device: torch.device | str = "cpu"
+                   ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int]]]:
+    """Packed rows of ``sequences`` (:func:`plan_rows` within ``capacity``): token ids, position
+    ids restarting at 0 per sequence (and for a row's pad tail, a segment of its own so no token
+    attends to it), and each sequence's (row, first column)."""
+    lengths = [len(seq) for seq in sequences]
+    rows = plan_rows(lengths, capacity)
+    width = max(sum(lengths[i] for i in row) for row in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long, device=device)
+    positions = torch.zeros((len(rows), width), dtype=torch.long, device=device)
+    starts = [(0, 0)] * len(sequences)
+    for r, row in enumerate(rows):
+        start = 0
+        for i in row:
+            ids[r, start:start + lengths[i]] = torch.as_tensor(sequences[i], device=device)
+            positions[r, start:start + lengths[i]] = torch.arange(lengths[i], device=device)
+            starts[i] = (r, start)
+            start += lengths[i]
+        positions[r, start:] = torch.arange(width - start, device=device)
+    return ids, positions, starts
+
+
 def pack_batch(input_ids: torch.Tensor, lengths: list[int], labels: torch.Tensor,
                pad_id: int = 0) -> PackedBatch:
     """Pack the right-padded ``input_ids`` / ``labels`` (n, W) into rows of width <= W."""
     n, padded_width = input_ids.shape
-    rows = plan_rows(lengths, padded_width)
-    width = max(sum(lengths[i] for i in row) for row in rows)
     device = input_ids.device
-    ids = torch.full((len(rows), width), pad_id, dtype=input_ids.dtype, device=device)
-    pos = torch.zeros((len(rows), width), dtype=torch.long, device=device)
-    lab = torch.full((len(rows), width), -100, dtype=labels.dtype, device=device)
+    ids, pos, starts = lay_out_packed([input_ids[i, :lengths[i]] for i in range(n)],
+                                      padded_width, pad_id, device)
+    ids = ids.to(input_ids.dtype)
+    width = ids.size(1)
+    lab = torch.full(ids.shape, -100, dtype=labels.dtype, device=device)
     source = torch.full((n, padded_width - 1), -1, dtype=torch.long, device=device)
-    for r, row in enumerate(rows):
-        start = 0
-        for i in row:
-            length = lengths[i]
-            ids[r, start:start + length] = input_ids[i, :length]
-            pos[r, start:start + length] = torch.arange(length, device=device)
-            lab[r, start + 1:start + length] = labels[i, 1:length]
-            # padded output t (label t + 1) sits at packed output start + t
-            source[i, :length - 1] = r * (width - 1) + start + torch.arange(length - 1,
-                                                                            device=device)
-            start += length
-        if start < width:  # the row's pad tail: its own segment, so no token attends to it
-            pos[r, start:] = torch.arange(width - start, device=device)
+    for i, (r, start) in enumerate(starts):
+        length = lengths[i]
+        lab[r, start + 1:start + length] = labels[i, 1:length]
+        # padded output t (label t + 1) sits at packed output start + t
+        source[i, :length - 1] = r * (width - 1) + start + torch.arange(length - 1, device=device)
     return PackedBatch(ids, pos, lab, source)
 
 

@@ -5,12 +5,13 @@ an ARC question with four answers runs its question four times and projects ever
 the vocabulary. Here the requests that share a context (the same token ids, as HFLM's own
 ``_encode_pair`` split them) are scored in one row: the context minus its last token, then each
 choice as a segment ``[last context token] + continuation[:-1]``, under a 4-D attention mask that
-lets a segment see the context and its own earlier tokens but no other choice. Each row of a
-batch holds one context with all its choices, so a question runs once per forward, and only the
-positions that score a continuation token go through the LM head. Token ids, positions and the
-causal window of every scored position are those of HFLM's sequence ``context + continuation``,
-so the log-likelihoods agree with HFLM's to float rounding (checked within 1e-4) and the
-is-greedy flags are the same.
+lets a segment see the context and its own earlier tokens but no other choice. A question with
+all its choices is one stretch of a row, and a batch's short questions share rows (within the
+longest one's width), so a question runs once per forward, and only the positions that score
+a continuation token go through the LM head. Token ids, positions and the causal window of
+every scored position are those of HFLM's sequence ``context + continuation``, so the
+log-likelihoods agree with HFLM's to float rounding (checked within 1e-4) and the is-greedy
+flags are the same.
 
 What cannot share a context takes HFLM's own path: a context with a single request,
 ``loglikelihood_rolling`` windows, sequences that HFLM would left-truncate at ``max_length``,
@@ -161,10 +162,11 @@ class CreamHFLM(DecodeLoopHFLM):
                      ) -> list[list[tuple[float, bool]]]:
         """(log-likelihood, is greedy) of every choice of every context, from one forward.
 
-        Each context is one row: ``context[:-1]``, then per choice the segment
+        Each context is one stretch of a row: ``context[:-1]``, then per choice the segment
         ``[context[-1]] + continuation[:-1]`` at the positions it has in HFLM's sequence
         ``context + continuation``. A 4-D mask lets a segment see the context and its own earlier
-        tokens, never another choice; padding sees only itself. So every logit that scores a
+        tokens, never another choice or context; padding sees only itself. Contexts share a row
+        when they fit in the longest one's width. So every logit that scores a
         continuation token sees what it sees in HFLM, and only those positions are projected
         onto the vocabulary.
         """
@@ -173,7 +175,7 @@ class CreamHFLM(DecodeLoopHFLM):
 
         groups = [(context[:-1], [[context[-1], *cont[:-1]] for cont in conts])
                   for context, conts in zip(contexts, choices, strict=True)]
-        tree = build_tree_rows(groups, self._pad_id(), rows=[[g] for g in range(len(groups))])
+        tree = build_tree_rows(groups, self._pad_id())
         ids, mask, positions = tree.input_ids, tree.attention_mask, tree.position_ids
         rows = torch.tensor([tree.group_rows[g] for g, spans in enumerate(tree.branch_columns)
                              for span in spans for _ in span], dtype=torch.long)

@@ -201,27 +201,12 @@ def first_verdict_probs(model: Any, sequences: Sequence[Sequence[int]],
 def _packed_verdict_logits(model: Any, chunk: Sequence[Sequence[int]], verdicts: torch.Tensor,
                            pad_id: int) -> torch.Tensor:
     """The two verdict logits at each sequence's last token, from packed rows (float32)."""
-    import torch
 
-    from cream_plugin.packing import plan_rows
+    from cream_plugin.packing import lay_out_packed
 
-    device = verdicts.device
-    lengths = [len(s) for s in chunk]
-    rows = plan_rows(lengths, max(lengths))
-    width = max(sum(lengths[i] for i in row) for row in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long, device=device)
-    positions = torch.zeros((len(rows), width), dtype=torch.long, device=device)
-    last: list[tuple[int, int]] = [(0, 0)] * len(chunk)  # (row, column) of each last token
-    for r, row in enumerate(rows):
-        start = 0
-        for i in row:
-            ids[r, start:start + lengths[i]] = torch.tensor(list(chunk[i]), dtype=torch.long,
-                                                            device=device)
-            positions[r, start:start + lengths[i]] = torch.arange(lengths[i], device=device)
-            last[i] = (r, start + lengths[i] - 1)
-            start += lengths[i]
-        if start < width:  # the pad tail is a segment of its own: nothing attends to it
-            positions[r, start:] = torch.arange(width - start, device=device)
+    ids, positions, starts = lay_out_packed(chunk, max(len(s) for s in chunk), pad_id,
+                                            verdicts.device)
+    last = [(r, start + len(seq) - 1) for (r, start), seq in zip(starts, chunk, strict=True)]
     return _verdict_logits_at(model, verdicts, last, input_ids=ids, position_ids=positions)
 
 
