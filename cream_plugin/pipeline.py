@@ -145,17 +145,18 @@ class Pipeline:
         logps = self.runner.run
         for t in range(1, iterations + 1):
             old, new = checkpoint_key(method, t), checkpoint_key(method, t + 1)
-            on_old = on_new = None
+            on_old = on_new = old_samples = None
             if (method, t + 1) in self.samples:
                 scope, samples = self.samples[(method, t + 1)]
                 on_new = (logps(LogpsStage(scope, new, samples, t + 1)),
                           logps(LogpsStage(scope, old, samples, t + 1)))
+                old_samples = self.samples[(method, t)][1]
             else:
                 scope, samples = self.samples[(method, t)]
                 on_old = (logps(LogpsStage(scope, old, samples, t)),
                           logps(LogpsStage(scope, new, samples, t)))
             train_log = self.run_dir / f"{new}.train_log.json"
-            logps(MovementStage(method, t, on_old, on_new, train_log))
+            logps(MovementStage(method, t, on_old, on_new, train_log, old_samples))
 
     def evaluate(self, method: str, t: int, key: str) -> None:
         """Score M_t on the benchmarks; rows go to the run's results table."""

@@ -88,3 +88,20 @@ def test_mean_response_length_of_each_models_samples():
     last = policy_movement(old_on_old=logps(t_old, float), new_on_old=logps(t_old, float),
                            tokens_old=t_old)
     assert not last.length_new.defined and "last iteration" in last.length_new.reason
+
+
+def test_old_length_from_token_counts_when_old_samples_were_not_scored():
+    """Iteration t+1's samples give the KL; M_t's length then comes from counting its samples,
+    so a collapse from M_t to M_t+1 still shows in the table and the summary."""
+    t_old = np.array([[40, 42], [38, 44]])
+    t_new = np.array([[2, 3], [1, 2]])
+    moved = policy_movement(new_on_new=np.zeros((2, 2)), old_on_new=np.zeros((2, 2)),
+                            tokens_new=t_new, lengths_old=t_old)
+    assert not moved.kl_reverse.defined  # no log-probs of M_t's samples: still no reverse KL
+    assert moved.length_old.value == pytest.approx(41.0) and moved.length_old.n == 4
+    assert moved.length_new.high < moved.length_old.low
+    scored = policy_movement(new_on_new=np.zeros((2, 2)), old_on_new=np.zeros((2, 2)),
+                             tokens_new=t_new, old_on_old=np.zeros((2, 2)),
+                             new_on_old=np.zeros((2, 2)), tokens_old=t_old + 1,
+                             lengths_old=t_old)
+    assert scored.length_old.value == pytest.approx(42.0)  # the scored counts win

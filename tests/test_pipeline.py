@@ -202,6 +202,11 @@ def test_smoke_every_method(data_dir, run_env, tmp_path, monkeypatch) -> None:
         assert all(
             p["consistency"] == 1.0 for p in rows_of(run_dir / f"cream-no-rc/iter{t}/pairs.jsonl")
         )
+    # M1's mean length in iteration 1's movement row: its samples counted in tokens, the same
+    # counts as the log-prob stage's (the KL there uses M2's samples, so M1's are not rescored).
+    moved = rows_of(run_dir / "cream/iter1/movement.jsonl")[0]["evidence"]["movement"][0]
+    counts = [n for r in rows_of(run_dir / "shared/iter1/logps-M1.jsonl") for n in r["num_tokens"]]
+    assert moved["movement"]["length_old"]["value"] == pytest.approx(sum(counts) / len(counts))
 
 
 # The stages of a cream run, in the order the pipeline reaches them; one SIGKILL inside each.

@@ -109,13 +109,15 @@ def policy_movement(
     old_on_old: object = None,
     new_on_old: object = None,
     tokens_old: object = None,
+    lengths_old: object = None,
 ) -> Movement:
     """Movement from whichever sample sets exist (``X_on_Y``: model X's log-probs of Y's samples).
 
     The forward KL needs pi_{t+1}'s samples, the reverse KL pi_t's. In the iterative loop the
     forward one is free: iteration t+1 scores its samples under M_{t+1} and under M_t (the
     implicit reward's reference). The mean |Δ log-prob| uses pi_{t+1}'s samples when given,
-    else pi_t's.
+    else pi_t's. ``lengths_old``: token counts of pi_t's samples when they were not scored
+    under both models (``tokens_old`` absent), so a collapse in length still shows.
     """
     have_new = all(v is not None for v in (new_on_new, old_on_new, tokens_new))
     have_old = all(v is not None for v in (old_on_old, new_on_old, tokens_old))
@@ -128,7 +130,8 @@ def policy_movement(
                else undefined("no samples of pi_t scored under both models"))
     delta = (mean_abs_logp_change(new_on_new, old_on_new, tokens_new) if have_new
              else mean_abs_logp_change(new_on_old, old_on_old, tokens_old))
-    length_old = (mean_response_tokens(tokens_old) if tokens_old is not None
+    counts_old = tokens_old if tokens_old is not None else lengths_old
+    length_old = (mean_response_tokens(counts_old) if counts_old is not None
                   else undefined("pi_t's samples not scored"))
     length_new = (mean_response_tokens(tokens_new) if tokens_new is not None
                   else undefined("pi_{t+1} not sampled (last iteration)"))

@@ -15,17 +15,21 @@ from cream_plugin.stages.logps import logps_table
 
 class MovementStage(StageSpec):
     """``on_old``: (M_t's, M_{t+1}'s) log-prob stages of iteration t's samples (from M_t);
-    ``on_new``: (M_{t+1}'s, M_t's) log-prob stages of iteration t+1's samples. At least one."""
+    ``on_new``: (M_{t+1}'s, M_t's) log-prob stages of iteration t+1's samples. At least one.
+    ``old_samples``: iteration t's samples stage, whose responses are counted in tokens (as DPO
+    counts them) for M_t's mean length when ``on_old`` is not given."""
 
     step = "movement"
     parallel = Parallel.REPLICATED
 
     def __init__(self, method: str, iteration: int, on_old: tuple[Stage, Stage] | None,
-                 on_new: tuple[Stage, Stage] | None, train_log: Path) -> None:
+                 on_new: tuple[Stage, Stage] | None, train_log: Path,
+                 old_samples: Stage | None = None) -> None:
         super().__init__(f"{method}/iter{iteration}/movement", method, iteration)
         self.on_old = on_old
         self.on_new = on_new
         self.train_log = train_log
+        self.old_samples = old_samples if on_old is None else None
 
     def inputs(self, ctx: RunContext) -> dict[str, str]:
         inputs = {}
@@ -33,6 +37,8 @@ class MovementStage(StageSpec):
             inputs["old"] = ":".join(s.digest for s in self.on_old)
         if self.on_new is not None:
             inputs["new"] = ":".join(s.digest for s in self.on_new)
+        if self.old_samples is not None:
+            inputs["old_samples"] = self.old_samples.digest
         return inputs
 
     def compute(self, ctx: RunContext) -> Output:
@@ -58,6 +64,8 @@ class MovementStage(StageSpec):
                 "old_on_new": old_on_new.sum,
                 "tokens_new": new_on_new.num_tokens,
             }
+        if self.old_samples is not None:
+            kwargs["lengths_old"] = response_token_counts(ctx, self.old_samples.read_rows())
         movement = policy_movement(**kwargs)
         if self.train_log.is_file():
             curves = train_curves(self.train_log)
@@ -69,3 +77,23 @@ class MovementStage(StageSpec):
             movement=[MovementRow(self.method, self.iteration, movement, margins, accuracies)]
         )
         return Output(rows=[{"evidence": evidence.to_dict()}])
+
+
+def response_token_counts(ctx: RunContext, rows: list[dict[str, Any]]) -> Any:
+    """(prompts, responses) token counts of a samples stage's responses, as the log-prob stage
+    counts them (the completion tokens DPO trains on, cut at ``training.max_length``)."""
+    import numpy as np
+
+    from cream_plugin.logprobs import tokenize_example, tokenize_prompt
+
+    max_length = ctx.config.training.max_length
+    counts = []
+    for row in rows:
+        prompt_ids = tokenize_prompt(ctx.tokenizer, row["prompt"])
+        found = []
+        for response in row["responses"]:
+            ids, start = tokenize_example(ctx.tokenizer, row["prompt"], response, prompt_ids)
+            ids = ids[:max_length] if max_length is not None else ids
+            found.append(max(len(ids) - max(start, 1), 0))
+        counts.append(found)
+    return np.array(counts, dtype=np.int64)
