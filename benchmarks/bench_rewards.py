@@ -131,7 +131,8 @@ def bench_model(p: int, n: int, batch_size: int, repeats: int) -> None:
                    cache=cache, model_key="m0")
     again = FORWARD_STATS["tokens"] - first["tokens"]
     print(f"  forward tokens spent: {first['tokens']} for {first['sequences']} sequences "
-          f"(minimum: {total_tokens} for {len(seqs)} distinct pairs; the table also repeats "
+          f"(each pair as its own sequence: {total_tokens} for {len(seqs)} distinct pairs; "
+          "each prompt runs once under the prompt trees, and the table also repeats "
           f"one prompt row, scored once), padding {first['padding']}, "
           f"LM-head positions {first['scored']}; "
           f"a second call on the cache: {again} tokens")

@@ -11,8 +11,10 @@ count are the completion tokens of TRL 1.16's ``DPOTrainer._prepare_dataset``:
 * plain-text prompt: ``tokenizer(prompt)`` and ``tokenizer(prompt + response + eos)`` (TRL appends
   the eos token to a plain-text completion that does not already end with it).
 
-Sequences are length-sorted and batched with right padding (a batch is cut where its padding
-would pass 15% of its tokens). The backbone runs once per batch and
+For models with a plain LM head that take a 4-D mask, each prompt runs once, its responses as
+branches of a prefix tree (:mod:`cream_plugin.prompt_trees`). Otherwise sequences are
+length-sorted and batched with right padding (a batch is cut where its padding would pass 15% of
+its tokens). The backbone runs once per batch and
 only the hidden states of completion positions go through the LM head, in chunks, so neither the
 prompt nor the padding is projected and no (batch, length, vocab) logits tensor is built (TRL's
 fused LM head, ``trl.trainer.utils.add_fused_lm_head``, does that only on Triton devices; on CPU
@@ -24,22 +26,20 @@ scored once per call, and a :class:`LogProbCache` carries results across calls a
 
 from __future__ import annotations
 
-import json
-import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cream_plugin.artifacts import atomic_write_text
-from cream_plugin.data import read_jsonl
 from cream_plugin.errors import DataError
+from cream_plugin.logprob_cache import CacheKey, LogProbCache, prompt_key
 from cream_plugin.types import Prompt
 
-CacheKey = tuple[str, str, str]
+__all__ = ["FORWARD_STATS", "CacheKey", "LogProbCache", "SequenceLogProbs", "prompt_key",
+           "response_logps", "tokenize_example", "tokenize_prompt"]
+
 
 # Process-wide counters: "sequences" scored, "tokens" run through the backbone (padding excluded),
 # "padding" positions computed on top of them, "scored" completion tokens projected by the LM head.
@@ -68,71 +68,6 @@ class SequenceLogProbs:
         """Mean per-token log-likelihood; NaN where a response has no scored token."""
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(self.num_tokens > 0, self.sum / np.maximum(self.num_tokens, 1), np.nan)
-
-
-def prompt_key(prompt: Prompt) -> str:
-    """A canonical string for a prompt, so message lists can key a cache."""
-    return json.dumps(prompt, sort_keys=True, ensure_ascii=False)
-
-
-_CACHE_FIELDS = ("model", "prompt", "response", "sum", "num_tokens")
-
-
-def _check_cache_row(row: dict[str, Any]) -> str | None:
-    missing = [k for k in _CACHE_FIELDS if k not in row]
-    if missing:
-        return f"not a log-prob cache row (missing {', '.join(missing)})"
-    if not isinstance(row["sum"], (int, float)) or not isinstance(row["num_tokens"], int):
-        return "not a log-prob cache row ('sum' must be a number, 'num_tokens' an integer)"
-    return None
-
-
-class LogProbCache:
-    """(model_key, prompt, response) -> (summed log-prob, number of tokens), with hit counters.
-
-    ``model_key`` names a model *state* (e.g. ``"iter2"``): the caller must change it when the
-    weights change. Results computed with a ``max_length`` are stored under
-    ``"<model_key>@max<max_length>"`` because truncation changes them.
-    """
-
-    def __init__(self) -> None:
-        self._data: dict[CacheKey, tuple[float, int]] = {}
-        self.hits = 0
-        self.misses = 0
-
-    @staticmethod
-    def key(model_key: str, prompt: Prompt, response: str) -> CacheKey:
-        return (model_key, prompt_key(prompt), response)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._data
-
-    def get(self, key: CacheKey) -> tuple[float, int] | None:
-        return self._data.get(key)
-
-    def put(self, key: CacheKey, value: tuple[float, int]) -> None:
-        self._data[key] = (float(value[0]), int(value[1]))
-
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the cache as JSON lines, atomically (a temporary file renamed into place)."""
-        lines = (
-            json.dumps({"model": model, "prompt": prompt, "response": response, "sum": total,
-                        "num_tokens": count}, ensure_ascii=False) + "\n"
-            for (model, prompt, response), (total, count) in self._data.items()
-        )
-        atomic_write_text(Path(path), "".join(lines))
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> LogProbCache:
-        """Read a cache written by :meth:`save`; a broken line raises DataError naming it."""
-        cache = cls()
-        for row in read_jsonl(path, _check_cache_row):
-            key = (row["model"], row["prompt"], row["response"])
-            cache._data[key] = (float(row["sum"]), int(row["num_tokens"]))
-        return cache
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -230,16 +165,24 @@ def _completion_logp_sums(model: Any, input_ids: Any, attention: Any, labels: An
                                use_cache=False).last_hidden_state[:, :-1]
     shifted = labels[:, 1:]
     mask = shifted != -100
-    states, targets = hidden[mask], shifted[mask]
-    head = target.get_output_embeddings()
+    per_token = head_logps(target, hidden[mask], shifted[mask])
+    rows = mask.nonzero()[:, 0]
+    return torch.zeros(mask.shape[0], dtype=torch.float32, device=hidden.device).index_add_(
+        0, rows, per_token)
+
+
+def head_logps(model: Any, states: Any, targets: Any) -> Any:
+    """log p(target) from the final hidden states of the positions that predict them (float32),
+    through the LM head in chunks, so no (positions, vocab) tensor of every position is built."""
+    import torch
+
+    head = model.get_output_embeddings()
     per_token = torch.empty(targets.shape[0], dtype=torch.float32, device=states.device)
     for k in range(0, targets.shape[0], _HEAD_CHUNK):
         logits = head(states[k : k + _HEAD_CHUNK]).float()
         picked = logits.gather(1, targets[k : k + _HEAD_CHUNK, None]).squeeze(1)
         per_token[k : k + _HEAD_CHUNK] = picked - logits.logsumexp(dim=-1)
-    rows = mask.nonzero()[:, 0]
-    return torch.zeros(mask.shape[0], dtype=torch.float32, device=states.device).index_add_(
-        0, rows, per_token)
+    return per_token
 
 
 def _score_batches(
@@ -262,6 +205,8 @@ def _score_batches(
 
     from cream_plugin.decoding import length_groups
     from cream_plugin.placement import root_gathered
+    from cream_plugin.prefix_tree import takes_tree_mask
+    from cream_plugin.prompt_trees import plan_prompt_trees, score_prompt_tree
 
     results: list[tuple[float, int]] = [(0.0, 0)] * len(sequences)
     order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i][0]))
@@ -271,6 +216,17 @@ def _score_batches(
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
+    target = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if _plain_head(target) and takes_tree_mask(target):  # each prompt once, responses as branches
+        trees = plan_prompt_trees(sequences, order, batch_size)[shard[0]::shard[1]]
+        try:
+            with torch.no_grad(), root_gathered(model):
+                for tree in tqdm(trees, desc="log-probs", unit="batch", disable=not progress):
+                    for idx, value in score_prompt_tree(target, pad_id, sequences, tree).items():
+                        results[idx] = value
+        finally:
+            model.train(was_training)
+        return results
     # Up to batch_size rows, cut where padding would pass 15% of the real tokens.
     plan = length_groups([len(sequences[i][0]) for i in order], solo_length=None,
                          max_rows=batch_size)

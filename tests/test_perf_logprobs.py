@@ -18,9 +18,16 @@ RESPONSES = [["Answer: 5", "The quick brown fox jumps.", "5"], ["B. carbon dioxi
 
 
 def _lengths(tok):
-    seqs = [tokenize_example(tok, p, r) for p, row in zip(CHATS, RESPONSES, strict=True)
-            for r in row]
-    return sum(len(ids) for ids, _ in seqs), sum(len(ids) - start for ids, start in seqs)
+    """(tokens a forward must run, completion tokens): each prompt's start (all but its last
+    token) once, then every response from the last prompt token on."""
+    tokens = completion = 0
+    for prompt, row in zip(CHATS, RESPONSES, strict=True):
+        seqs = [tokenize_example(tok, prompt, r) for r in row]
+        shared = {tuple(ids[:start - 1]) for ids, start in seqs}
+        assert len(shared) == 1  # one prompt, one prefix
+        tokens += sum(len(ids) - start + 1 for ids, start in seqs) + len(shared.pop())
+        completion += sum(len(ids) - start for ids, start in seqs)
+    return tokens, completion
 
 
 def test_forward_tokens_are_the_minimum(tiny_model, tiny_tokenizer):
@@ -49,3 +56,24 @@ def test_completion_only_head_equals_trl_fused_head(tiny_model, tiny_tokenizer, 
     assert ours.sum == pytest.approx(fused.sum, abs=1e-4)
     assert (ours.num_tokens == fused.num_tokens).all()
     assert torch.isfinite(torch.tensor(ours.sum)).all()
+
+
+@pytest.mark.parametrize("batch_size, max_length", [(2, None), (16, None), (4, 32)])
+def test_prompt_trees_equal_separate_sequences(tiny_model, tiny_tokenizer, monkeypatch,
+                                               batch_size, max_length):
+    """Each prompt once with its responses as branches: the sums and counts of scoring every
+    (prompt, response) as its own sequence, for fewer forward tokens. Batch 2 splits a prompt's
+    responses over groups; max_length 32 cuts some completions short or to nothing."""
+    chats = [*CHATS, [{"role": "user", "content": "Name a primary colour."}]]
+    responses = [*RESPONSES, ["Red.", "Blue is one of them.", "Red."]]
+    FORWARD_STATS.clear()
+    trees = response_logps(tiny_model, tiny_tokenizer, chats, responses, batch_size=batch_size,
+                           max_length=max_length, progress=False)
+    tree_tokens = FORWARD_STATS["tokens"]
+    monkeypatch.setattr("cream_plugin.prefix_tree.takes_tree_mask", lambda model: False)
+    FORWARD_STATS.clear()
+    separate = response_logps(tiny_model, tiny_tokenizer, chats, responses,
+                              batch_size=batch_size, max_length=max_length, progress=False)
+    assert (trees.num_tokens == separate.num_tokens).all()
+    assert trees.sum == pytest.approx(separate.sum, abs=1e-4)
+    assert tree_tokens < FORWARD_STATS["tokens"]
