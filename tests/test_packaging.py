@@ -71,7 +71,8 @@ def test_wheel_pth_registers_cream_hf_when_lm_eval_loads(wheel, tmp_path) -> Non
     code = (
         "import site, sys; sys.path.append(sys.argv[2]); site.addsitedir(sys.argv[1]);"
         "import _cream_lm_eval_hook as h; assert h.__file__.startswith(sys.argv[1]), h.__file__;"
-        "import lm_eval.api.registry as r; print(r.model_registry._objs['cream-hf'])"
+        "import lm_eval.models; from lm_eval.api.registry import model_registry as r;"
+        "print(r._objs['cream-hf'])"
     )
     done = subprocess.run([sys.executable, "-S", "-c", code, str(target), purelib],
                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
