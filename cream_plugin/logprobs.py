@@ -38,7 +38,7 @@ from cream_plugin.logprob_cache import CacheKey, LogProbCache, prompt_key
 from cream_plugin.types import Prompt
 
 __all__ = ["FORWARD_STATS", "CacheKey", "LogProbCache", "SequenceLogProbs", "prompt_key",
-           "response_logps", "tokenize_example", "tokenize_prompt"]
+           "response_logps", "scored_sequence", "tokenize_example", "tokenize_prompt"]
 
 
 # Process-wide counters: "sequences" scored, "tokens" run through the backbone (padding excluded),
@@ -111,6 +111,17 @@ def tokenize_example(
         completion = response if response.endswith(eos) else response + eos
         full = _ids(tokenizer(text=prompt + completion))
     return full, _common_prefix(prompt_ids, full)
+
+
+def scored_sequence(tokenizer: Any, prompt: Prompt, response: str, prompt_ids: list[int],
+                    max_length: int | None) -> tuple[list[int], int]:
+    """``(ids, first scored position)`` as the log-prob stage scores a response: cut at
+    ``max_length`` (TRL's ``keep_start``), the completion starting at position 1 at least (the
+    first token has no prediction); ``len(ids) - start`` is its number of scored tokens."""
+    ids, start = tokenize_example(tokenizer, prompt, response, prompt_ids)
+    if max_length is not None:
+        ids = ids[:max_length]
+    return ids, min(max(start, 1), len(ids))
 
 
 def _check_table(prompts: Sequence[Prompt], responses: Sequence[Sequence[str]]) -> int:
@@ -217,49 +228,56 @@ def _score_batches(
     was_training = model.training
     model.eval()
     target = model.get_base_model() if hasattr(model, "get_base_model") else model
+    batches: list[Any]
     if _plain_head(target) and takes_tree_mask(target):  # each prompt once, responses as branches
-        trees = plan_prompt_trees(sequences, order, batch_size)[shard[0]::shard[1]]
-        try:
-            with torch.no_grad(), root_gathered(model):
-                for tree in tqdm(trees, desc="log-probs", unit="batch", disable=not progress):
-                    for idx, value in score_prompt_tree(target, pad_id, sequences, tree).items():
-                        results[idx] = value
-        finally:
-            model.train(was_training)
-        return results
-    # Up to batch_size rows, cut where padding would pass 15% of the real tokens.
-    plan = length_groups([len(sequences[i][0]) for i in order], solo_length=None,
-                         max_rows=batch_size)
-    batches = [[order[k] for k in group] for group in plan]
+        batches = plan_prompt_trees(sequences, order, batch_size)
+
+        def score(batch: Any) -> dict[int, tuple[float, int]]:
+            return score_prompt_tree(target, pad_id, sequences, batch)
+    else:  # up to batch_size rows, cut where padding would pass 15% of the real tokens
+        plan = length_groups([len(sequences[i][0]) for i in order], solo_length=None,
+                             max_rows=batch_size)
+        batches = [[order[k] for k in group] for group in plan]
+
+        def score(batch: Any) -> dict[int, tuple[float, int]]:
+            return _score_padded(model, pad_id, sequences, batch, device)
     rank, world = shard
-    batches = batches[rank::world]
     try:
         with torch.no_grad(), root_gathered(model):
-            for batch in tqdm(batches, desc="log-probs", unit="batch", disable=not progress):
-                width = len(sequences[batch[0]][0])
-                input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-                attention = torch.zeros((len(batch), width), dtype=torch.long)
-                labels = torch.full((len(batch), width), -100, dtype=torch.long)
-                for row, idx in enumerate(batch):
-                    ids, start = sequences[idx]
-                    tensor = torch.tensor(ids, dtype=torch.long)
-                    input_ids[row, : len(ids)] = tensor
-                    attention[row, : len(ids)] = 1
-                    labels[row, start : len(ids)] = tensor[start:]
-                sums = _completion_logp_sums(
-                    model, input_ids.to(device), attention.to(device), labels.to(device)
-                ).cpu().tolist()
-                FORWARD_STATS["sequences"] += len(batch)
-                FORWARD_STATS["tokens"] += int(attention.sum())
-                FORWARD_STATS["padding"] += int(attention.numel() - attention.sum())
-                FORWARD_STATS["scored"] += int((labels != -100).sum())
-                for row, idx in enumerate(batch):
-                    ids, start = sequences[idx]
-                    results[idx] = (float(sums[row]), len(ids) - start)
+            for batch in tqdm(batches[rank::world], desc="log-probs", unit="batch",
+                              disable=not progress):
+                for idx, value in score(batch).items():
+                    results[idx] = value
     finally:
         model.train(was_training)
     return results
 
+
+def _score_padded(model: Any, pad_id: int, sequences: list[tuple[list[int], int]],
+                  batch: list[int], device: Any) -> dict[int, tuple[float, int]]:
+    """(summed completion log-prob, completion tokens) of a batch of sequences as right-padded
+    rows, longest first."""
+    import torch
+
+    width = len(sequences[batch[0]][0])
+    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(batch), width), dtype=torch.long)
+    labels = torch.full((len(batch), width), -100, dtype=torch.long)
+    for row, idx in enumerate(batch):
+        ids, start = sequences[idx]
+        tensor = torch.tensor(ids, dtype=torch.long)
+        input_ids[row, : len(ids)] = tensor
+        attention[row, : len(ids)] = 1
+        labels[row, start : len(ids)] = tensor[start:]
+    sums = _completion_logp_sums(
+        model, input_ids.to(device), attention.to(device), labels.to(device)
+    ).cpu().tolist()
+    FORWARD_STATS["sequences"] += len(batch)
+    FORWARD_STATS["tokens"] += int(attention.sum())
+    FORWARD_STATS["padding"] += int(attention.numel() - attention.sum())
+    FORWARD_STATS["scored"] += int((labels != -100).sum())
+    return {idx: (float(sums[row]), len(sequences[idx][0]) - sequences[idx][1])
+            for row, idx in enumerate(batch)}
 
 def response_logps(
     model: Any,
@@ -323,12 +341,9 @@ def response_logps(
                 cache.misses += 1
             if pkey not in prompt_cache:
                 prompt_cache[pkey] = tokenize_prompt(tokenizer, prompt)
-            ids, start = tokenize_example(tokenizer, prompt, response, prompt_cache[pkey])
-            if max_length is not None:
-                ids = ids[:max_length]
             todo.append(key)
-            # The first token has no prediction, so a completion starts at position 1 at least.
-            todo_seqs.append((ids, min(max(start, 1), len(ids))))
+            todo_seqs.append(scored_sequence(tokenizer, prompt, response, prompt_cache[pkey],
+                                             max_length))
 
     scored = _score_batches(model, pad_id, todo_seqs, batch_size, progress, shard)
     fresh = dict(zip(todo, scored, strict=True))

@@ -84,7 +84,7 @@ def response_token_counts(ctx: RunContext, rows: list[dict[str, Any]]) -> Any:
     counts them (the completion tokens DPO trains on, cut at ``training.max_length``)."""
     import numpy as np
 
-    from cream_plugin.logprobs import tokenize_example, tokenize_prompt
+    from cream_plugin.logprobs import scored_sequence, tokenize_prompt
 
     max_length = ctx.config.training.max_length
     counts = []
@@ -92,8 +92,8 @@ def response_token_counts(ctx: RunContext, rows: list[dict[str, Any]]) -> Any:
         prompt_ids = tokenize_prompt(ctx.tokenizer, row["prompt"])
         found = []
         for response in row["responses"]:
-            ids, start = tokenize_example(ctx.tokenizer, row["prompt"], response, prompt_ids)
-            ids = ids[:max_length] if max_length is not None else ids
-            found.append(max(len(ids) - max(start, 1), 0))
+            ids, start = scored_sequence(ctx.tokenizer, row["prompt"], response, prompt_ids,
+                                         max_length)
+            found.append(len(ids) - start)
         counts.append(found)
     return np.array(counts, dtype=np.int64)
