@@ -28,11 +28,15 @@ Group = tuple[Sequence[int], Sequence[Sequence[int]]]
 """A prefix and its branches (token ids)."""
 
 
+def _text_config(model: Any) -> Any:
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else None
+    return config or model.config
+
+
 def plain_attention(model: Any) -> bool:
     """Whether every layer attends to every earlier position (no sliding window, no hybrid
     layers)."""
-    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else None
-    config = config or model.config
+    config = _text_config(model)
     layer_types = getattr(config, "layer_types", None) or []
     return not getattr(config, "sliding_window", None) and all(
         t == "full_attention" for t in layer_types)
@@ -40,8 +44,7 @@ def plain_attention(model: Any) -> bool:
 
 def takes_tree_mask(model: Any) -> bool:
     """Whether a 4-D boolean mask reproduces each sequence's own attention in this model."""
-    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else None
-    implementation = getattr(config or model.config, "_attn_implementation", None)
+    implementation = getattr(_text_config(model), "_attn_implementation", None)
     return implementation in ("sdpa", "eager") and plain_attention(model)
 
 
@@ -65,12 +68,10 @@ class TreeRows:
     group_rows: list[int]  # row of each group
     branch_columns: list[list[range]]
 
-    def last_columns(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(rows, columns) of every branch's last token, groups in order, branches in order."""
-        rows = [self.group_rows[g] for g, branches in enumerate(self.branch_columns)
-                for _ in branches]
-        cols = [span[-1] for branches in self.branch_columns for span in branches]
-        return torch.tensor(rows, dtype=torch.long), torch.tensor(cols, dtype=torch.long)
+    def last_columns(self) -> list[tuple[int, int]]:
+        """(row, column) of every branch's last token, groups in order, branches in order."""
+        return [(self.group_rows[g], span[-1]) for g, branches in enumerate(self.branch_columns)
+                for span in branches]
 
 
 def build_tree_rows(groups: Sequence[Group], pad_id: int, rows: list[list[int]] | None = None,
@@ -154,11 +155,11 @@ def pack_pair_trees(input_ids: torch.Tensor, lengths: list[int], labels: torch.T
         row = tree.group_rows[i]
         start = tree.branch_columns[i][0].start - split  # the group's first column
         base = row * (width - 1)
-        for which, seq in ((i, label_rows[i]), (i + n, label_rows[i + n])):
-            branch = tree.branch_columns[i][0 if which == i else 1]
+        for b, which in enumerate((i, i + n)):
+            branch, seq = tree.branch_columns[i][b], label_rows[which]
             own = torch.tensor(seq[split:], dtype=labels.dtype)
             packed_labels[row, branch.start + 1:branch.stop] = own[1:]
-            if which == i:  # the prefix and the first branch are one run of columns
+            if b == 0:  # the prefix and the first branch are one run of columns
                 packed_labels[row, start + 1:branch.start + 1] = torch.tensor(
                     seq[1:split + 1], dtype=labels.dtype)
             # padded output t (label t + 1): in the prefix while t < split, else in the branch

@@ -201,7 +201,6 @@ def first_verdict_probs(model: Any, sequences: Sequence[Sequence[int]],
 def _packed_verdict_logits(model: Any, chunk: Sequence[Sequence[int]], verdicts: torch.Tensor,
                            pad_id: int) -> torch.Tensor:
     """The two verdict logits at each sequence's last token, from packed rows (float32)."""
-
     from cream_plugin.packing import lay_out_packed
 
     ids, positions, starts = lay_out_packed(chunk, max(len(s) for s in chunk), pad_id,
@@ -257,9 +256,8 @@ def paired_verdict_probs(model: Any, forward: Sequence[Sequence[int]],
             shared = common_prefix_length(one, other)
             groups.append((one[:shared], [one[shared:], other[shared:]]))
         tree = build_tree_rows(groups, pad_id)
-        rows, cols = tree.last_columns()
         logits = _verdict_logits_at(
-            model, verdicts, list(zip(rows.tolist(), cols.tolist(), strict=True)),
+            model, verdicts, tree.last_columns(),
             input_ids=tree.input_ids.to(device), position_ids=tree.position_ids.to(device),
             attention_mask=tree.attention_mask.to(device))
         firsts.append(torch.softmax(logits, dim=-1)[:, 0])

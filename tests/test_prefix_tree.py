@@ -45,8 +45,7 @@ def test_layout_mask_and_positions() -> None:
                     [1, 1, 1, 1, 0],
                     [1, 1, 0, 0, 1]]  # the second branch never sees the first
     assert tree.attention_mask[1, 0].int().tolist() == torch.eye(5, dtype=torch.int).tolist()
-    rows, cols = tree.last_columns()
-    assert rows.tolist() == [0, 0, 1] and cols.tolist() == [3, 4, 0]
+    assert tree.last_columns() == [(0, 3), (0, 4), (1, 0)]
 
 
 def test_groups_that_fit_share_a_row_block_diagonally() -> None:
