@@ -5,19 +5,24 @@ imports heavy libraries inside ``run`` so ``cream --help`` stays fast.
 
 Every failure ends as one line on stderr, ``cream <command>: error: <message>``, and a non-zero
 exit status: 1 for a :class:`CreamError` (bad input, named) and for an unexpected exception
-(its type and message, plus a hint), 2 for a usage error (argparse), 130 for Ctrl-C. ``--debug``
-(before or after the command name) shows the traceback instead.
+(its type and message, plus a hint), 2 for a usage error (argparse), 130 for Ctrl-C and 143 for
+SIGTERM (handled like Ctrl-C: the same clean-up, the run folder's lock released). An
+operating-system error names its path and the fix (a full disk, ``ulimit -f``, permissions).
+``--debug`` (before or after the command name) shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
 
-from cream_plugin.errors import CreamError
+from cream_plugin.errors import CreamError, Terminated, describe_os_error
 
 COMMANDS: tuple[str, ...] = (
     "run", "sample", "reward", "pairs", "train", "eval", "report", "clean", "push", "config",
@@ -56,25 +61,60 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     debug = bool(getattr(args, "debug", False))
     try:
-        return int(args._run(args) or 0)
-    except KeyboardInterrupt:
+        with sigterm_as_interrupt():
+            return int(args._run(args) or 0)
+    except KeyboardInterrupt as exc:
         if debug:
             traceback.print_exc()
-        print(f"cream {args.command}: interrupted", file=sys.stderr)
-        return 130
+        terminated = isinstance(exc, Terminated)
+        print(f"cream {args.command}: {'terminated (SIGTERM)' if terminated else 'interrupted'}",
+              file=sys.stderr)
+        return 143 if terminated else 130
     except CreamError as exc:
         if debug:
             traceback.print_exc()
         _error(args.command, one_line(str(exc)))
         return 1
-    except Exception as exc:  # the last line of defence: no bare traceback
+    except OSError as exc:
+        if exc.errno is None and exc.filename is None:  # e.g. a library's ConnectionError
+            return _unexpected(args.command, exc, debug)
         if debug:
             traceback.print_exc()
-            _error(args.command, f"{type(exc).__name__}: {one_line(str(exc))}")
-        else:
-            _error(args.command, f"{type(exc).__name__}: {one_line(str(exc))} "
-                   "(run with --debug for the traceback)")
+        _error(args.command, one_line(describe_os_error(exc)))
         return 1
+    except Exception as exc:  # the last line of defence: no bare traceback
+        return _unexpected(args.command, exc, debug)
+
+
+def _unexpected(command: str, exc: Exception, debug: bool) -> int:
+    if debug:
+        traceback.print_exc()
+        _error(command, f"{type(exc).__name__}: {one_line(str(exc))}")
+    else:
+        _error(command, f"{type(exc).__name__}: {one_line(str(exc))} "
+               "(run with --debug for the traceback)")
+    return 1
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into :class:`Terminated` (a KeyboardInterrupt) while a command runs, so a
+    terminated run cleans up exactly as an interrupted one does. Main thread only."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_terminated(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends it at once
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def one_line(message: str) -> str:

@@ -23,6 +23,7 @@ from cream_plugin.config_values import (
     _deep_merge,
     _one_line,
     _type_name,
+    load_yaml,
     merge_overrides,
     parse_key_values,
     parse_override,
@@ -218,6 +219,9 @@ class EvaluationConfig:
     )
 
 
+SEED_MAX = 2**32 - 1
+"""The largest seed numpy and torch accept (a seed of 10**23 used to fail after the prompts)."""
+
 UNHASHED = ("training.report_to", "training.run_name", "training.padding_free",
             "training.compact_lm_head", "model.scoring_placement", "model.vllm_options")
 """Settings that change where a run reports or how fast it computes, not what it computes (the
@@ -233,12 +237,13 @@ class RunConfig:
         ["cream"], doc="registered methods to run from one shared M1 (cream plugins lists them)"
     )
     iterations: int = _f(2, lo=1, hi=100, doc="self-rewarding iterations per method")
-    seed: int = _f(42, lo=0, doc="seeds the prompt pool, sampling, SFT and training")
+    seed: int = _f(42, lo=0, hi=SEED_MAX, doc="seeds the prompt pool, sampling, SFT and training")
     output_dir: str = _f("runs/cream", doc="the run folder (cream --output); must not be empty")
     keep_checkpoints: list[int] = _f([], doc="iterations whose checkpoints are kept after use")
     seeds: list[int] = _f(
         [],
         lo=0,
+        hi=SEED_MAX,
         doc="run the whole config once per seed into <output_dir>/seed-<s>; the top report "
         "aggregates mean and 95% t-interval across seeds (empty: one run with `seed`)",
     )
@@ -335,7 +340,7 @@ def _read_yaml(path: Path) -> Any:
     except OSError as exc:
         raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}") from None
     try:
-        return yaml.safe_load(text) or {}
+        return load_yaml(text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {_one_line(exc)}") from None
     except RecursionError:

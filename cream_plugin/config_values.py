@@ -112,6 +112,32 @@ def _check_range(value: Any, meta: typing.Mapping[str, Any], key: str) -> None:
             raise ConfigError(f"{key}: {v!r} is out of range (must be <= {hi})")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key repeated in one mapping is an error (PyYAML keeps
+    the last one silently, so a setting written twice would quietly lose its first value)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.get(key)
+            except TypeError:
+                continue  # an unhashable key: construct_mapping's own error names it
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} on line {line} (first on line {first}); "
+                    "write each setting once", key_node.start_mark)
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` that refuses duplicate keys (naming the key and its lines)."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``training.beta=0.2`` -> (["training", "beta"], 0.2); the value is parsed as YAML."""
     if "=" not in text:
@@ -120,7 +146,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key.strip():
         raise ConfigError(f"override {text!r}: empty key before '='")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"override {text!r}: the value is not valid YAML ({_one_line(exc)})"
                           ) from None

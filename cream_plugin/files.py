@@ -86,8 +86,10 @@ def atomic_write_text(path: Path, text: str, journal: TempJournal | None = None)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(path)  # a failed write (full disk, ulimit -f) names its file
         raise
 
 
@@ -95,9 +97,14 @@ def append_jsonl(path: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]]
     """Append rows to a JSON-lines table (results, timings, consistency), one line each."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json_line(row))
+    try:
+        with path.open("a", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json_line(row))
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = str(path)  # a failed write (full disk, ulimit -f) names its file
+        raise
 
 
 def json_line(row: Mapping[str, Any]) -> str:

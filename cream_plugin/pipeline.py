@@ -67,8 +67,8 @@ class Pipeline:
 
     def __init__(self, config: RunConfig, run_dir: str | os.PathLike[str] | None = None) -> None:
         self.config = config
-        self.methods: dict[str, Method] = preflight(config)
         self.run_dir = check_output_dir(str(run_dir or config.output_dir))
+        self.methods: dict[str, Method] = preflight(config)
         self.folder = RunFolder(self.run_dir)
         self.dist = init_distributed(config.model.device)
         self.ctx = RunContext(config, self.run_dir, self.dist)
@@ -169,25 +169,25 @@ class Pipeline:
         self.dist.barrier()
 
     # -- the whole run -------------------------------------------------------------------
-    def _prepare(self, fresh: bool, adopt: bool) -> None:
+    def _prepare(self, fresh: bool, adopt: bool, break_lock: bool = False) -> None:
         cfg = self.config
-        self.folder.claim(adopt=adopt)
-        self.folder.acquire()
+        self.folder.claim(adopt=adopt, methods=self.methods)
+        self.folder.acquire(break_lock=break_lock)
         if fresh:
             self.folder.wipe()
-            self.folder.claim(adopt=True)
+            self.folder.claim(adopt=True, methods=())
         self.folder.clean_leftovers()
         atomic_write_text(self.run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2))
 
-    def run(self, fresh: bool = False, adopt: bool = False) -> Path:
+    def run(self, fresh: bool = False, adopt: bool = False, break_lock: bool = False) -> Path:
         """Run every configured method; returns the run folder (report included).
 
         ``fresh`` deletes cream's own files from the folder first; ``adopt`` lets cream use a
-        non-empty folder it did not create.
+        non-empty folder it did not create; ``break_lock`` takes over another host's lock.
         """
         if self.dist.is_main:
             try:
-                self._prepare(fresh, adopt)
+                self._prepare(fresh, adopt, break_lock)
             except BaseException:
                 self.dist.broadcast(False)
                 raise

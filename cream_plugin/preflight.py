@@ -1,10 +1,12 @@
 """Everything a run needs, checked before it touches the disk: methods and components exist,
-the data files exist, the device exists. A run that would fail later fails here, in a second,
-with a message naming what is missing."""
+the data files exist and hold rows, the model and its tokenizer load, the seeds draw a prompt
+pool whose prompts fit the model's context, the device exists. A run that would fail later
+fails here, in seconds, with a message naming what is missing."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from cream_plugin.config import RunConfig
 from cream_plugin.errors import ConfigError, DataError
@@ -122,6 +124,80 @@ def check_data(config: RunConfig) -> None:
         )
 
 
+CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+"""Where a model config states its context length (the first one present is used)."""
+MAX_BYTES_PER_TOKEN = 64
+"""No tokenizer packs more bytes into one token: a longer prompt is refused untokenised."""
+
+
+def check_model(config: RunConfig) -> tuple[Any, int | None]:
+    """``model.name`` resolves and its tokenizer and config load (cheap, no weights); returns the
+    tokenizer and the model's context length (None when its config does not state one)."""
+    from transformers import AutoConfig
+
+    from cream_plugin.errors import ModelLoadError
+    from cream_plugin.models import load_tokenizer, resolve_model_path
+
+    m = config.model
+    if not m.name.strip():
+        raise ConfigError("model.name: empty; name a Hub id, a local folder or a .gguf file")
+    path, gguf = resolve_model_path(m.name, m.gguf_file)
+    tokenizer = load_tokenizer(m.name, gguf_file=m.gguf_file,
+                               trust_remote_code=m.trust_remote_code)
+    try:
+        model_config = AutoConfig.from_pretrained(path, gguf_file=gguf,
+                                                  trust_remote_code=m.trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"model.name: could not read the config of {m.name!r}: {exc}"
+                             ) from None
+    text_config = getattr(model_config, "get_text_config", lambda: model_config)()
+    for key in CONTEXT_KEYS:
+        value = getattr(text_config, key, None)
+        if isinstance(value, int) and value > 0:
+            return tokenizer, value
+    return tokenizer, None
+
+
+def check_prompts(config: RunConfig, tokenizer: Any, context: int | None) -> None:
+    """The seed SFT set holds rows, and the run's prompt pool (drawn with its seed, as the
+    prompts stage will) has enough prompts, each short enough that the prompt and
+    ``sampling.max_new_tokens`` fit the model's context (a prompt of megabytes would otherwise
+    sample for hours)."""
+    from cream_plugin.data import load_rows, local_path, resolve_data_dir
+    from cream_plugin.prompts import build_prompt_pool
+    from cream_plugin.sampling import render_prompt
+
+    folder = resolve_data_dir(config.data.data_dir)
+    if folder is None:
+        return  # the Hub: checked when loaded
+    if not load_rows("seed_sft", "train", folder):
+        raise DataError(f"{local_path('seed_sft', 'train', folder)}: no rows; the seed SFT set "
+                        "needs at least one example")
+    d = config.data
+    pool = build_prompt_pool(d.prompt_sources, folder, d.prompts_per_iteration,
+                             config.iterations, config.seed)
+    if context is None:
+        return
+    room = context - config.sampling.max_new_tokens
+    if room < 1:
+        raise ConfigError(f"sampling.max_new_tokens: {config.sampling.max_new_tokens} tokens "
+                          f"leave no room for a prompt in the model's context of {context}")
+    for chunk in pool:
+        for item in chunk:
+            text = render_prompt(tokenizer, item["prompt"])
+            size = len(text.encode("utf-8"))
+            tokens = (size if size > MAX_BYTES_PER_TOKEN * context
+                      else len(tokenizer(text, add_special_tokens=False)["input_ids"]))
+            if tokens > room:
+                measured = f"{size} bytes" if tokens == size else f"{tokens} tokens"
+                raise DataError(
+                    f"prompt {item['prompt_id']} ({item['source']}/train): {measured}, more than "
+                    f"the {room} tokens the model's context of {context} leaves beside "
+                    f"sampling.max_new_tokens={config.sampling.max_new_tokens}; shorten or "
+                    "remove it from the data, or lower sampling.max_new_tokens"
+                )
+
+
 def check_device(config: RunConfig) -> None:
     device = config.model.device
     if device.startswith("cuda"):
@@ -162,5 +238,7 @@ def preflight(config: RunConfig) -> dict[str, Method]:
     check_trainer_args(config, methods)
     check_data(config)
     check_device(config)
+    tokenizer, context = check_model(config)
+    check_prompts(config, tokenizer, context)
     check_placement(config)
     return methods

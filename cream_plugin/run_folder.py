@@ -4,26 +4,37 @@ clean-up deletes only what cream wrote and can name.
 - ``cream-run.json`` marks a folder as a cream run folder. A non-empty folder without it is
   refused (``cream run --adopt-dir`` to use it anyway): cream never spreads its files over, or
   deletes from, a folder it did not create.
+- ``--adopt-dir`` uses a non-empty folder only when nothing in it sits at a name cream writes
+  (``config.json``, ``report.md``, ``plots/``, ``M1/``, ...): it is refused, naming them.
 - ``cream.lock`` holds the pid and host of the run using the folder. A second run refuses with
   a message naming them; a lock whose process no longer exists on this host is stale and taken
-  over.
-- ``--fresh`` deletes the files every manifest lists, the run-level tables cream writes and the
-  journaled temporary files (cream_plugin.artifacts.TempJournal), then the folders left empty;
-  any other file stays where it is.
+  over; another host's lock, or a lock that stays empty or unreadable (a run may be writing it
+  right now), is taken over only with ``--break-lock``.
+- ``--fresh`` deletes the files every manifest lists (with each checkpoint's TensorBoard
+  folder ``tb/<stage>``), the run-level tables and plots cream writes by name and the journaled
+  temporary files (cream_plugin.artifacts.TempJournal), then the folders left empty; any other
+  file (a figure of yours in ``plots/``) stays where it is.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import shutil
 import socket
+import time
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cream_plugin.artifacts import MANIFEST_SUFFIX, Stage, TempJournal, read_manifests
+from cream_plugin.artifacts import JOURNAL_NAME, MANIFEST_SUFFIX, Stage, TempJournal, read_manifests
 from cream_plugin.errors import ConfigError, CreamError
+from cream_plugin.tracking import TB_FOLDER
+
+log = logging.getLogger("cream.run_folder")
 
 MARKER = "cream-run.json"
 LOCK = "cream.lock"
@@ -37,10 +48,24 @@ RUN_FILES = (
 )
 RUN_FOLDERS = ("plots", "tb")
 """Run-level files and folders cream writes beside the stage artifacts."""
+PLOT_FILES = ("plots/scores.png", "plots/consistency.png", "plots/train_curves.png")
+"""The plots cream writes (cream_plugin.report, cream_plugin.report_evidence)."""
+STAGE_NAMES = re.compile(r"(M[0-9]+|prompts|shared|evals|seed-[0-9]+)([./].*)?|.*\.manifest\.json"
+                         r"|.*\.train_log\.json")
+"""Top-level names of stage artifacts, shared folders and per-seed run folders."""
+LOCK_WAIT_S = 2.0
+"""How long an empty or half-written lock is re-read before it counts as held by a run that is
+still starting (O_EXCL creates it a moment before its content is written)."""
 
 
 class RunFolderError(CreamError, RuntimeError):
     """The run folder cannot be used: not cream's, locked by another run, or not writable."""
+
+
+def is_cream_name(name: str, methods: Iterable[str] = ()) -> bool:
+    """Whether a top-level entry of a run folder has a name that cream writes."""
+    reserved = {*RUN_FILES, *RUN_FOLDERS, MARKER, LOCK, JOURNAL_NAME, *methods}
+    return name in reserved or STAGE_NAMES.fullmatch(name) is not None
 
 
 def check_output_dir(raw: str) -> Path:
@@ -63,8 +88,11 @@ class RunFolder:
     def is_cream_folder(self) -> bool:
         return self.marker.is_file()
 
-    def claim(self, adopt: bool = False) -> None:
-        """Make sure the folder is (or becomes) a cream run folder that this process may write."""
+    def claim(self, adopt: bool = False, methods: Iterable[str] = ()) -> None:
+        """Make sure the folder is (or becomes) a cream run folder that this process may write.
+
+        ``methods``: the run's method names, folders it writes (an adopted folder must not
+        hold them)."""
         if self.path.exists() and not self.path.is_dir():
             raise RunFolderError(f"{self.path}: exists and is not a folder")
         if self.path.is_dir() and not self.is_cream_folder():
@@ -76,6 +104,14 @@ class RunFolder:
                     f"{self.path}: not empty and not a cream run folder (holds {shown}); "
                     "choose another --output, or pass --adopt-dir to use it anyway "
                     "(cream then deletes only files it wrote itself)"
+                )
+            taken = sorted(n for n in others if is_cream_name(n, methods))
+            if others and adopt and not legacy and taken:
+                shown = ", ".join(taken[:8]) + (", ..." if len(taken) > 8 else "")
+                raise RunFolderError(
+                    f"--adopt-dir: {self.path} holds {shown}, at names cream writes; cream "
+                    "would overwrite or later delete them. Move them out of the folder, or "
+                    "choose another --output"
                 )
         try:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -95,8 +131,12 @@ class RunFolder:
             raise RunFolderError(f"{self.path}: not writable ({exc.strerror})") from None
 
     # -- the lock ------------------------------------------------------------------------
-    def acquire(self) -> None:
-        """Take ``cream.lock`` or refuse with the holder's pid, host and start time."""
+    def acquire(self, break_lock: bool = False) -> None:
+        """Take ``cream.lock`` or refuse with the holder's pid, host and start time.
+
+        ``break_lock`` takes over a lock that cannot be shown stale from here: one of another
+        host (a run preempted on one cluster node, resumed on another) or one that stays empty
+        or unreadable. Only for a lock whose run is known to be gone."""
         lock = self.path / LOCK
         me = {
             "pid": os.getpid(),
@@ -107,12 +147,24 @@ class RunFolder:
             try:
                 fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
-                holder = self._holder(lock)
-                if holder is not None and not self._is_stale(holder):
+                holder = self._wait_for_holder(lock)
+                if break_lock:
+                    log.warning("--break-lock: taking over %s (held by %s)", lock, holder)
+                elif holder is None:
+                    raise RunFolderError(
+                        f"{lock}: empty or unreadable after {LOCK_WAIT_S:g} s (a run may be "
+                        "starting on this folder right now); if no cream run uses the folder, "
+                        f"delete {lock} or rerun with --break-lock"
+                    ) from None
+                elif not self._is_stale(holder):
+                    other_host = holder.get("host") != socket.gethostname()
                     raise RunFolderError(
                         f"{self.path} is in use by another cream run (pid {holder.get('pid')} "
                         f"on {holder.get('host')}, since {holder.get('started')}); wait for it "
-                        f"to finish, or delete {lock} if no such run exists"
+                        "to finish" + (
+                            ", or, if that run is gone (a preempted node), rerun with "
+                            "--break-lock" if other_host else
+                            f", or delete {lock} if no such run exists")
                     ) from None
                 lock.unlink(missing_ok=True)  # stale: its process is gone
                 continue
@@ -134,8 +186,18 @@ class RunFolder:
         try:
             data = json.loads(lock.read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            return None  # unreadable or half-written: treat as stale
+            return None  # unreadable or half-written
         return data if isinstance(data, dict) else None
+
+    def _wait_for_holder(self, lock: Path) -> dict[str, Any] | None:
+        """The lock's holder; an empty or half-written lock is re-read for LOCK_WAIT_S (its run
+        may have created it a moment ago), and None means it never became readable."""
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            holder = self._holder(lock)
+            if holder is not None or time.monotonic() >= deadline or not lock.exists():
+                return holder
+            time.sleep(0.05)
 
     @staticmethod
     def _is_stale(holder: dict[str, Any]) -> bool:
@@ -159,11 +221,15 @@ class RunFolder:
         paths: list[Path] = []
         for name, m in read_manifests(self.path).items():
             stage = Stage(self.path, name, "")
-            paths.append(stage.folder_path if m.get("kind") == "folder" else stage.rows_path)
+            if m.get("kind") == "folder":
+                paths += stage.files()  # the files it lists, not the folder: yours stay
+            else:
+                paths.append(stage.rows_path)
             paths.append(stage.manifest_path)
             if m.get("kind") == "folder":
                 paths.append(self.path / f"{name}.train_log.json")
-        paths += [self.path / f for f in RUN_FILES] + [self.path / d for d in RUN_FOLDERS]
+                paths.append(self.path / TB_FOLDER / name)  # its TensorBoard logs
+        paths += [self.path / f for f in RUN_FILES + PLOT_FILES]
         paths += self._card_files(paths)
         return paths
 

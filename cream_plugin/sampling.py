@@ -11,12 +11,16 @@ responses whatever the batch size, the order of the prompts or the other prompts
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from cream_plugin.errors import DataError
 from cream_plugin.types import Prompt
+
+log = logging.getLogger("cream.sampling")
 
 
 def row_seed(seed: int, prompt_key: str, sample_index: int) -> int:
@@ -164,6 +168,20 @@ class HFSampler:
         self.progress = progress
         self.stats: Counter[str] = Counter()
 
+    def _check_lengths(self, encoded: list[list[int]]) -> None:
+        """Every prompt plus ``max_new_tokens`` fits the model's context: a longer prompt would
+        decode for hours past the positions the model was trained on."""
+        context = getattr(getattr(self.model, "config", None), "max_position_embeddings", None)
+        if not isinstance(context, int):
+            return
+        for i, ids in enumerate(encoded):
+            if len(ids) + self.max_new_tokens > context:
+                raise DataError(
+                    f"prompt {i + 1} of {len(encoded)}: {len(ids)} tokens plus max_new_tokens="
+                    f"{self.max_new_tokens} exceed the model's context of {context} tokens; "
+                    "shorten the prompt or lower max_new_tokens"
+                )
+
     def _stop_ids(self) -> set[int]:
         ids: set[int] = set()
         for source in (self.model.generation_config, self.tokenizer):
@@ -186,8 +204,12 @@ class HFSampler:
         texts = [render_prompt(self.tokenizer, p) for p in prompts]
         keys = prompt_keys(texts)
         encoded = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        self._check_lengths(encoded)
         order = sorted(range(len(prompts)), key=lambda i: (len(encoded[i]), i))
         rows = [(i, j) for i in order for j in range(n)]
+        log.info("sampling %d prompts x %d responses (longest prompt %d tokens) in %d batches",
+                 len(prompts), n, max(map(len, encoded), default=0),
+                 -(-len(rows) // self.batch_size))
         results: list[list[str]] = [[""] * n for _ in prompts]
         stop_ids = self._stop_ids()
         pad_id = self.tokenizer.pad_token_id

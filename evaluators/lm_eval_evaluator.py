@@ -8,10 +8,12 @@ applied exactly to the tasks whose metadata asks for it (``cream_chat: true``, t
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -168,18 +170,19 @@ class LMEvalEvaluator:
             if self.generation_limit and task.config.output_type == "generate_until":
                 task_limit = min(limit or self.generation_limit, self.generation_limit)
             start = time.perf_counter()
-            out = simple_evaluate(
-                model=lm,
-                tasks=[task],
-                task_manager=self.task_manager,
-                limit=task_limit,
-                num_fewshot=num_fewshot,
-                apply_chat_template=chat,
-                fewshot_as_multiturn=chat,
-                bootstrap_iters=bootstrap_iters,
-                gen_kwargs=gen_kwargs,
-                log_samples=items is not None,
-            )
+            with quiet_git_hash():
+                out = simple_evaluate(
+                    model=lm,
+                    tasks=[task],
+                    task_manager=self.task_manager,
+                    limit=task_limit,
+                    num_fewshot=num_fewshot,
+                    apply_chat_template=chat,
+                    fewshot_as_multiturn=chat,
+                    bootstrap_iters=bootstrap_iters,
+                    gen_kwargs=gen_kwargs,
+                    log_samples=items is not None,
+                )
             seconds = time.perf_counter() - start
             if out is None:  # non-zero rank in a distributed run
                 continue
@@ -189,6 +192,35 @@ class LMEvalEvaluator:
             if items is not None:
                 items.extend(item_rows(name, out.get("samples", {}).get(name, [])))
         return rows
+
+
+@contextlib.contextmanager
+def quiet_git_hash() -> Iterator[None]:
+    """lm-eval records the commit of the current folder by running ``git describe`` with the
+    terminal as its stderr, so outside a git repository every evaluation printed "fatal: not a
+    git repository"; while lm-eval runs, the same question is asked with git's stderr captured."""
+    import lm_eval.evaluator as lm_eval_evaluator
+
+    original = lm_eval_evaluator.get_git_commit_hash
+    lm_eval_evaluator.get_git_commit_hash = git_commit_hash
+    try:
+        yield
+    finally:
+        lm_eval_evaluator.get_git_commit_hash = original
+
+
+def git_commit_hash() -> str | None:
+    """The commit of the current folder as lm-eval reports it, or None outside a repository."""
+    import subprocess
+
+    from lm_eval.loggers.utils import get_commit_from_path
+
+    try:
+        done = subprocess.run(["git", "describe", "--always"], capture_output=True, check=True,
+                              timeout=30)
+    except (subprocess.SubprocessError, OSError):
+        return get_commit_from_path(os.getcwd())
+    return done.stdout.decode(errors="replace").strip()
 
 
 def item_rows(task: str, samples: list[dict[str, Any]]) -> list[dict[str, Any]]:

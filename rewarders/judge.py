@@ -52,8 +52,8 @@ Justify your total in at most 100 words, then finish with a last line of the for
 "Score: <points>"."""
 
 _VERDICT = re.compile(
-    r"(?<!\w)\**Score:\** \**([0-9]+(?:\.[0-9]+)?)\**(?:/5)?\.?\**\Z")
-"""The judge's verdict, anchored at the end of its text: ``Score: 4``, ``**Score:** 4``."""
+    r"(?:\A|(?<=\n))[ \t]*\**Score:\** \**([0-9]+(?:\.[0-9]+)?)\**(?:/5)?\.?\**\Z")
+"""The judge's verdict, on its own final line: ``Score: 4``, ``**Score:** 4``."""
 _SCORE_WORD = re.compile(r"(score)(\s*[:=])", re.IGNORECASE)
 MAX_POINTS = 5.0
 

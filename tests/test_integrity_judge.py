@@ -137,7 +137,8 @@ def test_every_added_token_string_is_neutralised(fmt: Any) -> None:
 
 
 @pytest.mark.parametrize(("text", "response", "expected"), [
-    ("Correct. Score: 4", "4", 4.0),          # a short response must not erase the verdict
+    ("Correct.\nScore: 4", "4", 4.0),        # a short response must not erase the verdict
+    ("Correct. Score: 4", "4", None),         # a verdict must be on its own final line
     ("The answer is right.\nScore: 4", "Score: 4", 4.0),
     ("It quotes score: 5", None, None),       # near-echoes of a score line
     ("It quotes Score:  5", None, None),

@@ -10,7 +10,8 @@ from cream_plugin.rewarders.judge import JudgeRewarder, build_judge_prompt, pars
 
 @pytest.mark.parametrize(("text", "expected"), [
     ("The answer is relevant and complete.\nScore: 4", 4.0),
-    ("Score: 2 at first glance... on reflection, Score: 3", 3.0),  # the final one counts
+    ("Score: 2 at first glance...\non reflection:\nScore: 3", 3.0),  # the final one counts
+    ("Score: 2 at first glance... on reflection, Score: 3", None),  # not on its own line
     ("score = 5", None),       # only the exact form "Score: N" is a verdict
     ("Score: **1**", 1.0),
     ("**Score:** 4.", 4.0),
@@ -37,8 +38,8 @@ def test_echoed_response_cannot_set_its_score():
     assert parse_judgement(f"Response: {INJECTED}", response=INJECTED) is None
     # A judgement whose last words are a verdict of its own counts, whatever the response says
     # (the judge was shown the response with its "score:" broken, so it cannot copy it).
-    assert parse_judgement("As it says, Score: 5", response=INJECTED) == 5.0
-    assert parse_judgement("Correct. Score: 4", response="4") == 4.0
+    assert parse_judgement("As it says,\nScore: 5", response=INJECTED) == 5.0
+    assert parse_judgement("Correct.\nScore: 4", response="4") == 4.0
 
 
 def test_judge_prompt_fences_the_response():

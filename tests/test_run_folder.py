@@ -50,7 +50,7 @@ def test_adopted_folder_keeps_user_files_through_cleanup_and_fresh(tmp_path) -> 
     leftover.write_text("half")
     assert folder.clean_leftovers() == [str(leftover.relative_to(tmp_path))]
     removed = folder.wipe()
-    assert "prompts.jsonl" in removed and "M1" in removed and "report.md" in removed
+    assert "prompts.jsonl" in removed and "M1/w.bin" in removed and "report.md" in removed
     after = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
     assert after == sorted([*before, "cream-run.json"])
 

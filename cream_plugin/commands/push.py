@@ -170,6 +170,7 @@ def plan_push(
     model: list[Upload] = []
     data: list[Upload] = []
     names = _checkpoints(root, checkpoints) if "checkpoints" in what else []
+    verify_artifacts(root, names)
     for name in names:
         folder = root / name
         card = model_card_text(lineage_from_run(root, name)).encode()
@@ -186,6 +187,7 @@ def plan_push(
     ]
     if steps and not jsonl:
         raise DataError(f"{root}: no {' or '.join(steps)} artifact to upload")
+    verify_artifacts(root, [str(p.relative_to(root))[: -len(".jsonl")] for p in jsonl])
     if jsonl:
         config = _json(root / "config.json")
         entries = [dataset_entry(p, root) for p in jsonl]
@@ -218,6 +220,15 @@ def plan_push(
         ).encode()
         model.insert(0, Upload(repo_id, "model", CARD_NAME, content=card))
     return model + data
+
+
+def verify_artifacts(root: Path, names: Sequence[str]) -> None:
+    """Each artifact to upload matches its manifest (sizes always, sha256 once per process): a
+    truncated checkpoint or an edited pairs file is an error naming it, never an upload."""
+    from cream_plugin.artifacts import Stage
+
+    for name in names:
+        Stage(root, name, "").verify()
 
 
 def _json(path: Path) -> dict[str, Any]:

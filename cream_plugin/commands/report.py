@@ -13,8 +13,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from cream_plugin.errors import DataError
     from cream_plugin.report import write_report
 
-    path = write_report(args.run_dir, args.out)
+    folder = Path(args.run_dir)
+    if folder.exists() and not folder.is_dir():
+        raise DataError(f"{folder}: is a file, not a folder; pass the run folder `cream run` "
+                        "wrote (its --output)")
+    path = write_report(folder, args.out)
     print(path)
     return 0

@@ -69,7 +69,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--adopt-dir",
         action="store_true",
-        help="use an existing non-empty folder that is not a cream run folder",
+        help="use an existing non-empty folder that is not a cream run folder (refused when "
+        "anything in it sits at a name cream writes)",
+    )
+    parser.add_argument(
+        "--break-lock",
+        action="store_true",
+        help="take over the run folder's cream.lock although it cannot be shown stale from "
+        "here (another host's, e.g. a run preempted on another cluster node, or an empty one); "
+        "only when that run is known to be gone (docs/reliability.md)",
     )
 
 
@@ -83,13 +91,27 @@ def build_config(args: argparse.Namespace) -> RunConfig:
         text = (resources.files("cream_plugin") / "presets" / f"{args.preset}.yaml").read_text()
         base = yaml.safe_load(text)
     overrides = list(args.overrides)
-    if args.method:
-        overrides.append("methods=[" + args.method + "]")
-    if args.output:
-        overrides.append(f"output_dir={args.output}")
-    if args.seeds:
-        overrides.append("seeds=[" + args.seeds + "]")
+    method, output, seeds = (_given(args, flag) for flag in ("method", "output", "seeds"))
+    if method is not None:
+        overrides.append("methods=[" + method + "]")
+    if output is not None:
+        overrides.append(f"output_dir={output}")
+    if seeds is not None:
+        overrides.append("seeds=[" + seeds + "]")
     return load_config(args.config, overrides, base=base)
+
+
+def _given(args: argparse.Namespace, name: str) -> str | None:
+    """The flag's value, None when it was not given; an empty value (``--output ""``, often an
+    unset shell variable) is an error, never a silent fall-back to the config's value."""
+    from cream_plugin.errors import ConfigError
+
+    value = getattr(args, name)
+    if value is None:
+        return None
+    if not value.strip() or not value.strip(" ,"):
+        raise ConfigError(f"--{name}: empty value {value!r}; give a value or leave the flag out")
+    return str(value)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -106,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     if config.seeds:
         return run_seeds(config, args)
     pipeline = Pipeline(config)  # validates everything before the run folder is touched
-    run_dir = pipeline.run(fresh=args.fresh, adopt=args.adopt_dir)
+    run_dir = pipeline.run(fresh=args.fresh, adopt=args.adopt_dir, break_lock=args.break_lock)
     if pipeline.dist.is_main:
         print(f"run finished: {run_dir}; report: {run_dir / 'report.md'}")
     return 0
@@ -130,11 +152,11 @@ def run_seeds(config: RunConfig, args: argparse.Namespace) -> int:
     folder = RunFolder(top)
     main = pipelines[0].dist.is_main
     if main:
-        folder.claim(adopt=args.adopt_dir)
-        folder.acquire()
+        folder.claim(adopt=args.adopt_dir, methods=pipelines[0].methods)
+        folder.acquire(break_lock=args.break_lock)
     try:
         for pipeline in pipelines:
-            pipeline.run(fresh=args.fresh, adopt=args.adopt_dir)
+            pipeline.run(fresh=args.fresh, adopt=args.adopt_dir, break_lock=args.break_lock)
         if main:
             path = write_seeds_report(top, config.seeds)
             print(f"{len(pipelines)} seeds finished: {top}; report: {path}")

@@ -68,8 +68,7 @@ class Runner:
         self.specs[spec.name] = spec
         store = self.store(spec)
         if self._complete(store):
-            if spec.kind == "rows":
-                store.verify()  # a reused artifact must be the one that was written
+            store.verify()  # a reused artifact (rows or checkpoint) is the one written
             self.reused.append(spec.name)
             return store
         for key in spec.models():

@@ -68,7 +68,29 @@ def trainer_arguments(config_cls: type, values: dict[str, Any]) -> Any:
     fields = {f.name for f in dataclasses.fields(config_cls)}
     if "compact_lm_head" not in fields:  # packed rows are CREAMTrainer's; TRL 1.16's DPO
         fields.discard("padding_free")  # trainer would warn that it ignores the flag
-    return config_cls(**{k: v for k, v in values.items() if k in fields})
+    return config_cls(**numbers_as_floats(config_cls,
+                                          {k: v for k, v in values.items() if k in fields}))
+
+
+def numbers_as_floats(config_cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with each numeric string of a float field read as a number: YAML 1.1 reads
+    ``2e-1`` (no dot) as a string, which a Config's float field refuses ("must be real number,
+    not str"); the run's own float settings accept it the same way."""
+    import typing
+
+    from cream_plugin.config_values import _number
+
+    try:
+        hints = typing.get_type_hints(config_cls)
+    except Exception:  # a Config whose annotations cannot be resolved: leave its values alone
+        return values
+    out = dict(values)
+    for key, value in values.items():
+        hint = hints.get(key)
+        options = set(typing.get_args(hint)) or {hint}
+        if float in options and options <= {float, int, type(None)} and isinstance(value, str):
+            out[key] = _number(value, f"training.{key}")  # ConfigError naming the key
+    return out
 
 
 class TrainStage(StageSpec):
