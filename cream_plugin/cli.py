@@ -14,6 +14,7 @@ operating-system error names its path and the fix (a full disk, ``ulimit -f``, p
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib
 import signal
 import sys
@@ -22,12 +23,25 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from cream_plugin.commands import HIDDEN_ALIASES
 from cream_plugin.errors import CreamError, Terminated, describe_os_error
 
 COMMANDS: tuple[str, ...] = (
     "run", "sample", "reward", "pairs", "train", "eval", "report", "clean", "push", "config",
-    "plugins", "tasks-path",
+    "plugins", "tasks-path", "model-path",
 )
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Leaves the old spellings (``HIDDEN_ALIASES``, e.g. ``--out``) out of ``--help``: they are
+    still accepted, but the help shows one name per concept across sub-commands."""
+
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        shown = [o for o in action.option_strings if o not in HIDDEN_ALIASES]
+        if shown != action.option_strings:
+            action = copy.copy(action)
+            action.option_strings = shown
+        return super()._format_action_invocation(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
             if exc.name and exc.name.startswith("cream_plugin.commands"):
                 continue  # not built yet
             raise
-        cmd = sub.add_parser(name, help=module.HELP, description=module.HELP, parents=[common])
+        cmd = sub.add_parser(name, help=module.HELP, description=module.HELP, parents=[common],
+                             formatter_class=HelpFormatter)
         module.add_arguments(cmd)
         cmd.set_defaults(_run=module.run)
     return parser

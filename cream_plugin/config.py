@@ -239,7 +239,12 @@ class RunConfig:
     iterations: int = _f(2, lo=1, hi=100, doc="self-rewarding iterations per method")
     seed: int = _f(42, lo=0, hi=SEED_MAX, doc="seeds the prompt pool, sampling, SFT and training")
     output_dir: str = _f("runs/cream", doc="the run folder (cream --output); must not be empty")
-    keep_checkpoints: list[int] = _f([], doc="iterations whose checkpoints are kept after use")
+    keep_checkpoints: list[str | int] = _f(
+        ["final"],
+        doc="checkpoint folders kept after the run: final (each method's last model, always "
+        "kept), all, M<k> (M1 = the SFT model; iteration t trains M_t into M_(t+1)), "
+        "<method>/M<k>; an integer k (old spelling) means M<k>",
+    )
     seeds: list[int] = _f(
         [],
         lo=0,

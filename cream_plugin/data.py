@@ -178,8 +178,24 @@ def load_rows(
             f"{name!r} has no Hub source: set {ENV_DATA_DIR} or data.data_dir to a folder "
             f"holding {name}/{split}.jsonl"
         )
+    hub_path, hub_name = HUB_SOURCES[name]
+    dataset = load_hub_dataset(hub_path, hub_name, split=split)
+    return [dict(row) for row in dataset]
+
+
+def load_hub_dataset(hub_path: str, hub_name: str | None, split: str | None = None) -> Any:
+    """``datasets.load_dataset`` from the Hub; offline or unreachable, a :class:`DataError`
+    naming the fix (``CREAM_DATA_DIR``) instead of datasets' bare ``ConnectionError``.
+
+    Used by the pipeline and by the lm-eval tasks (``evaluators/tasks/utils.py``), so ``cream
+    run``, ``cream eval`` and a plain ``lm_eval`` say the same thing."""
     import datasets
 
-    hub_path, hub_name = HUB_SOURCES[name]
-    dataset = datasets.load_dataset(hub_path, hub_name, split=split)
-    return [dict(row) for row in dataset]
+    try:
+        return datasets.load_dataset(hub_path, hub_name, split=split)
+    except ConnectionError as exc:  # OfflineModeIsEnabled, LocalEntryNotFoundError, no network
+        raise DataError(
+            f"{hub_path}{'/' + hub_name if hub_name else ''}: not reachable on the Hub "
+            f"({' '.join(str(exc).split())}); set {ENV_DATA_DIR} to the local data folder "
+            f"(the ../shared/data layout), or go online (unset HF_HUB_OFFLINE/HF_DATASETS_OFFLINE)"
+        ) from None

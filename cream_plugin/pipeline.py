@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import numpy as np
 from cream_plugin.artifacts import Stage, atomic_write_text, prune_checkpoints, read_manifests
 from cream_plugin.config import RunConfig
 from cream_plugin.distributed import init_distributed
+from cream_plugin.errors import ConfigError
 from cream_plugin.methods import Method
 from cream_plugin.preflight import preflight
 from cream_plugin.run_folder import RunFolder, check_output_dir
@@ -58,6 +60,44 @@ def checkpoint_key(method: str, t: int) -> str:
     return f"M{t}" if t <= 1 else f"{method}/M{t}"
 
 
+def kept_checkpoints(config: RunConfig, methods: Mapping[str, Method]) -> set[str]:
+    """The checkpoint folders ``keep_checkpoints`` names, beside the final ones (always kept).
+
+    Entries: ``final`` (each method's last model, kept anyway), ``all``, ``M<k>`` (model M_k of
+    every method; M1 is the shared SFT model, iteration t trains M_t into M_(t+1)),
+    ``<method>/M<k>``, or the old integer spelling ``k``, which has always meant M_k (so ``1``
+    keeps M1, not the model iteration 1 trained). A name this run never trains is an error,
+    raised before the run folder is touched.
+    """
+    trained = {m for m, spec in methods.items() if spec.reward is not None}
+    last = config.iterations + 1
+    every = {"M1"} | {checkpoint_key(m, t) for m in trained for t in range(2, last + 1)}
+    keep: set[str] = set()
+    for i, entry in enumerate(config.keep_checkpoints):
+        key = f"keep_checkpoints[{i}]"
+        name = f"M{entry}" if isinstance(entry, int) else str(entry).strip()
+        method, _, model = name.rpartition("/")
+        if name == "all":
+            keep |= every
+        elif name == "final":
+            continue
+        elif model[:1] == "M" and model[1:].isdigit():
+            k = int(model[1:])
+            chosen = {checkpoint_key(m, k) for m in ([method] if method else trained)} & every
+            if k == 1 and not method:
+                chosen = {"M1"}
+            if not chosen:
+                raise ConfigError(
+                    f"{key}: {entry!r} is not a checkpoint of this run (it trains M1 and, per "
+                    f"method {', '.join(sorted(trained)) or '(none)'}, M2..M{last})")
+            keep |= chosen
+        else:
+            raise ConfigError(
+                f"{key}: {entry!r} is not a checkpoint name (expected final, all, M<k>, "
+                f"<method>/M<k>, or an integer k meaning M<k>)")
+    return keep
+
+
 class Pipeline:
     """Runs the configured methods for ``config.iterations`` iterations in ``run_dir``.
 
@@ -69,6 +109,7 @@ class Pipeline:
         self.config = config
         self.run_dir = check_output_dir(str(run_dir or config.output_dir))
         self.methods: dict[str, Method] = preflight(config)
+        self.keep = kept_checkpoints(config, self.methods)
         self.folder = RunFolder(self.run_dir)
         self.dist = init_distributed(config.model.device)
         self.ctx = RunContext(config, self.run_dir, self.dist)
@@ -229,7 +270,7 @@ class Pipeline:
         from cream_plugin.report_evidence import write_instruments
 
         keep = finals | last_checkpoints(self.run_dir)
-        keep |= {checkpoint_key(m, t) for m in self.methods for t in self.config.keep_checkpoints}
+        keep |= self.keep
         prune_checkpoints(self.run_dir, keep)
         write_tables(self.run_dir)
         write_instruments(self.run_dir, self.config.seed)

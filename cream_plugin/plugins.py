@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata as metadata
 import os
-import warnings
+import sys
 from types import ModuleType
 
 import pluggy
@@ -52,7 +52,7 @@ class PluginManager(pluggy.PluginManager):
         try:
             self.register(module, name=name)
         except Exception as exc:  # pluggy.PluginValidationError and friends
-            self._record(f"plugin {name!r} ({origin}) was not loaded: {exc}")
+            self._record(f"plugin {name!r} ({origin}) was not loaded: {exc}", name)
             return
         self.origins[name] = origin
         unknown = [c.name for c in self.get_hookcallers(module) or [] if not c.has_spec()]
@@ -60,12 +60,25 @@ class PluginManager(pluggy.PluginManager):
             known = sorted(h for h in dir(hookspecs) if h.startswith("register_"))
             self._record(
                 f"plugin {name!r} ({origin}) implements unknown hook(s) {', '.join(unknown)}; "
-                f"known hooks: {', '.join(known)}"
+                f"known hooks: {', '.join(known)}",
+                name,
             )
 
-    def _record(self, message: str) -> None:
+    def _record(self, message: str, name: str) -> None:
+        """Keep the error and print it as one line on stderr, with how to silence it.
+
+        One line, not a ``UserWarning`` with the file and line of this module: the user needs
+        the plugin's name and the fix, on every command that builds the manager."""
+        message = " ".join(message.split())  # pluggy's validation errors span several lines
         self.errors.append(message)
-        warnings.warn(message, stacklevel=3)
+        if name in DEFAULT_PLUGINS:
+            hint = "a built-in plugin: reinstall cream-plugin"
+        else:
+            others = sorted(ep.name for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)
+                            if ep.name != name)
+            hint = (f"to silence it, uninstall it or set {ENV_RESTRICT} to the plugins to load "
+                    f"({ENV_RESTRICT}={','.join(others)!s})")
+        print(f"cream: {message.rstrip('.')}; {hint}", file=sys.stderr)
 
 
 def _distribution_label(ep: metadata.EntryPoint) -> str:
@@ -95,7 +108,9 @@ def _load_entry_points(pm: PluginManager) -> None:
             module = ep.load()
         except Exception as exc:
             pm._record(
-                f"plugin {ep.name!r} from {origin} failed to import: {type(exc).__name__}: {exc}"
+                f"plugin {ep.name!r} from {origin} failed to import: {type(exc).__name__}: "
+                f"{' '.join(str(exc).split())}",
+                ep.name,
             )
             continue
         pm.add_plugin(module, ep.name, origin)

@@ -86,7 +86,8 @@ def _collect(pm: PluginManager, kind: str) -> dict[str, Component]:
                 previous = found[name]
                 pm._record(
                     f"plugin {_plugin!r} ({_origin}) registers {kind} {name!r}, which plugin "
-                    f"{previous.plugin!r} ({previous.origin}) already registered; kept the first"
+                    f"{previous.plugin!r} ({previous.origin}) already registered; kept the first",
+                    _plugin,
                 )
                 return
             desc = description if description is not None else _first_line(inspect.getdoc(obj))
@@ -97,7 +98,8 @@ def _collect(pm: PluginManager, kind: str) -> dict[str, Component]:
         except Exception as exc:
             pm._record(
                 f"plugin {plugin_name!r} ({origin}) failed in {KINDS[kind]}: "
-                f"{type(exc).__name__}: {exc}"
+                f"{type(exc).__name__}: {exc}",
+                plugin_name,
             )
     return found
 

@@ -74,7 +74,7 @@ def append_results(run_dir: str | os.PathLike[str], rows: Iterable[dict[str, Any
         row = _normalise(raw) if set(FIELDS) <= set(raw) else raw
         problem = check_row(row)
         if problem:
-            raise DataError(f"results row {i} ({raw}): {problem}")
+            raise DataError(f"results row {i + 1} ({raw}): {problem}")
         new.append(row)
     path = results_path(run_dir)
     table = {tuple(r.get(k) for k in KEY): r for r in read_results(run_dir)}

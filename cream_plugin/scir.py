@@ -286,7 +286,7 @@ def internal_consistency(model: Any, tokenizer: Any, pairs: Any, *, beta: float,
     for i, row in enumerate(rows):
         missing = [c for c in TEXT_COLUMNS if c not in row]
         if missing:
-            raise DataError(f"pairs row {i}: missing {', '.join(missing)}")
+            raise DataError(f"pairs row {i + 1}: missing {', '.join(missing)}")
     eos = getattr(tokenizer, "eos_token", None)
     prompts = [r["prompt"] for r in rows]
     chosen = [response_text(r["chosen"], eos) for r in rows]

@@ -33,6 +33,8 @@ TB_FOLDER = "tb"
 
 # The PyPI package that provides each integration, where it differs from the name.
 _PACKAGES = {"azure_ml": "azureml-core", "comet_ml": "comet-ml", "neptune": "neptune"}
+TRACKING_EXTRA = ("tensorboard", "trackio")
+"""The trackers the `[tracking]` extra installs (the ones docs/integration.md uses)."""
 
 
 def normalize_report_to(
@@ -70,7 +72,9 @@ def normalize_report_to(
             raise ConfigError(f"{key}: unknown tracker {name!r}; known: none, all, {known}")
         if name not in available:
             package = _PACKAGES.get(name, name)
-            raise ConfigError(f"{key}: tracker {name!r} is not installed (pip install {package})")
+            extra = " or pip install 'cream-plugin[tracking]'" if name in TRACKING_EXTRA else ""
+            raise ConfigError(
+                f"{key}: tracker {name!r} is not installed (pip install {package}{extra})")
     return list(dict.fromkeys(names))
 
 

@@ -90,8 +90,10 @@ class CREAMConfig(DPOConfig):
     )
 
     def __post_init__(self) -> None:
-        super().__post_init__()
+        # The plugin's own checks first: TRL's device checks (bf16 on a CPU-only machine) would
+        # otherwise hide a misspelt consistency_mode until the device error is fixed.
         check_supported(self)
+        super().__post_init__()
 
 
 def check_supported(args: Any) -> None:

@@ -31,9 +31,11 @@ def cream_loss(h: torch.Tensor, consistency: torch.Tensor) -> torch.Tensor:
 
 
 def _row_label(row: Mapping[str, Any], index: int, dataset_name: str) -> str:
-    label = f"{dataset_name} row {index}"
+    """Names ``dataset[index]`` for a user: rows are numbered from 1 everywhere in cream (as
+    line numbers: row k is line k of the JSON-lines file ``cream train`` reads)."""
+    label = f"{dataset_name} row {index + 1}"
     if "prompt_id" in row and row["prompt_id"] is not None:
-        label += f" (prompt_id={row['prompt_id']!r})"
+        label += f" (prompt_id {row['prompt_id']!r})"
     return label
 
 
@@ -69,7 +71,7 @@ def validate_consistency(dataset: Any, dataset_name: str) -> float:
     total, count = 0.0, 0
     for index, value in enumerate(values):
         try:
-            total += check_consistency_value(value, f"{dataset_name} row {index}")
+            total += check_consistency_value(value, f"{dataset_name} row {index + 1}")
         except DataError:
             row = dataset[index] if columns is not None else {}
             check_consistency_value(value, _row_label(row, index, dataset_name))

@@ -70,3 +70,36 @@ def test_malformed_row_names_file_and_line(tmp_path, line, problem):
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(DataError, match="file not found"):
         read_jsonl(tmp_path / "none.jsonl")
+
+
+def test_offline_hub_error_names_cream_data_dir(monkeypatch):
+    """Without a local folder, offline, the Hub error says how to fix it (CREAM_DATA_DIR)."""
+    import datasets
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Couldn't reach 'allenai/ai2_arc' on the Hub (OfflineModeIsEnabled)")
+
+    monkeypatch.delenv("CREAM_DATA_DIR", raising=False)
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(DataError, match=r"allenai/ai2_arc/ARC-Easy: not reachable on the Hub "
+                       r"\(Couldn't reach .*\); set CREAM_DATA_DIR to the local data folder"):
+        load_rows("arc_easy", "test")
+
+
+def test_cream_eval_offline_without_data_folder_is_one_line_naming_the_fix(
+    monkeypatch, capsys, tiny_model_dir
+):
+    import datasets
+
+    from cream_plugin.cli import main
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Couldn't reach 'allenai/ai2_arc' on the Hub (OfflineModeIsEnabled)")
+
+    monkeypatch.delenv("CREAM_DATA_DIR", raising=False)
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    code = main(["eval", "--model", str(tiny_model_dir), "--tasks", "cream_arc_easy",
+                 "--limit", "1", "--device", "cpu"])
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if "error:" in x]
+    assert code == 1 and line.startswith("cream eval: error: allenai/ai2_arc/ARC-Easy: not")
+    assert "set CREAM_DATA_DIR" in line

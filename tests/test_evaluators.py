@@ -391,3 +391,24 @@ def test_cream_eval_smollm2_arc_easy_above_chance(tmp_path: Path, data_dir: Path
     assert main(argv) == 0
     rows = {(r["task"], r["metric"]): r["value"] for r in read_results(tmp_path)}
     assert rows[("cream_arc_easy", "acc")] > 0.25 + 0.05  # four options: chance is 0.25
+
+
+@pytest.mark.slow
+def test_lm_eval_cli_without_data_folder_offline_names_cream_data_dir(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """Plain `lm_eval` on a cream task, offline, with no CREAM_DATA_DIR: the error names the fix
+    (set CREAM_DATA_DIR), not only datasets' "Couldn't reach ... on the Hub"."""
+    env = {k: v for k, v in os.environ.items() if k != "CREAM_DATA_DIR"}
+    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
+    include = subprocess.run([_script("cream"), "tasks-path"], capture_output=True, text=True,
+                             check=True, env=env).stdout.strip()
+    proc = subprocess.run(
+        [_script("lm_eval"), "run", "--model", "hf", "--model_args",
+         f"pretrained={tiny_model_dir}", "--tasks", "cream_arc_easy", "--include_path",
+         include, "--limit", "1"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600,
+    )
+    assert proc.returncode != 0
+    assert "allenai/ai2_arc/ARC-Easy: not reachable on the Hub" in proc.stderr
+    assert "set CREAM_DATA_DIR to the local data folder" in proc.stderr

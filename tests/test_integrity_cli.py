@@ -278,7 +278,7 @@ def test_unwritable_outputs_are_named(capsys, tmp_path) -> None:
     prompts = write_jsonl(tmp_path / "p.jsonl", [{"prompt_id": "a", "prompt": "q"}])
     code, err = run_cli(capsys, "sample", "--model", "tiny-random", "--prompts", str(prompts),
                         "--out", str(bad))
-    assert code == 1 and f"--out {bad}" in one_error_line(err, "sample")
+    assert code == 1 and f"--output {bad}" in one_error_line(err, "sample")
 
     pairs = write_jsonl(tmp_path / "pairs.jsonl", pair_rows())
     code, err = run_cli(capsys, "train", str(pairs), "--model", "tiny-random", "--output",

@@ -50,7 +50,7 @@ def test_cream_trainer_refuses_non_finite_reference_logps(tiny_model, tiny_token
                                                           bad) -> None:
     data = rows()
     data[2]["ref_rejected_logps"] = bad
-    with pytest.raises(DataError, match=r"train_dataset row 2 \(prompt_id='p2'\): "
+    with pytest.raises(DataError, match=r"train_dataset row 3 \(prompt_id 'p2'\): "
                                         r"'ref_rejected_logps' must be a finite number"):
         CREAMTrainer(model=tiny_model, args=config(tmp_path),
                      train_dataset=Dataset.from_list(data), processing_class=tiny_tokenizer)

@@ -115,11 +115,19 @@ def test_table_output_names_the_distribution(plugin_root, capsys):
     assert "rewarder" in line and "cream-constant 0.3.1" in line
 
 
-def test_duplicate_name_names_both_plugins_and_keeps_the_first(plugin_root):
+def assert_one_line_error(capsys, match: str) -> str:
+    """A plugin error is one stderr line naming the fix, never a UserWarning with file/line."""
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+    assert match in line and line.startswith("cream: plugin ")
+    assert "CREAM_PLUGINS=" in line and "UserWarning" not in line and ".py:" not in line
+    return line
+
+
+def test_duplicate_name_names_both_plugins_and_keeps_the_first(plugin_root, capsys):
     plugin_root("cream-constant", "cream_constant_plugin", GOOD)
     plugin_root("cream-dupe", "cream_dupe_plugin", DUPLICATE, version="1.0")
-    with pytest.warns(UserWarning, match="already registered"):
-        comps = {c.name: c for c in list_components("rewarder")}
+    comps = {c.name: c for c in list_components("rewarder")}
+    assert_one_line_error(capsys, "already registered")
     assert comps["constant"].origin == "cream-constant 0.3.1"
     assert comps["other-rewarder"].origin == "cream-dupe 1.0"  # the rest of that plugin works
     (error,) = [e for e in get_plugin_manager().errors if "already registered" in e]
@@ -127,40 +135,39 @@ def test_duplicate_name_names_both_plugins_and_keeps_the_first(plugin_root):
     assert "cream-constant 0.3.1" in error
 
 
-def test_plugin_that_raises_on_import_is_reported_and_others_work(plugin_root):
+def test_plugin_that_raises_on_import_is_reported_and_others_work(plugin_root, capsys):
     plugin_root("cream-broken", "cream_broken_plugin", RAISES_ON_IMPORT, version="2.0")
     plugin_root("cream-constant", "cream_constant_plugin", GOOD)
-    with pytest.warns(UserWarning, match="failed to import"):
-        pm = get_plugin_manager()
+    pm = get_plugin_manager()
+    assert_one_line_error(capsys, "failed to import")
     (error,) = pm.errors
     assert "cream_broken_plugin" in error and "cream-broken 2.0" in error
     assert "missing" in error
     assert get_component("rewarder", "constant").origin == "cream-constant 0.3.1"
 
 
-def test_wrong_hook_signature_is_reported_and_others_work(plugin_root):
+def test_wrong_hook_signature_is_reported_and_others_work(plugin_root, capsys):
     plugin_root("cream-badsig", "cream_badsig_plugin", WRONG_SIGNATURE, version="0.1")
     plugin_root("cream-constant", "cream_constant_plugin", GOOD)
-    with pytest.warns(UserWarning, match="was not loaded"):
-        pm = get_plugin_manager()
+    pm = get_plugin_manager()
+    assert_one_line_error(capsys, "was not loaded")
     (error,) = pm.errors
     assert "cream_badsig_plugin" in error and "cream-badsig 0.1" in error and "bogus" in error
     names = {c.name for c in list_components("rewarder")}
     assert "constant" in names and "never" not in names
 
 
-def test_unknown_hook_name_is_reported(plugin_root):
+def test_unknown_hook_name_is_reported(plugin_root, capsys):
     plugin_root("cream-typo", "cream_typo_plugin", UNKNOWN_HOOK, version="0.2")
-    with pytest.warns(UserWarning, match="unknown hook"):
-        pm = get_plugin_manager()
+    pm = get_plugin_manager()
+    assert_one_line_error(capsys, "unknown hook")
     (error,) = pm.errors
     assert "register_rewarder" in error and "cream-typo 0.2" in error
 
 
 def test_cli_reports_plugin_errors_on_stderr(plugin_root, capsys):
     plugin_root("cream-broken", "cream_broken_plugin", RAISES_ON_IMPORT, version="2.0")
-    with pytest.warns(UserWarning):
-        rc = main(["plugins", "--json"])
+    rc = main(["plugins", "--json"])
     out, err = capsys.readouterr()
     assert rc == 1
     assert "cream-broken 2.0" in err

@@ -266,10 +266,11 @@ def test_no_reference_raises_when_copy_disabled(tiny_model, tiny_tokenizer, tmp_
 @pytest.mark.parametrize(
     ("values", "match"),
     [
-        ([0.5, 0.5, float("nan"), 0.5], r"train_dataset row 2 \(prompt_id='p2'\).*\[0, 1\]"),
-        ([0.5, 1.5, 0.5, 0.5], r"train_dataset row 1 \(prompt_id='p1'\).*got 1.5"),
-        ([0.5, 0.5, 0.5, -0.1], r"row 3 .*got -0.1"),
-        ([0.5, None, 0.5, 0.5], r"train_dataset row 1 \(prompt_id='p1'\): missing"),
+        # rows are numbered from 1, as `cream train` numbers the lines of a pairs file
+        ([0.5, 0.5, float("nan"), 0.5], r"train_dataset row 3 \(prompt_id 'p2'\).*\[0, 1\]"),
+        ([0.5, 1.5, 0.5, 0.5], r"train_dataset row 2 \(prompt_id 'p1'\).*got 1.5"),
+        ([0.5, 0.5, 0.5, -0.1], r"row 4 .*got -0.1"),
+        ([0.5, None, 0.5, 0.5], r"train_dataset row 2 \(prompt_id 'p1'\): missing"),
         (None, r"no 'consistency' column"),
     ],
 )
@@ -282,7 +283,7 @@ def test_bad_consistency_fails_before_training(values, match, tiny_model, tiny_t
 
 
 def test_bad_eval_consistency_names_eval_set(tiny_model, tiny_tokenizer, tmp_path) -> None:
-    with pytest.raises(DataError, match=r"eval_dataset row 0"):
+    with pytest.raises(DataError, match=r"eval_dataset row 1 "):
         CREAMTrainer(model=tiny_model, args=config(tmp_path=tmp_path),
                      train_dataset=Dataset.from_list(make_rows([0.5] * 4)),
                      eval_dataset=Dataset.from_list(make_rows([2.0, 0.5, 0.5, 0.5])),
@@ -431,3 +432,25 @@ def test_cli_train_rejects_unknown_key(tiny_model_dir, tmp_path, capsys) -> None
                  str(tmp_path / "o"), "--set", "betta=0.1"])
     assert code == 1
     assert "betta" in capsys.readouterr().err
+
+
+def test_trainer_and_cream_train_number_the_same_bad_row_alike(
+    tiny_model, tiny_tokenizer, tiny_model_dir, tmp_path, capsys
+) -> None:
+    """One convention: rows count from 1, like the pairs file's line numbers, in CREAMTrainer
+    and in `cream train`, with the same (prompt_id ...) label."""
+    import json
+
+    from cream_plugin.cli import main
+
+    rows = make_rows([0.5, 0.5, 1.5, 0.5])
+    with pytest.raises(DataError) as info:
+        CREAMTrainer(model=tiny_model, args=config(tmp_path=tmp_path / "a"),
+                     train_dataset=Dataset.from_list(rows), processing_class=tiny_tokenizer)
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code = main(["train", str(pairs), "--model", str(tiny_model_dir), "-o", str(tmp_path / "b")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "row 3 (prompt_id 'p2')" in str(info.value) and "row 3 (prompt_id 'p2')" in err
+    assert "got 1.5" in str(info.value) and "1.5" in err

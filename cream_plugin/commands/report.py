@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from cream_plugin.commands import add_output_option
+
 HELP = "Write RUN_DIR/report.md (tables and plots) from a run's results, consistency and timings."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", metavar="RUN_DIR", help="the run's output folder")
-    parser.add_argument("--out", help="report path (default: RUN_DIR/report.md)")
+    add_output_option(parser, "report path (default: RUN_DIR/report.md)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -22,6 +24,6 @@ def run(args: argparse.Namespace) -> int:
     if folder.exists() and not folder.is_dir():
         raise DataError(f"{folder}: is a file, not a folder; pass the run folder `cream run` "
                         "wrote (its --output)")
-    path = write_report(folder, args.out)
+    path = write_report(folder, args.output)
     print(path)
     return 0

@@ -8,6 +8,8 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cream_plugin.commands import add_output_option
+
 if TYPE_CHECKING:
     from cream_plugin.config import RunConfig
 
@@ -37,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated methods (sft, srlm, oracle, "
         "cream-no-rc, cream); overrides the config's methods",
     )
-    parser.add_argument("--output", help="run folder (default: the config's output_dir)")
+    add_output_option(parser, "run folder (default: the config's output_dir)")
     parser.add_argument(
         "--seeds",
         help="comma-separated seeds: one whole run per seed in OUTPUT/seed-<s>, and a report "

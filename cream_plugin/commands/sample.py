@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from cream_plugin.commands import add_output_option
+
 HELP = (
     "Sample N responses per prompt (rows {prompt_id, prompt}) into rows "
     "{prompt_id, prompt, responses}."
@@ -16,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model", required=True, help="model folder, .gguf file, Hub id or built-in name"
     )
     parser.add_argument("--prompts", required=True, help="JSON-lines file of {prompt_id, prompt}")
-    parser.add_argument("--out", required=True, help="output JSON-lines file")
+    add_output_option(parser, "output JSON-lines file", required=True)
     parser.add_argument("--n", type=int, default=5, help="responses per prompt (default 5)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--backend", default="hf", help="registered sampler (hf, vllm)")
@@ -62,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"{flag}: expected a finite number >= 0, got {value}")
     check_device(args.device, "--device")
     rows = read_jsonl(args.prompts, _check_prompt_row)
-    ensure_writable(args.out, "--out")
+    ensure_writable(args.output, "--output")
     options = {
         "temperature": args.temperature,
         "top_p": args.top_p,
@@ -85,13 +87,13 @@ def run(args: argparse.Namespace) -> int:
 
     responses = sample_responses(sampler, [r["prompt"] for r in rows], args.n, args.seed)
     write_rows(
-        args.out,
+        args.output,
         [
             {"prompt_id": r["prompt_id"], "prompt": r["prompt"], "responses": resp}
             for r, resp in zip(rows, responses, strict=True)
         ],
     )
     empty = sum(1 for resp in responses for text in resp if not text)
-    print(f"wrote {len(rows)} prompts x {args.n} responses to {args.out} ({empty} empty)")
+    print(f"wrote {len(rows)} prompts x {args.n} responses to {args.output} ({empty} empty)")
     return 0
 

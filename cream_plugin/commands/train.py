@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from cream_plugin.commands import add_output_option
 from cream_plugin.errors import ConfigError, DataError
 
 HELP = "Train a model on a pairs file (CREAM or plain DPO) and save it to a folder."
@@ -22,7 +23,7 @@ TRAINING_SETTINGS = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("pairs_file", metavar="PAIRS_FILE", help="JSON-lines preference pairs")
     parser.add_argument("--model", required=True, help="model folder, Hub id or built-in name")
-    parser.add_argument("--output", required=True, help="folder the trained model is saved to")
+    add_output_option(parser, "folder the trained model is saved to", required=True)
     parser.add_argument("--trainer", default="cream", help="registered trainer (cream, dpo, ...)")
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",

@@ -64,9 +64,9 @@ def load(
             source = "metadata data_dir" if data_dir else ENV_DATA_DIR
             raise DataError(f"{source} points to {folder}, which is not a folder")
         return _local_dataset(folder, cream_name)
-    import datasets
+    from cream_plugin.data import load_hub_dataset
 
-    return datasets.load_dataset(hub_path, hub_name)
+    return load_hub_dataset(hub_path, hub_name)
 
 
 # --------------------------------------------------------------------------- CoT prompts
