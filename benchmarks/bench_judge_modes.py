@@ -116,6 +116,8 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=48)
     parser.add_argument("--subset", type=int, default=8,
                         help="prompts for the generating modes (generate, justify-probability)")
+    parser.add_argument("--pair-prompts", type=int, default=None,
+                        help="prompts for the pair judge (N(N-1) forwards a prompt; default all)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--judge-tokens", type=int, default=192,
                         help="max new tokens of a generated judgement / justification")
@@ -158,11 +160,12 @@ def main() -> None:
     if "pairwise" not in skip:
         pair = PairwiseJudgeRewarder(model, tokenizer, batch_size=args.batch_size,
                                      progress=False)
+        pair_rows = rows[:args.pair_prompts] if args.pair_prompts else rows
         start = time.perf_counter()
-        res = pair.score([r["prompt"] for r in rows], [r["responses"] for r in rows])
+        res = pair.score([r["prompt"] for r in pair_rows], [r["responses"] for r in pair_rows])
         seconds = time.perf_counter() - start
-        mass = pair_judge_mass(model, tokenizer, rows, args.batch_size)
-        row = measure("pairwise-judge (SCIR)", res.rewards, correct, seconds,
+        mass = pair_judge_mass(model, tokenizer, pair_rows, args.batch_size)
+        row = measure("pairwise-judge (SCIR)", res.rewards, correct[:len(pair_rows)], seconds,
                       int(res.rewards.size), dict(res.counts), mass)
         results.append(row)
         print(json.dumps(row), flush=True)
