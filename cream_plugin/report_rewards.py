@@ -30,11 +30,14 @@ def reward_rows(run_dir: Path) -> list[dict[str, Any]]:
             continue
         reward_name, reward = by_digest.get((m.get("inputs") or {}).get("rewards"), ("", {}))
         counts = reward.get("counts") or {}
+        pairs = m.get("pairs")
+        if pairs is None and isinstance(m.get("prompts"), int):  # a folder from before "pairs"
+            pairs = m["prompts"] - int(m.get("skipped") or 0)
         rows.append({
             "method": m.get("method"), "iteration": m.get("iteration", 0),
             "reward": reward_name.rsplit("/", 1)[-1].removeprefix("rewards-") or "implicit",
-            "prompts": m.get("prompts"), "pairs": m.get("pairs"),
-            "no_pairs": bool(m.get("no_pairs")) or m.get("pairs") == 0,
+            "prompts": m.get("prompts"), "pairs": pairs,
+            "no_pairs": bool(m.get("no_pairs")) or pairs == 0,
             "constant_consistency": bool(m.get("constant_consistency")),
             "scored": counts.get("scored"), "unparsed": counts.get("unparsed_judgements"),
             "judgements": counts.get("judgements"), "all_tied": counts.get("prompts_all_tied"),
