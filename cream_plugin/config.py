@@ -183,6 +183,12 @@ class TrainingConfig:
         doc="SFT and preference training project only completion positions through the LM "
         "head (TRL does so on CUDA only): the same values, less work on CPU",
     )
+    require_pairs: bool = _f(
+        False,
+        doc="stop the run with an error when an iteration's reward forms no preference pairs "
+        "(by default such an iteration is logged and flagged in the report, and M_(t+1) is a "
+        "copy of M_t)",
+    )
     report_to: list[str] | str = _f(
         "none",
         doc="trackers for every trainer of the run: none, or a list of tensorboard, trackio, "
@@ -222,11 +228,13 @@ class EvaluationConfig:
 SEED_MAX = 2**32 - 1
 """The largest seed numpy and torch accept (a seed of 10**23 used to fail after the prompts)."""
 
-UNHASHED = ("training.report_to", "training.run_name", "training.padding_free",
-            "training.compact_lm_head", "model.scoring_placement", "model.vllm_options")
+UNHASHED = ("training.report_to", "training.require_pairs", "training.run_name",
+            "training.padding_free", "training.compact_lm_head", "model.scoring_placement",
+            "model.vllm_options")
 """Settings that change where a run reports or how fast it computes, not what it computes (the
 same values within float rounding): left out of every stage's config hash, so turning a tracker
-on for a resumed run redoes no stage."""
+on for a resumed run redoes no stage (``training.require_pairs`` only decides whether an empty
+pairs stage is an error)."""
 
 
 @dataclass

@@ -146,8 +146,8 @@ class Pipeline:
             rewards, previous = implicit_pair(current, before, older)
             inputs = {"logps": f"{d_cur}:{d_prev}:{d_old}"}
             ref_logps = current.sum
-        else:
-            use_model = needs_model(reward_name)
+        use_model = implicit or needs_model(reward_name)
+        if not implicit:
             r_scope = f"{method}/iter{t}" if t > 1 else scope
             r_stage = run(RewardsStage(r_scope, reward_name, key if use_model else None,
                                        samples, t))
@@ -163,7 +163,7 @@ class Pipeline:
             c_stage = run(ConsistencyStage(method, t, rewards, previous, ids, inputs))
         weighted = spec.regularised_at(t)
         pairs = run(PairsStage(method, t, samples, rewards, inputs, c_stage, weighted,
-                               ref_logps))
+                               ref_logps, model_independent=not implicit and not use_model))
         if spec.internal_consistency and implicit:
             run(InternalConsistencyStage(method, t, key, pairs))
         pair_reward = "r_t" if implicit else reward_name

@@ -233,8 +233,12 @@ def write_report(
     plots = out_path.parent / "plots"
     parts = [f"# Run report: {run_dir.name}", ""]
     from cream_plugin.report_evidence import evidence_sections
+    from cream_plugin.report_rewards import rewards_section
 
     instruments = evidence_sections(run_dir)
+    rewards = rewards_section(run_dir)
+    if rewards:  # first: an iteration that trained on nothing must not be missed
+        parts += [rewards, ""]
     if instruments:
         parts += [instruments, ""]
     if results:

@@ -11,6 +11,13 @@ zero-width space and every special-token string or template marker neutralised
 judgement with a verdict nor fake a turn; a judgement that ends with a verbatim copy of the raw
 response is not a verdict either. A judgement without a valid score is NaN and counted, never
 an error. With ``samples > 1`` the parsed scores are averaged.
+
+That is the ``generate`` mode. The ``probability`` and ``justify-probability`` modes
+(:mod:`cream_plugin.rewarders.judge_probability`) read the verdict from the judge's next-token
+distribution after a forced ``Score:`` prefix instead (after a generated justification in the
+second): a verdict for every response, one forward per response, the request's rubric prompt
+run once for its N responses. ``probability`` is the default: on SmolLM2-135M it is the only
+mode that forms pairs at all, and the cheapest (BENCHMARKS.md, "Judge modes").
 """
 
 from __future__ import annotations
@@ -21,6 +28,13 @@ from typing import Any
 
 import numpy as np
 
+from cream_plugin.errors import ConfigError
+from cream_plugin.rewarders.judge_probability import (
+    MODES,
+    cut_justification,
+    score_distribution,
+    score_token_ids,
+)
 from cream_plugin.rewarders.judge_prompt import BREAK, encode_chat, neutralise
 from cream_plugin.types import Prompt, RewardResult
 
@@ -56,6 +70,8 @@ _VERDICT = re.compile(
 """The judge's verdict, on its own final line: ``Score: 4``, ``**Score:** 4``."""
 _SCORE_WORD = re.compile(r"(score)(\s*[:=])", re.IGNORECASE)
 MAX_POINTS = 5.0
+POINTS = (0, 1, 2, 3, 4, 5)
+DEFAULT_MODE = "probability"
 
 
 def render_request(prompt: Prompt) -> str:
@@ -131,7 +147,14 @@ class JudgeRewarder:
         seed: int = 0,
         batch_size: int = 8,
         progress: bool = True,
+        mode: str = DEFAULT_MODE,
+        score_prefix: str = "Score:",
     ) -> None:
+        if mode not in MODES:
+            raise ConfigError(f"judge mode: expected one of {', '.join(MODES)}, got {mode!r}")
+        if samples > 1 and mode != "generate":
+            raise ConfigError(f"judge: samples > 1 applies to the generate mode only (mode "
+                              f"{mode!r} reads one distribution per response)")
         if samples < 1:
             raise ValueError(f"samples must be >= 1, got {samples}")
         if samples > 1 and temperature <= 0:
@@ -145,6 +168,10 @@ class JudgeRewarder:
         self.seed = seed
         self.batch_size = batch_size
         self.progress = progress
+        self.mode = mode
+        self.score_prefix = score_prefix
+        if mode != "generate":
+            self.spellings = score_token_ids(tokenizer, POINTS)
 
     def _encode(self, messages: list[dict[str, str]]) -> list[int]:
         return encode_chat(self.tokenizer, messages, add_generation_prompt=True)
@@ -197,6 +224,7 @@ class JudgeRewarder:
         n = len(responses[0]) if responses else 0
         unique: dict[tuple[int, str], int] = {}
         jobs: list[tuple[Prompt, str]] = []
+        job_prompt: list[int] = []
         where: list[list[int]] = []
         for i, (prompt, row) in enumerate(zip(prompts, responses, strict=True)):
             if len(row) != n:
@@ -207,11 +235,39 @@ class JudgeRewarder:
                 if key not in unique:
                     unique[key] = len(jobs)
                     jobs.append((prompt, response))
+                    job_prompt.append(i)
                 slots.append(unique[key])
             where.append(slots)
-        judgements = self.generate(
-            [self._encode(build_judge_prompt(p, r, self.tokenizer)) for p, r in jobs])
-        counts: Counter[str] = Counter()
+        messages = [build_judge_prompt(p, r, self.tokenizer) for p, r in jobs]
+        counts: Counter[str] = Counter(judgements=0, unparsed_judgements=0)
+        per_job: dict[str, np.ndarray] = {}
+        if self.mode == "generate":
+            judgements = self.generate([self._encode(m) for m in messages])
+            job_scores = self._parsed_scores(jobs, judgements, counts)
+        else:
+            judgements = (self.generate([self._encode(m) for m in messages])
+                          if self.mode == "justify-probability" else [[] for _ in jobs])
+            per_job = self._read_scores(messages, judgements, job_prompt)
+            job_scores = per_job["expected"]
+            counts["judgements"] += len(jobs)
+        rewards = np.array([[job_scores[k] for k in slots] for slots in where],
+                           dtype=np.float64).reshape(len(prompts), n)
+        counts["unscored_responses"] = int(np.isnan(rewards).sum())
+        counts["scored"] = int(np.isfinite(rewards).sum())
+        details: dict[str, Any] = {
+            "judgements": [[judgements[k] for k in slots] for slots in where]}
+        if per_job:
+            argmax = np.array([[per_job["argmax"][k] for k in slots] for slots in where])
+            mass = np.array([[per_job["mass"][k] for k in slots] for slots in where])
+            counts["argmax_tied_prompts"] = int(
+                sum(1 for row in argmax if row.size and row.max() == row.min()))
+            details["argmax"] = argmax.tolist()
+            details["valid_mass"] = mass.tolist()
+        return RewardResult(rewards, counts, details)
+
+    def _parsed_scores(self, jobs: list[tuple[Prompt, str]], judgements: list[list[str]],
+                       counts: Counter[str]) -> np.ndarray:
+        """Mean parsed ``Score: N`` per job (NaN with none), unparsed judgements counted."""
         job_scores = np.full(len(jobs), np.nan)
         for k, ((_, response), texts) in enumerate(zip(jobs, judgements, strict=True)):
             parsed = [parse_judgement(t, response=response) for t in texts]
@@ -220,9 +276,30 @@ class JudgeRewarder:
             counts["unparsed_judgements"] += len(texts) - len(valid)
             if valid:
                 job_scores[k] = float(np.mean(valid))
-        rewards = np.array([[job_scores[k] for k in slots] for slots in where],
-                           dtype=np.float64).reshape(len(prompts), n)
-        counts["unscored_responses"] = int(np.isnan(rewards).sum())
-        counts["scored"] = int(np.isfinite(rewards).sum())
-        details = {"judgements": [[judgements[k] for k in slots] for slots in where]}
-        return RewardResult(rewards, counts, details)
+        return job_scores
+
+    def _read_scores(self, messages: list[list[dict[str, str]]], judgements: list[list[str]],
+                     job_prompt: list[int]) -> dict[str, np.ndarray]:
+        """Expected score, argmax and valid mass per job from the next token after the forced
+        prefix (after the job's own justification, when it has one)."""
+        from cream_plugin.rewarders.next_token import next_token_log_probs
+
+        sequences = []
+        for m, texts in zip(messages, judgements, strict=True):
+            justification = cut_justification(texts[0]) + "\n" if texts else ""
+            sequences.append(encode_chat(self.tokenizer, m, add_generation_prompt=True,
+                                         suffix=justification + self.score_prefix))
+        token_ids = [t for ids in self.spellings for t in ids]
+        pad_id = self.tokenizer.pad_token_id
+        if pad_id is None:
+            pad_id = self.tokenizer.eos_token_id
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            log_probs = next_token_log_probs(
+                self.model, sequences, token_ids, int(pad_id), batch_size=self.batch_size,
+                group_of=job_prompt, progress=self.progress)
+        finally:
+            self.model.train(was_training)
+        dist = score_distribution(log_probs.numpy(), self.spellings, token_ids, POINTS)
+        return {"expected": dist.expected, "argmax": dist.argmax, "mass": dist.mass}

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from cream_plugin.errors import ConfigError, DataError
 from cream_plugin.rewarders.judge import render_request, shown_text
 from cream_plugin.rewarders.judge_prompt import encode_chat
+from cream_plugin.rewarders.next_token import logits_at, padded_last_logits
 
 if TYPE_CHECKING:  # torch / numpy are imported where used, so listing plugins stays fast
     import torch
@@ -183,15 +184,7 @@ def first_verdict_probs(model: Any, sequences: Sequence[Sequence[int]],
             out.append(torch.softmax(_packed_verdict_logits(model, chunk, verdicts, pad_id),
                                      dim=-1)[:, 0])
             continue
-        width = int(lengths.max())
-        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long, device=device)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long, device=device)
-        for row, seq in enumerate(chunk):
-            ids[row, :len(seq)] = torch.tensor(list(seq), dtype=torch.long, device=device)
-            mask[row, :len(seq)] = 1
-        logits = model(input_ids=ids, attention_mask=mask, use_cache=False,
-                       logits_to_keep=(lengths - 1).unsqueeze(1)).logits[:, -1, :]
-        pair_logits = logits.index_select(-1, verdicts).float()
+        pair_logits = padded_last_logits(model, chunk, pad_id).index_select(-1, verdicts)
         out.append(torch.softmax(pair_logits, dim=-1)[:, 0])
     if not out:
         return torch.zeros(0, device=device)
@@ -213,14 +206,7 @@ def _verdict_logits_at(model: Any, verdicts: torch.Tensor, last: Sequence[tuple[
                        **inputs: Any) -> torch.Tensor:
     """The two verdict logits at each (row, column) of ``last``, only those columns projected
     through the LM head (float32)."""
-    import torch
-
-    columns = sorted({c for _, c in last})
-    keep = torch.tensor(columns, dtype=torch.long, device=verdicts.device)
-    logits = model(**inputs, use_cache=False, logits_to_keep=keep).logits  # (rows, cols, vocab)
-    where = {c: k for k, c in enumerate(columns)}
-    picked = torch.stack([logits[r, where[c]] for r, c in last])
-    return picked.index_select(-1, verdicts).float()
+    return logits_at(model, last, **inputs).index_select(-1, verdicts)
 
 
 def paired_verdict_probs(model: Any, forward: Sequence[Sequence[int]],

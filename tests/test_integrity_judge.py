@@ -99,7 +99,7 @@ class CapturingJudge(JudgeRewarder):
 
 
 def judge_prompt_ids(tokenizer: Any, response: str) -> list[int]:
-    judge = CapturingJudge(None, tokenizer, progress=False)
+    judge = CapturingJudge(None, tokenizer, mode="generate", progress=False)
     judge.score([[{"role": "user", "content": "Is the sky blue?"}]], [[response]])
     return judge.seen[0]
 

@@ -140,3 +140,74 @@ def test_train_stage_writes_a_checkpoint_and_its_log(ctx) -> None:
     assert (stage.folder_path / "model.safetensors").is_file()
     assert (ctx.run_dir / "cream/M2.train_log.json").is_file()
     assert stage.manifest()["pairs"] == 2 and stage.manifest()["mode"] == "dynamic"
+
+
+def _samples(runner: Runner) -> Any:
+    return runner.run(SampleStage("shared/iter1", "M1", FakePrompts(), ROWS, 1))
+
+
+def test_judge_rewards_record_valid_mass_ties_and_pairs(ctx, caplog) -> None:
+    """The default (probability) judge scores every response; the manifests carry the valid
+    mass, ties and pairs, and the report's rewards section shows them."""
+    from cream_plugin.report_rewards import rewards_section
+
+    runner = Runner(ctx)
+    samples = _samples(runner)
+    stage = runner.run(RewardsStage("shared/iter1", "judge", "M1", samples, 1))
+    manifest = stage.manifest()
+    counts = manifest["counts"]
+    assert counts["unparsed_judgements"] == 0 and counts["scored"] == 12
+    assert 0 < manifest["mean_valid_mass"] <= 1
+    assert "prompts_all_tied" in counts and "prompts_with_ties" in counts
+    rows = stage.read_rows()
+    assert all(len(r["argmax"]) == 3 and len(r["valid_mass"]) == 3 for r in rows)
+    rewards = rewards_table(stage)
+    pairs = runner.run(PairsStage("srlm", 1, samples, rewards, {"rewards": stage.digest},
+                                  None, False, None))
+    assert pairs.manifest()["pairs"] == len(pairs.read_rows()) > 0
+    section = rewards_section(ctx.run_dir)
+    assert section is not None and "No pairs" not in section
+    assert f"| srlm | 1 | judge-M1 | 12 | 0 / {counts['judgements']} |" in section
+    assert f"{len(pairs.read_rows())} / 4 |" in section
+
+
+def test_no_pairs_is_called_out_or_an_error(ctx, caplog) -> None:
+    from cream_plugin.errors import DataError
+    from cream_plugin.report_rewards import rewards_section
+
+    runner = Runner(ctx)
+    samples = _samples(runner)
+    tied = np.ones((4, 3))
+    with caplog.at_level("WARNING", logger="cream.pairs"):
+        stage = runner.run(PairsStage("srlm", 1, samples, tied, {"rewards": "r"}, None, False,
+                                      None))
+    assert stage.manifest()["no_pairs"] is True and stage.manifest()["pairs"] == 0
+    assert "NO PREFERENCE PAIRS" in caplog.text and "4 prompts" in caplog.text
+    section = rewards_section(ctx.run_dir)
+    assert section is not None
+    assert "**No pairs: srlm iteration 1** formed no preference pair from 4 prompts" in section
+
+    ctx.config.training.require_pairs = True
+    with pytest.raises(DataError, match="require_pairs is true"):
+        Runner(ctx).run(PairsStage("srlm", 2, samples, tied, {"rewards": "other"}, None, False,
+                                   None))
+
+
+def test_model_independent_reward_says_c_is_one(ctx, caplog) -> None:
+    from cream_plugin.report_rewards import rewards_section
+
+    runner = Runner(ctx)
+    samples = _samples(runner)
+    oracle = runner.run(RewardsStage("shared/iter1", "answer-key", None, samples, 1))
+    rewards = rewards_table(oracle)
+    inputs = {"rewards": oracle.digest, "prev": oracle.digest}
+    ids = [r["prompt_id"] for r in samples.read_rows()]
+    c_stage = runner.run(ConsistencyStage("cream", 1, rewards, rewards, ids, inputs))
+    with caplog.at_level("WARNING", logger="cream.pairs"):
+        stage = runner.run(PairsStage("cream", 1, samples, rewards, inputs, c_stage, True, None,
+                                      model_independent=True))
+    assert all(p["consistency"] == 1.0 for p in stage.read_rows())  # every pair: plain DPO
+    assert stage.manifest()["constant_consistency"] is True
+    assert "cream = cream-no-rc" in caplog.text
+    section = rewards_section(ctx.run_dir)
+    assert section is not None and "**cream: C = 1 for every pair.**" in section

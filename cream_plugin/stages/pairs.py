@@ -3,6 +3,7 @@ joined by prompt id from the consistency artifact and M_t's log-probs as DPO ref
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from typing import Any
 
@@ -11,6 +12,12 @@ import numpy as np
 from cream_plugin.artifacts import Stage
 from cream_plugin.stages.base import Output, Parallel, StageSpec
 from cream_plugin.stages.context import RunContext
+
+log = logging.getLogger("cream.pairs")
+
+CONSTANT_C_NOTE = ("the reward does not depend on the model, so M_t and M_(t-1) rank alike and "
+                   "C = 1 for every pair: this consistency-regularised method trains exactly as "
+                   "its unregularised ablation (cream = cream-no-rc)")
 
 
 def consistency_map(stage: Stage | None) -> dict[str, float] | None:
@@ -26,7 +33,7 @@ class PairsStage(StageSpec):
 
     def __init__(self, method: str, iteration: int, samples: Stage, rewards: np.ndarray,
                  reward_inputs: dict[str, str], consistency: Stage | None, regularised: bool,
-                 ref_logps: np.ndarray | None) -> None:
+                 ref_logps: np.ndarray | None, model_independent: bool = False) -> None:
         super().__init__(f"{method}/iter{iteration}/pairs", method, iteration)
         self.samples = samples
         self.rewards = rewards
@@ -34,6 +41,7 @@ class PairsStage(StageSpec):
         self.consistency = consistency
         self.regularised = regularised
         self.ref_logps = ref_logps
+        self.model_independent = model_independent
 
     def inputs(self, ctx: RunContext) -> dict[str, str]:
         inputs = {"samples": self.samples.digest, **self.reward_inputs}
@@ -61,6 +69,26 @@ class PairsStage(StageSpec):
             ref_logps=ref,
             stats=stats,
         )
-        return Output(
-            rows=pairs, manifest={"prompts": len(rows), "skipped": len(rows) - len(pairs)}
-        )
+        manifest: dict[str, Any] = {"prompts": len(rows), "pairs": len(pairs),
+                                    "skipped": len(rows) - len(pairs)}
+        if not pairs:
+            self._no_pairs(ctx, len(rows))
+            manifest["no_pairs"] = True
+        if self.regularised and self.model_independent:
+            log.warning("%s: %s", self.name, CONSTANT_C_NOTE)
+            manifest["constant_consistency"] = True
+        return Output(rows=pairs, manifest=manifest)
+
+    def _no_pairs(self, ctx: RunContext, prompts: int) -> None:
+        finite = np.isfinite(self.rewards)
+        why = (f"{prompts} prompts, {int(finite.sum())} of {self.rewards.size} responses "
+               "scored; every prompt's best and worst reward tie or are unscored")
+        if ctx.config.training.require_pairs:
+            from cream_plugin.errors import DataError
+
+            raise DataError(f"{self.name}: the reward formed no preference pairs ({why}); "
+                            "training.require_pairs is true, so the run stops instead of "
+                            "copying the model unchanged")
+        log.warning("%s: NO PREFERENCE PAIRS (%s): the next model is a copy of this one; set "
+                    "training.require_pairs=true to make this an error", self.name, why)
+

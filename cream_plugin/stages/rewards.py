@@ -14,29 +14,53 @@ from cream_plugin.logprobs import SequenceLogProbs
 from cream_plugin.stages.base import Output, Parallel, StageSpec
 from cream_plugin.stages.context import RunContext
 
+ROW_DETAILS = ("argmax", "valid_mass")
+"""Per-response details a rewarder may return (the probability-scored judge's most likely score
+and valid-token mass), kept beside each prompt's rewards."""
+
 
 def score_rows(
     rewarder: Any, rows: list[dict[str, Any]], dist: DistContext | None = None
-) -> tuple[np.ndarray, Counter[str]]:
-    """(P, N) rewards of sample rows (sharded by prompt) and the rewarder's counts."""
+) -> tuple[np.ndarray, Counter[str], list[dict[str, Any]]]:
+    """(P, N) rewards of sample rows (sharded by prompt), the rewarder's counts, and each row's
+    per-response details (:data:`ROW_DETAILS` the rewarder returned)."""
     from cream_plugin.rewarders import score_rewarder
 
-    def score(mine: list[dict[str, Any]]) -> list[tuple[list[float], dict[str, int]]]:
+    def score(mine: list[dict[str, Any]]
+              ) -> list[tuple[list[float], dict[str, Any], dict[str, Any]]]:
         result = score_rewarder(
             rewarder,
             [r["prompt"] for r in mine],
             [r["responses"] for r in mine],
             [r.get("reference") for r in mine],
         )
+        details = result.details if isinstance(result.details, dict) else {}
+        kept = {k: details[k] for k in ROW_DETAILS
+                if isinstance(details.get(k), list) and len(details[k]) == len(mine)}
+        extras = [{k: v[i] for k, v in kept.items()} for i in range(len(mine))]
         # This rank's counts ride along with its first row; summed after the gather.
         tallies = [dict(result.counts)] + [{} for _ in mine[1:]]
-        return list(zip(result.rewards.tolist(), tallies, strict=True))
+        return list(zip(result.rewards.tolist(), tallies, extras, strict=True))
 
     scored = map_sharded(rows, score, dist or DistContext())
     counts: Counter[str] = Counter()
-    for _, tally in scored:
+    for _, tally, _ in scored:
         counts.update(tally)
-    return np.array([s[0] for s in scored], dtype=np.float64).reshape(len(rows), -1), counts
+    rewards = np.array([s[0] for s in scored], dtype=np.float64).reshape(len(rows), -1)
+    return rewards, counts, [s[2] for s in scored]
+
+
+def tie_counts(rewards: np.ndarray) -> dict[str, int]:
+    """Prompts whose best and worst scored responses tie (no pair can form), and prompts with
+    any two scored responses tied."""
+    all_tied = with_ties = 0
+    for row in rewards:
+        finite = row[np.isfinite(row)]
+        if finite.size < 2:
+            continue
+        all_tied += int(finite.max() == finite.min())
+        with_ties += int(np.unique(finite).size < finite.size)
+    return {"prompts_all_tied": all_tied, "prompts_with_ties": with_ties}
 
 
 def implicit_pair(
@@ -102,10 +126,15 @@ class RewardsStage(StageSpec):
             },
             options=dict(cfg.rewarder.options.get(self.rewarder, {}) or {}),
         )
-        rewards, counts = score_rows(rewarder, rows, ctx.dist)
-        out = [{"prompt_id": r["prompt_id"], "rewards": rewards[i].tolist()}
+        rewards, counts, extras = score_rows(rewarder, rows, ctx.dist)
+        counts.update(tie_counts(rewards))
+        out = [{"prompt_id": r["prompt_id"], "rewards": rewards[i].tolist(), **extras[i]}
                for i, r in enumerate(rows)]
-        return Output(rows=out, manifest={"counts": dict(counts)})
+        manifest: dict[str, Any] = {"counts": dict(counts)}
+        masses = [m for e in extras for m in e.get("valid_mass", [])]
+        if masses:  # a probability-scored judge: how much of the distribution it read
+            manifest["mean_valid_mass"] = float(np.mean(masses))
+        return Output(rows=out, manifest=manifest)
 
 
 def rewards_table(stage: Stage) -> np.ndarray:
