@@ -40,7 +40,8 @@ def test_section_tables_by_hand():
         "| oracle | 1 | – (no responses with a gold answer) | – | 0 |",
     ]
     assert render_reward_quality(ev.reward_quality).splitlines()[2] == (
-        "| cream | 1 | r_t | 30.0% | 21.9%–39.6% | < 0.001 | 100 | 120 |")
+        "| cream | 1 | r_t | 30.0% | 21.9%–39.6% | < 0.001 | 100 | 120 | – (not measured) | – "
+        "| 0 |")
     assert render_informativeness(ev.informativeness).splitlines()[2] == (
         "| cream | 1 | 0.500 | 0.400 to 0.600 | 0.970 | 45.0% | 37.5% | +7.5 | +5.0 to +10.0 "
         "| 0.001 | 80 |")
@@ -52,8 +53,10 @@ def test_section_tables_by_hand():
         "| cream | 1 | r_t | 0.350 | 0.200 to 0.500 | -0.050 | -0.150 to 0.050 | 600 |")
     movement = render_movement(ev.movement).splitlines()
     assert "mean \\|Δ log p\\| /token" in movement[0]
-    assert movement[2] == ("| cream | 1 | 0.0123 | 0.0100 to 0.0146 | – (no samples of pi_t "
-                           "scored under both models) | – | 0.0500 | – (not measured) | – (not "
+    assert "MC log-ratio new/old at T=0.8 /token" in movement[0]
+    assert movement[2] == ("| cream | 1 | M2's samples (iteration 2) | 0.0123 | 0.0100 to 0.0146 "
+                           "| 0.0130 | 0.0105 to 0.0155 | – (not measured) | – (no samples of "
+                           "pi_t scored under both models) | 0.0500 | – (not measured) | – (not "
                            "measured) | 0.800 | 75.0% |")
     assert render_comparisons(ev.comparisons).splitlines()[2] == (
         "| arc_easy | acc | sft M1 | cream M2 | 48.0% | 50.0% | +2.0 | -1.2 to +5.2 | 0.210 "

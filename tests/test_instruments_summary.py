@@ -61,8 +61,10 @@ def hand_evidence() -> Evidence:
         movement=[MovementRow(
             "cream", 1,
             Movement(Estimate(0.0123, 0.01, 0.0146, n=20000),
-                     undefined("no samples of pi_t scored under both models"),
-                     Estimate(0.05, n=20000)),
+                     Estimate(0.013, 0.0105, 0.0155, n=20000),
+                     Estimate(0.05, n=20000),
+                     mc_reverse=undefined("no samples of pi_t scored under both models"),
+                     kl_on="M2's samples (iteration 2)", version=2),
             margins=Estimate(0.8, n=16), accuracies=Estimate(0.75, n=16))],
         comparisons=[ComparisonRow(
             "arc_easy", "acc", "sft M1", "cream M2",
@@ -88,9 +90,9 @@ def test_sentences_are_sorted_by_significance():
     assert by_kind[SIGNIFICANT] == [
         "cream: pool accuracy went from 31.2% (n = 640) at iteration 1 to 40.6% (n = 640) at "
         "iteration 2: +9.4 points (95% CI +4.1 to +14.6): the policy got more answers right.",
-        "cream, iteration 1: how far the policy moved: per-token KL(M_(t+1) || M_t) = 0.0123 "
-        "nats (95% CI 0.0100 to 0.0146, n = 20000 tokens); mean |delta log-prob| 0.0500 nats "
-        "per token: it moved.",
+        "cream, iteration 1: how far the policy moved: exact per-token KL(M_(t+1) || M_t) = "
+        "0.0123 nats (95% CI 0.0100 to 0.0146, prompt-clustered bootstrap, n = 20000 tokens of "
+        "M2's samples (iteration 2)); reverse KL 0.0130 (0.0105 to 0.0155): it moved.",
         "cream, iteration 1: label accuracy of reward r_t: 30.0% of 100 pairs whose "
         "responses differ in correctness (95% CI 21.9%–39.6%; p < 0.001; chance 50%): worse "
         "than chance: its labels are mostly reversed.",
@@ -133,9 +135,16 @@ def test_reversed_ordering_and_absent_sections():
     assert render_summary(Evidence()) == (
         "## Summary\n\nNo instrument produced a figure for this run.\n")
     moved_not = Evidence(movement=[MovementRow(
-        "cream", 1, Movement(Estimate(0.0001, -0.0002, 0.0004, n=900), undefined("x"),
-                             Estimate(0.01)), undefined("no log"), undefined("no log"))])
+        "cream", 1, Movement(Estimate(0.0001, 0.0, 0.0004, n=900), Estimate(0.0001),
+                             Estimate(0.01), version=2), undefined("no log"), undefined("no log"))])
     assert "it did not measurably move" in render_summary(moved_not)
+    # Only an MC log-ratio (negative here): a fact under its own name, never read as a verdict.
+    mc_only = Evidence(movement=[MovementRow(
+        "cream", 1, Movement(mc_forward=Estimate(-0.02, -0.03, -0.01, n=900), version=2),
+        undefined("no log"), undefined("no log"))])
+    text = render_summary(mc_only)
+    assert "MC log-ratio" in text and "not a KL" in text and "flatten" not in text
+    assert "**Significant**" not in text
 
 
 def test_evidence_round_trips_through_json():
@@ -151,7 +160,7 @@ def test_evidence_round_trips_through_json():
 def test_a_halved_response_length_is_called_out():
     def row(old: Estimate, new: Estimate) -> Evidence:
         moved = Movement(Estimate(0.5, 0.4, 0.6, n=900), undefined("x"), Estimate(0.6),
-                         old, new)
+                         old, new, version=2)
         return Evidence(movement=[MovementRow("cream-no-rc", 1, moved, undefined("no log"),
                                               undefined("no log"))])
 

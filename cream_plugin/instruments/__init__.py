@@ -43,8 +43,9 @@ from cream_plugin.instruments.intervals import (
 )
 from cream_plugin.instruments.movement import (
     Movement,
+    exact_per_token_kl,
+    mc_log_ratio,
     mean_abs_logp_change,
-    per_token_kl,
     policy_movement,
 )
 from cream_plugin.instruments.paired import (
@@ -108,16 +109,17 @@ __all__ = [
     "compare_models",
     "curve_mean",
     "duplicate_counts",
+    "exact_per_token_kl",
     "item_scores",
     "iteration_evidence",
     "label_accuracy",
     "load_train_log",
+    "mc_log_ratio",
     "mcnemar_exact",
     "mean_abs_logp_change",
     "mean_prompt_spearman",
     "pair_labels",
     "paired_bootstrap",
-    "per_token_kl",
     "plot_train_curves",
     "policy_movement",
     "pool_accuracy",

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cream_plugin.errors import DataError
-from cream_plugin.instruments.estimate import Estimate
+from cream_plugin.instruments.estimate import Estimate, undefined
 from cream_plugin.instruments.informativeness import BinAccuracy
 from cream_plugin.instruments.movement import Movement
 from cream_plugin.instruments.paired import PairedComparison
@@ -39,6 +39,8 @@ class RewardQualityRow:
     accuracy: Estimate
     pairs: int = 0
     discordant_pairs: int = 0
+    # Over all within-prompt (correct, wrong) pairs, not only best vs worst.
+    auc: Estimate = field(default_factory=lambda: undefined("not measured"))
 
 
 @dataclass

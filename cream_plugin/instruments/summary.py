@@ -103,21 +103,25 @@ def _pool(rows: list[PoolAccuracyRow]) -> list[Finding]:
 def _movement(rows: list[MovementRow]) -> list[Finding]:
     out = []
     for r in rows:
-        m = r.movement
-        kl, name = ((m.kl_forward, "KL(M_(t+1) || M_t)") if m.kl_forward.defined
-                    else (m.kl_reverse, "KL(M_t || M_(t+1))"))
+        m = r.movement.current()
         what = f"{r.method}, iteration {r.iteration}: how far the policy moved"
-        figure = (f"per-token {name} = {fmt.num(kl.value, 4)} nats (95% CI "
-                  f"{fmt.interval(kl, 'num', 4)}, n = {kl.n} tokens)")
-        delta = m.mean_abs_delta
-        figure += (f"; mean |delta log-prob| {fmt.num(delta.value, 4)} nats per token"
-                   if delta.defined else "")
-        out.append(_tested(kl, 0.0, what, figure,
-                           ("it moved",
-                            "a negative KL estimate: the samples were drawn with temperature and "
-                            "top-p, not from the model itself, so this Monte-Carlo KL is biased; "
-                            "the model moved, read the mean |delta log-prob|",
-                            "it did not measurably move")))
+        if m.kl_forward.defined:
+            kl, back = m.kl_forward, m.kl_reverse
+            figure = (f"exact per-token KL(M_(t+1) || M_t) = {fmt.num(kl.value, 4)} nats (95% CI "
+                      f"{fmt.interval(kl, 'num', 4)}, prompt-clustered bootstrap, n = {kl.n} "
+                      f"tokens of {m.kl_on or 'sampled responses'}); reverse KL "
+                      f"{fmt.num(back.value, 4)} ({fmt.interval(back, 'num', 4)})")
+            out.append(_tested(kl, 0.0, what, figure,
+                               ("it moved", "it moved", "it did not measurably move")))
+        else:
+            mc = m.mc_forward if m.mc_forward.defined else m.mc_reverse
+            figure = (f"exact KL not measured ({m.kl_forward.reason}); MC log-ratio at the "
+                      f"sampling temperature {fmt.num(mc.value, 4)} nats per token, a biased "
+                      "figure that is not a KL and whose sign means nothing")
+            delta = m.mean_abs_delta
+            figure += (f"; mean |delta log-prob| {fmt.num(delta.value, 4)} nats per token"
+                       if delta.defined else "")
+            out.append(Finding(FACT, f"{what}: {figure}.", mc.n))
         out.extend(_length(r))
         if r.margins.defined or r.accuracies.defined:
             out.append(Finding(FACT, f"{r.method}, iteration {r.iteration}: mean DPO margin "
@@ -158,6 +162,16 @@ def _reward_quality(rows: list[RewardQualityRow]) -> list[Finding]:
         out.append(_tested(e, 0.5, what, figure,
                            ("better than chance", "worse than chance: its labels are mostly "
                             "reversed", "not distinguishable from chance")))
+        a = r.auc
+        if a.defined:
+            figure = (f"{fmt.num(a.value)} over {a.n} within-prompt pairs of a correct and a "
+                      f"wrong response (95% CI {fmt.interval(a)}, prompt-clustered bootstrap; "
+                      "chance 0.5)")
+            out.append(_tested(a, 0.5, f"{r.method}, iteration {r.iteration}: within-prompt "
+                                       f"AUC of reward {r.reward}", figure,
+                               ("ranks correct responses above wrong ones",
+                                "ranks wrong responses above correct ones",
+                                "not distinguishable from chance")))
     return out
 
 
