@@ -45,6 +45,7 @@ from cream_plugin.stages.rewards import (
     rewards_table,
 )
 from cream_plugin.stages.runner import ENV_FAULT, Runner
+from cream_plugin.stages.same_prompt_pool import SamePromptPoolStage
 from cream_plugin.stages.sample import SampleStage
 from cream_plugin.stages.sft import SFTStage
 from cream_plugin.stages.train import TrainStage
@@ -163,6 +164,23 @@ class Pipeline:
             train_log = self.run_dir / f"{new}.train_log.json"
             logps(MovementStage(method, t, on_old, on_new, train_log, old_samples, kl, kl_on))
 
+    def same_prompt_pool(self, method: str, iterations: int, prompts: Stage) -> None:
+        """Pool accuracy of each M_t against M_{t+1} on the same prompts: M_t samples iteration
+        t+1's prompts (its own stage, shared by all methods for M1) and is scored like
+        M_{t+1}'s samples of them."""
+        run = self.runner.run
+        for t in range(1, iterations):
+            if (method, t + 1) not in self.samples:
+                continue
+            key = checkpoint_key(method, t)
+            scope = f"shared/iter{t + 1}/{key}" if t == 1 else f"{method}/iter{t + 1}/M{t}"
+            rows = [r for r in prompts.read_rows() if r["iteration"] == t + 1]
+            old_samples = run(SampleStage(scope, key, prompts, rows, t + 1))
+            old = run(CorrectnessStage(scope, old_samples, t + 1))
+            new_scope, new_samples = self.samples[(method, t + 1)]
+            new = run(CorrectnessStage(new_scope, new_samples, t + 1))
+            run(SamePromptPoolStage(method, t, old, new))
+
     def evaluate(self, method: str, t: int, key: str) -> None:
         """Score M_t on the benchmarks; rows go to the run's results table."""
         from cream_plugin.results import append_results
@@ -222,6 +240,7 @@ class Pipeline:
                 key = self.iteration(method, t, prompts)
                 self.evaluate(method, t + 1, key)
             self.movement(method, cfg.iterations)
+            self.same_prompt_pool(method, cfg.iterations, prompts)
             finals.add(key)
         self.ctx.release()
         if self.dist.is_main:

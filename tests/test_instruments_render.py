@@ -19,6 +19,7 @@ from cream_plugin.instruments.render import (
     render_movement,
     render_pool_accuracy,
     render_reward_quality,
+    render_same_prompt_pool,
     render_seeds,
     table,
 )
@@ -39,6 +40,8 @@ def test_section_tables_by_hand():
         "| cream | 2 | 40.6% | 36.9%–44.5% | 640 |",
         "| oracle | 1 | – (no responses with a gold answer) | – | 0 |",
     ]
+    assert render_same_prompt_pool(ev.same_prompt_pool).splitlines()[2] == (
+        "| cream | M1 → M2 | 2 | 31.2% | 40.6% | +9.4 | +4.1 to +14.6 | 128 | 640 |")
     assert render_reward_quality(ev.reward_quality).splitlines()[2] == (
         "| cream | 1 | r_t | 30.0% | 21.9%–39.6% | < 0.001 | 100 | 120 | – (not measured) | – "
         "| 0 |")
@@ -69,7 +72,8 @@ def test_render_evidence_has_every_section_in_order():
     text = render_evidence(hand_evidence(), plots={"training curves": "plots/training.png"})
     headings = [line for line in text.splitlines() if line.startswith("## ")]
     assert headings == [
-        "## Summary", "## Pool accuracy", "## Reward quality against gold answers",
+        "## Summary", "## Pool accuracy", "## Pool accuracy on the same prompts",
+        "## Reward quality against gold answers",
         "## Is C informative?", "## Label accuracy by C bin", "## Known biases",
         "## Identical responses", "## How far the policy moved",
         "## Paired comparisons on benchmark items", "## Across seeds",

@@ -17,6 +17,7 @@ from cream_plugin.instruments.evidence import (
     MovementRow,
     PoolAccuracyRow,
     RewardQualityRow,
+    SamePromptPoolRow,
     SeedRow,
 )
 from cream_plugin.instruments.informativeness import BinAccuracy
@@ -42,6 +43,9 @@ def hand_evidence() -> Evidence:
             PoolAccuracyRow("cream", 2, proportion(260, 640)),
             PoolAccuracyRow("oracle", 1, undefined("no responses with a gold answer")),
         ],
+        same_prompt_pool=[SamePromptPoolRow("cream", 1, proportion(200, 640),
+                                            proportion(260, 640),
+                                            Estimate(0.094, 0.041, 0.146, n=128))],
         reward_quality=[
             RewardQualityRow("cream", 1, "r_t", proportion(30, 100, chance=0.5), 120, 100),
             RewardQualityRow("cream", 1, "random", proportion(52, 100, chance=0.5), 120, 100),
@@ -88,8 +92,9 @@ def test_sentences_are_sorted_by_significance():
     for f in findings(hand_evidence()):
         by_kind.setdefault(f.kind, []).append(f.text)
     assert by_kind[SIGNIFICANT] == [
-        "cream: pool accuracy went from 31.2% (n = 640) at iteration 1 to 40.6% (n = 640) at "
-        "iteration 2: +9.4 points (95% CI +4.1 to +14.6): the policy got more answers right.",
+        "cream: pool accuracy of M2 vs M1 on the same prompts (iteration 2's): 40.6% vs 31.2%, "
+        "mean per-prompt change +9.4 points (95% CI +4.1 to +14.6, prompt-clustered bootstrap, "
+        "n = 128 prompts): the policy got more answers right.",
         "cream, iteration 1: how far the policy moved: exact per-token KL(M_(t+1) || M_t) = "
         "0.0123 nats (95% CI 0.0100 to 0.0146, prompt-clustered bootstrap, n = 20000 tokens of "
         "M2's samples (iteration 2)); reverse KL 0.0130 (0.0105 to 0.0155): it moved.",
@@ -112,6 +117,10 @@ def test_sentences_are_sorted_by_significance():
         "oracle, iteration 1: pool accuracy: no responses with a gold answer."]
     assert "cream, iteration 1: prompts with all responses identical: 9.4% of 128 (they give no "\
            "pair)." in by_kind[FACT]
+    # Pool accuracies of different iterations (different prompts) are facts, never compared.
+    assert ("cream, iteration 2: pool accuracy 40.6% (95% CI 36.9%–44.5%, n = 640 responses)."
+            in by_kind[FACT])
+    assert not any("went from" in f.text for f in findings(hand_evidence()))
 
 
 def test_summary_is_deterministic_with_headings_and_caveats():

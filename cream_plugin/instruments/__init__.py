@@ -13,6 +13,7 @@ from cream_plugin.instruments.biases import (
     mean_prompt_spearman,
     within_prompt_spearman,
 )
+from cream_plugin.instruments.cluster_bootstrap import cluster_ratio
 from cream_plugin.instruments.collect import compare_models, iteration_evidence
 from cream_plugin.instruments.estimate import Estimate, undefined
 from cream_plugin.instruments.evidence import (
@@ -24,6 +25,7 @@ from cream_plugin.instruments.evidence import (
     MovementRow,
     PoolAccuracyRow,
     RewardQualityRow,
+    SamePromptPoolRow,
     SeedRow,
 )
 from cream_plugin.instruments.informativeness import (
@@ -66,6 +68,8 @@ from cream_plugin.instruments.reward_quality import (
     pair_labels,
     pool_accuracy,
     random_rewards,
+    same_prompt_pool,
+    within_prompt_auc,
 )
 from cream_plugin.instruments.seeds import across_seeds, aggregate_seeds
 from cream_plugin.instruments.summary import render_summary
@@ -94,6 +98,7 @@ __all__ = [
     "PairedComparison",
     "PoolAccuracyRow",
     "RewardQualityRow",
+    "SamePromptPoolRow",
     "SeedRow",
     "SoftLabelAccuracy",
     "accuracy_by_c_bin",
@@ -105,6 +110,7 @@ __all__ = [
     "auc_of_c",
     "best_worst",
     "binomial_test",
+    "cluster_ratio",
     "compare_items",
     "compare_models",
     "curve_mean",
@@ -128,10 +134,12 @@ __all__ = [
     "random_rewards",
     "render_evidence",
     "render_summary",
+    "same_prompt_pool",
     "soft_label_accuracy",
     "t_interval",
     "train_curves",
     "undefined",
     "wilson_interval",
+    "within_prompt_auc",
     "within_prompt_spearman",
 ]

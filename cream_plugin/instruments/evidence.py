@@ -30,6 +30,18 @@ class PoolAccuracyRow:
 
 
 @dataclass
+class SamePromptPoolRow:
+    """M_t against M_(t+1) on the same prompts (iteration t+1's): each one's pool accuracy and
+    the mean per-prompt difference in share correct (``iteration``: t)."""
+
+    method: str
+    iteration: int
+    old: Estimate
+    new: Estimate
+    difference: Estimate
+
+
+@dataclass
 class RewardQualityRow:
     """Label accuracy of one reward's best-vs-worst pairs (``reward``: "r_t", "judge", ...)."""
 
@@ -113,6 +125,7 @@ class Evidence:
     """Every instrument's rows for one run (any list may be empty)."""
 
     pool_accuracy: list[PoolAccuracyRow] = field(default_factory=list)
+    same_prompt_pool: list[SamePromptPoolRow] = field(default_factory=list)
     reward_quality: list[RewardQualityRow] = field(default_factory=list)
     informativeness: list[InformativenessRow] = field(default_factory=list)
     biases: list[BiasRow] = field(default_factory=list)

@@ -19,6 +19,7 @@ from cream_plugin.instruments.evidence import (
     MovementRow,
     PoolAccuracyRow,
     RewardQualityRow,
+    SamePromptPoolRow,
     SeedRow,
 )
 from cream_plugin.instruments.summary import render_summary
@@ -43,6 +44,16 @@ def render_pool_accuracy(rows: Sequence[PoolAccuracyRow]) -> str:
     body = [[r.method, str(r.iteration), cell(r.accuracy, "pct"),
              fmt.interval(r.accuracy, "pct"), str(r.accuracy.n)] for r in rows]
     return table(["method", "iteration", "pool accuracy", "95% CI (Wilson)", "n responses"], body)
+
+
+def render_same_prompt_pool(rows: Sequence[SamePromptPoolRow]) -> str:
+    body = [[r.method, f"M{r.iteration} → M{r.iteration + 1}", str(r.iteration + 1),
+             cell(r.old, "pct"), cell(r.new, "pct"), cell(r.difference, "points"),
+             fmt.interval(r.difference, "points"), str(r.difference.n), str(r.new.n)]
+            for r in rows]
+    return table(["method", "models", "prompts of iteration", "pool accuracy M_t",
+                  "pool accuracy M_t+1", "mean per-prompt change (points)",
+                  "95% CI (prompt bootstrap)", "n prompts", "n responses each"], body)
 
 
 def render_reward_quality(rows: Sequence[RewardQualityRow]) -> str:
@@ -136,6 +147,10 @@ def render_seeds(rows: Sequence[SeedRow]) -> str:
 _GUIDE = {
     "pool": "Share of the iteration's sampled responses that match the gold answer (prompts "
             "with an answer key only): the policy's own accuracy, measured on many responses.",
+    "same_pool": "M_t and M_t+1 answering the same prompts (iteration t+1's; M_t samples them "
+                 "in a stage of its own with the same sampling seed): the policy's change in "
+                 "accuracy, paired by prompt. Pool accuracies of different iterations above "
+                 "come from different prompts and are not compared.",
     "quality": "Of the best-vs-worst pairs whose two responses differ in correctness, the share "
                "where the reward chose the correct one. 50% is a coin flip; below 50% the "
                "reward trains on reversed labels. The within-prompt AUC uses every pair of a "
@@ -173,6 +188,9 @@ def render_evidence(evidence: Evidence, plots: Mapping[str, str] | None = None,
     ev = evidence
     if ev.pool_accuracy:
         section("Pool accuracy", "pool", render_pool_accuracy(ev.pool_accuracy))
+    if ev.same_prompt_pool:
+        section("Pool accuracy on the same prompts", "same_pool",
+                render_same_prompt_pool(ev.same_prompt_pool))
     if ev.reward_quality:
         section("Reward quality against gold answers", "quality",
                 render_reward_quality(ev.reward_quality))

@@ -63,6 +63,38 @@ def pool_accuracy(correct: object) -> Estimate:
     return proportion(int(known.sum()), int(known.size), what="responses with a gold answer")
 
 
+@dataclass(frozen=True)
+class SamePromptPool:
+    """Pool accuracy of M_t and M_(t+1) on the same prompts, and the mean per-prompt change."""
+
+    old: Estimate
+    new: Estimate
+    difference: Estimate
+
+
+def same_prompt_pool(correct_old: object, correct_new: object, *, seed: int = 0,
+                     n_boot: int = N_BOOT) -> SamePromptPool:
+    """M_t's and M_(t+1)'s correctness tables on the same prompts (rows aligned), as pool
+    accuracies and the mean over prompts of (share correct under M_(t+1)) - (under M_t), with a
+    prompt-clustered bootstrap interval. Prompts without a gold answer under either are left out.
+    """
+    old = as_table(correct_old, "correct (M_t)")
+    new = as_table(correct_new, "correct (M_t+1)")
+    if old.shape[0] != new.shape[0]:
+        raise DataError(f"correct (M_t) has {old.shape[0]} prompts but correct (M_t+1) has "
+                        f"{new.shape[0]}; expected the same prompts")
+    def shares(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        known = np.isfinite(table).sum(axis=1)
+        return np.where(np.isfinite(table), table, 0.0).sum(axis=1) / np.maximum(known, 1), known
+
+    (share_old, known_old), (share_new, known_new) = shares(old), shares(new)
+    both = (known_old > 0) & (known_new > 0)
+    diff = np.where(both, share_new - share_old, 0.0)
+    change = cluster_ratio(diff, both.astype(np.float64), seed=seed, n_boot=n_boot,
+                           unit="prompts")
+    return SamePromptPool(pool_accuracy(old), pool_accuracy(new), change)
+
+
 def best_worst(rewards: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per prompt: index of the best and the worst response, and whether the pair exists.
 

@@ -23,9 +23,9 @@ from cream_plugin.instruments.evidence import (
     MovementRow,
     PoolAccuracyRow,
     RewardQualityRow,
+    SamePromptPoolRow,
     SeedRow,
 )
-from cream_plugin.instruments.intervals import proportion_difference
 
 ALPHA = 0.05
 SMALL_N = 30
@@ -73,27 +73,34 @@ def _p(e: Estimate) -> str:
 
 
 def _pool(rows: list[PoolAccuracyRow]) -> list[Finding]:
+    """Each iteration's pool accuracy as a fact: iterations sample different prompts, so their
+    change is tested only on the same prompts (:func:`_same_prompt_pool`)."""
     out = []
-    for method in dict.fromkeys(r.method for r in rows):
-        mine = sorted((r for r in rows if r.method == method), key=lambda r: r.iteration)
-        first, last = mine[0], mine[-1]
-        a, b = first.accuracy, last.accuracy
-        if len(mine) == 1 or not (a.defined and b.defined):
-            for r in mine:
-                e = r.accuracy
-                what = f"{method}, iteration {r.iteration}: pool accuracy"
-                if not e.defined:
-                    out.append(Finding(UNMEASURED, f"{what}: {e.reason or 'no data'}."))
-                else:
-                    out.append(Finding(FACT, f"{what} {fmt.pct(e.value)} (95% CI "
-                                             f"{fmt.interval(e, 'pct')}, n = {e.n} responses).",
-                                       e.n))
-            continue
-        d = proportion_difference(round(a.value * a.n), a.n, round(b.value * b.n), b.n)
-        what = (f"{method}: pool accuracy went from {fmt.pct(a.value)} (n = {a.n}) at iteration "
-                f"{first.iteration} to {fmt.pct(b.value)} (n = {b.n}) at iteration "
-                f"{last.iteration}")
-        figure = f"{fmt.points(d.value)} points (95% CI {fmt.interval(d, 'points')})"
+    for r in rows:
+        e = r.accuracy
+        what = f"{r.method}, iteration {r.iteration}: pool accuracy"
+        out.append(_fact(e, what, f"{what} {fmt.pct(e.value)} (95% CI "
+                                  f"{fmt.interval(e, 'pct')}, n = {e.n} responses)."))
+    return out
+
+
+def _fact(e: Estimate, what: str, text: str) -> Finding:
+    """A descriptive figure's sentence ``text``, or why ``what`` was not measured."""
+    if not e.defined:
+        return Finding(UNMEASURED, f"{what}: {e.reason or 'no data'}.")
+    return Finding(FACT, text, e.n)
+
+
+def _same_prompt_pool(rows: list[SamePromptPoolRow]) -> list[Finding]:
+    out = []
+    for r in rows:
+        d = r.difference
+        t = r.iteration
+        what = (f"{r.method}: pool accuracy of M{t + 1} vs M{t} on the same prompts "
+                f"(iteration {t + 1}'s)")
+        figure = (f"{fmt.pct(r.new.value)} vs {fmt.pct(r.old.value)}, mean per-prompt change "
+                  f"{fmt.points(d.value)} points (95% CI {fmt.interval(d, 'points')}, "
+                  f"prompt-clustered bootstrap, n = {d.n} prompts)")
         out.append(_tested(d, 0.0, what, figure,
                            ("the policy got more answers right", "the policy got fewer answers "
                             "right", "no significant change")))
@@ -218,11 +225,7 @@ def _identical(rows: list[IdenticalRow]) -> list[Finding]:
     for r in rows:
         e = r.share
         what = f"{r.method}, iteration {r.iteration}: prompts with all responses identical"
-        if not e.defined:
-            out.append(Finding(UNMEASURED, f"{what}: {e.reason or 'no data'}."))
-        else:
-            out.append(Finding(FACT, f"{what}: {fmt.pct(e.value)} of {e.n} (they give no pair).",
-                               e.n))
+        out.append(_fact(e, what, f"{what}: {fmt.pct(e.value)} of {e.n} (they give no pair)."))
     return out
 
 
@@ -278,6 +281,7 @@ def _seeds(rows: list[SeedRow]) -> list[Finding]:
 
 _SECTIONS: tuple[tuple[str, Callable[[Evidence], list[Finding]]], ...] = (
     ("pool_accuracy", lambda ev: _pool(ev.pool_accuracy)),
+    ("same_prompt_pool", lambda ev: _same_prompt_pool(ev.same_prompt_pool)),
     ("movement", lambda ev: _movement(ev.movement)),
     ("reward_quality", lambda ev: _reward_quality(ev.reward_quality)),
     ("informativeness", lambda ev: _informativeness(ev.informativeness)),
