@@ -33,6 +33,7 @@ from cream_plugin.stages.context import RunContext
 from cream_plugin.stages.correctness import CorrectnessStage
 from cream_plugin.stages.evaluate import EvaluateStage
 from cream_plugin.stages.evidence import EvidenceStage
+from cream_plugin.stages.exact_kl import ExactKLStage
 from cream_plugin.stages.internal_consistency import InternalConsistencyStage
 from cream_plugin.stages.logps import LogpsStage, logps_table
 from cream_plugin.stages.movement import MovementStage
@@ -46,6 +47,7 @@ from cream_plugin.stages.rewards import (
     rewards_table,
 )
 from cream_plugin.stages.runner import ENV_FAULT, Runner
+from cream_plugin.stages.same_prompt_pool import SamePromptPoolStage
 from cream_plugin.stages.sample import SampleStage
 from cream_plugin.stages.sft import SFTStage
 from cream_plugin.stages.train import TrainStage
@@ -180,9 +182,10 @@ class Pipeline:
         return new_key
 
     def movement(self, method: str, iterations: int) -> None:
-        """How far each M_t moved to M_{t+1}, from log-probs of both models on one model's
-        samples: M_{t+1}'s samples (iteration t+1, already scored under both models by the
-        implicit reward) when they exist, else M_t's (one extra log-prob pass)."""
+        """How far each M_t moved to M_{t+1}: the exact KL from a pass holding both models over
+        one model's samples, and log-prob figures on the same samples: M_{t+1}'s samples
+        (iteration t+1, already scored under both models by the implicit reward) when they
+        exist, else M_t's (one extra log-prob pass)."""
         logps = self.runner.run
         for t in range(1, iterations + 1):
             old, new = checkpoint_key(method, t), checkpoint_key(method, t + 1)
@@ -192,12 +195,32 @@ class Pipeline:
                 on_new = (logps(LogpsStage(scope, new, samples, t + 1)),
                           logps(LogpsStage(scope, old, samples, t + 1)))
                 old_samples = self.samples[(method, t)][1]
+                kl_on = f"M{t + 1}'s samples (iteration {t + 1})"
             else:
                 scope, samples = self.samples[(method, t)]
                 on_old = (logps(LogpsStage(scope, old, samples, t)),
                           logps(LogpsStage(scope, new, samples, t)))
+                kl_on = f"M{t}'s samples (iteration {t})"
+            kl = logps(ExactKLStage(method, t, old, new, samples))
             train_log = self.run_dir / f"{new}.train_log.json"
-            logps(MovementStage(method, t, on_old, on_new, train_log, old_samples))
+            logps(MovementStage(method, t, on_old, on_new, train_log, old_samples, kl, kl_on))
+
+    def same_prompt_pool(self, method: str, iterations: int, prompts: Stage) -> None:
+        """Pool accuracy of each M_t against M_{t+1} on the same prompts: M_t samples iteration
+        t+1's prompts (its own stage, shared by all methods for M1) and is scored like
+        M_{t+1}'s samples of them."""
+        run = self.runner.run
+        for t in range(1, iterations):
+            if (method, t + 1) not in self.samples:
+                continue
+            key = checkpoint_key(method, t)
+            scope = f"shared/iter{t + 1}/{key}" if t == 1 else f"{method}/iter{t + 1}/M{t}"
+            rows = [r for r in prompts.read_rows() if r["iteration"] == t + 1]
+            old_samples = run(SampleStage(scope, key, prompts, rows, t + 1))
+            old = run(CorrectnessStage(scope, old_samples, t + 1))
+            new_scope, new_samples = self.samples[(method, t + 1)]
+            new = run(CorrectnessStage(new_scope, new_samples, t + 1))
+            run(SamePromptPoolStage(method, t, old, new))
 
     def evaluate(self, method: str, t: int, key: str) -> None:
         """Score M_t on the benchmarks; rows go to the run's results table."""
@@ -258,6 +281,7 @@ class Pipeline:
                 key = self.iteration(method, t, prompts)
                 self.evaluate(method, t + 1, key)
             self.movement(method, cfg.iterations)
+            self.same_prompt_pool(method, cfg.iterations, prompts)
             finals.add(key)
         self.ctx.release()
         if self.dist.is_main:

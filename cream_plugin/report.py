@@ -210,6 +210,31 @@ def current_eval_settings(run_dir: Path) -> str | None:
         return None
 
 
+def item_selection(run_dir: Path) -> str:
+    """How each task's benchmark items were chosen, from the evaluation manifests (one rule per
+    run: every model of a run scores the same items)."""
+    from cream_plugin.artifacts import MANIFEST_SUFFIX
+
+    rules: dict[str, dict[str, Any]] = {}
+    for path in sorted((run_dir / "evals").glob(f"*{MANIFEST_SUFFIX}")):
+        try:
+            items = json.loads(path.read_text(encoding="utf-8")).get("items") or {}
+        except (OSError, ValueError):
+            continue
+        for task, how in items.items():
+            rules.setdefault(task, how)
+    if not rules:
+        return ""
+    described = []
+    for task, how in rules.items():
+        count = len(how["doc_ids"]) if "doc_ids" in how else how["of"]
+        described.append(f"{task} {how['rule']}, {count} of {how['of']}")
+    seeded = any("doc_ids" in how for how in rules.values())
+    return ("Benchmark items: " + "; ".join(described) + "."
+            + (" Each seed scores its own sample, so seeds replicate items too; the doc ids are "
+               "in evals/*.manifest.json." if seeded else ""))
+
+
 def write_report(
     run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None
 ) -> Path:
@@ -252,6 +277,9 @@ def write_report(
             table,
             "",
         ]
+        selection = item_selection(run_dir)
+        if selection:
+            parts += [selection, ""]
         if other_settings:
             parts += [
                 f"{other_settings} rows of results.jsonl were made with other evaluation "

@@ -98,7 +98,7 @@ def collect(run_dir: Path, seed: int = 0) -> Evidence:
     """Every instrument of the run folder."""
     parts = []
     for name, m in read_manifests(run_dir).items():
-        if m.get("step") in ("evidence", "movement"):
+        if m.get("step") in ("evidence", "movement", "same-prompt-pool"):
             for row in Stage(run_dir, name, "").read_rows():
                 parts.append(row["evidence"])
     parts.append(comparisons(run_dir, seed).to_dict())

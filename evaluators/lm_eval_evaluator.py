@@ -4,11 +4,17 @@ The TaskManager indexes only the registered task folders (``include_defaults=Fal
 instead of ~9 s) and is built once per evaluator. Each leaf task runs in its own
 ``simple_evaluate`` call so every row carries its task's wall time, and the chat template is
 applied exactly to the tasks whose metadata asks for it (``cream_chat: true``, the CoT family).
+
+With a ``limit`` and an ``item_seed``, each task scores a seeded random sample of its documents
+(:func:`seeded_items`, passed to lm-eval as ``simple_evaluate(samples={task: doc_ids})``, the
+same selection ``lm_eval --samples`` takes) instead of the first ``limit``: runs with different
+seeds then replicate benchmark items too. Without an ``item_seed``, lm-eval's first-N rule.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import math
 import os
@@ -42,6 +48,19 @@ def metric_rows(task: str, task_results: dict[str, Any]) -> list[dict[str, Any]]
     return rows
 
 
+def seeded_items(num_docs: int, limit: int, seed: int, task: str) -> list[int]:
+    """Sorted doc ids of a seeded sample of ``limit`` of a task's ``num_docs`` documents
+    (all of them when ``limit >= num_docs``). The task name joins the seed, so tasks draw
+    independently; the same (seed, task, sizes) always gives the same ids (resume-stable)."""
+    import numpy as np
+
+    if limit >= num_docs:
+        return list(range(num_docs))
+    key = int.from_bytes(hashlib.sha256(task.encode()).digest()[:8], "little")
+    rng = np.random.default_rng([seed, key])
+    return sorted(int(i) for i in rng.choice(num_docs, size=limit, replace=False))
+
+
 class LMEvalEvaluator:
     """lm-evaluation-harness over an in-memory HF model (see ``evaluate``)."""
 
@@ -56,13 +75,16 @@ class LMEvalEvaluator:
         generation_limit: int | None = None,
         decode_loop: bool = True,
         shared_context: bool = True,
+        item_seed: int | None = None,
     ) -> None:
         """``generation_limit`` caps the items of generation tasks (GSM8K, CoT), which cost
         seconds per item on a CPU, below the ``limit`` of the loglikelihood tasks.
         ``decode_loop`` runs greedy generation on cream's decode loop (``DecodeLoopHFLM``: the
         same strings as lm-eval's ``generate`` path, each row stopping at its own stop string).
         ``shared_context`` scores the choices of a multiple-choice item from one pass over their
-        shared context (``CreamHFLM``: HFLM's log-likelihoods, the context run once)."""
+        shared context (``CreamHFLM``: HFLM's log-likelihoods, the context run once).
+        ``item_seed``: with a limit, score a seeded sample of each task's items (the run's
+        seed in the pipeline), not the first ones; :attr:`chosen_items` records them."""
         if isinstance(tasks, str):
             tasks = [tasks]
         self.tasks = list(tasks)
@@ -74,6 +96,9 @@ class LMEvalEvaluator:
         self.generation_limit = generation_limit
         self.decode_loop = decode_loop
         self.shared_context = shared_context
+        self.item_seed = item_seed
+        self.chosen_items: dict[str, dict[str, Any]] = {}
+        """Per task of the last calls: how its items were chosen, and the doc ids if sampled."""
         self._task_manager: Any = None
 
     def include_paths(self) -> list[str]:
@@ -169,13 +194,15 @@ class LMEvalEvaluator:
             task_limit = limit
             if self.generation_limit and task.config.output_type == "generate_until":
                 task_limit = min(limit or self.generation_limit, self.generation_limit)
+            samples = self._choose_items(name, task, task_limit)
             start = time.perf_counter()
             with quiet_git_hash():
                 out = simple_evaluate(
                     model=lm,
                     tasks=[task],
                     task_manager=self.task_manager,
-                    limit=task_limit,
+                    limit=None if samples else task_limit,
+                    samples=samples,
                     num_fewshot=num_fewshot,
                     apply_chat_template=chat,
                     fewshot_as_multiturn=chat,
@@ -192,6 +219,19 @@ class LMEvalEvaluator:
             if items is not None:
                 items.extend(item_rows(name, out.get("samples", {}).get(name, [])))
         return rows
+
+    def _choose_items(self, name: str, task: Any, limit: int | None
+                      ) -> dict[str, list[int]] | None:
+        """lm-eval's ``samples`` argument for a seeded sample, or None (all, or the first N)."""
+        total = len(task.eval_docs)
+        if limit is None or self.item_seed is None:
+            how = "all" if limit is None or limit >= total else f"first {limit}"
+            self.chosen_items[name] = {"rule": how, "of": total}
+            return None
+        ids = seeded_items(total, limit, self.item_seed, name)
+        self.chosen_items[name] = {"rule": f"seeded sample (seed {self.item_seed})",
+                                   "of": total, "doc_ids": ids}
+        return {name: ids}
 
 
 @contextlib.contextmanager

@@ -412,3 +412,65 @@ def test_lm_eval_cli_without_data_folder_offline_names_cream_data_dir(
     assert proc.returncode != 0
     assert "allenai/ai2_arc/ARC-Easy: not reachable on the Hub" in proc.stderr
     assert "set CREAM_DATA_DIR to the local data folder" in proc.stderr
+
+
+# ------------------------------------------------------------------------ seeded benchmark items
+
+def test_seeded_items_differ_by_seed_and_repeat_for_the_same_seed() -> None:
+    from cream_plugin.evaluators.lm_eval_evaluator import seeded_items
+
+    a = seeded_items(1000, 20, seed=1, task="cream_arc_easy")
+    assert a == seeded_items(1000, 20, seed=1, task="cream_arc_easy")  # resume-stable
+    assert a == sorted(a) and len(set(a)) == 20 and all(0 <= i < 1000 for i in a)
+    assert a != seeded_items(1000, 20, seed=2, task="cream_arc_easy")
+    assert a != seeded_items(1000, 20, seed=1, task="cream_siqa")  # tasks draw independently
+    assert a != list(range(20))  # not the first N
+    assert seeded_items(5, 20, seed=1, task="t") == [0, 1, 2, 3, 4]
+
+
+def test_evaluator_scores_the_seeded_items_it_records(data_dir: Path) -> None:
+    """Each seed scores its own sample of items: lm-eval's ``samples`` selection reaches the
+    right documents (scores checked against the data at those ids) and is recorded."""
+    from cream_plugin.data import read_jsonl
+    from cream_plugin.evaluators.lm_eval_evaluator import seeded_items
+
+    siqa = read_jsonl(data_dir / "social_iqa" / "validation.jsonl")
+    chosen: dict[int, list[int]] = {}
+    for seed in (1, 2):
+        ev = LMEvalEvaluator(tasks=["cream_siqa"], limit=6, data_dir=data_dir, item_seed=seed)
+        items: list[dict[str, Any]] = []
+        rows = ev.evaluate_lm(ScriptedLM(), bootstrap_iters=0, items=items)
+        ids = seeded_items(len(siqa), 6, seed, "cream_siqa")
+        assert sorted(r["doc_id"] for r in items) == ids
+        assert ev.chosen_items["cream_siqa"] == {"rule": f"seeded sample (seed {seed})",
+                                                 "of": len(siqa), "doc_ids": ids}
+        docs = [siqa[i] for i in ids]
+        shortest = [min(range(3), key=lambda i: len(" " + d[f"answer{'ABC'[i]}"])) for d in docs]
+        hits = sum(int(d["label"]) - 1 == s for d, s in zip(docs, shortest, strict=True)) / 6
+        acc = next(r for r in rows if r["metric"] == "acc")
+        assert acc["value"] == pytest.approx(hits) and acc["limit"] == 6
+        by_id = {r["doc_id"]: r["acc"] for r in items}
+        assert [by_id[i] for i in ids] == [
+            float(int(d["label"]) - 1 == s) for d, s in zip(docs, shortest, strict=True)]
+        chosen[seed] = ids
+    assert chosen[1] != chosen[2]
+    first = LMEvalEvaluator(tasks=["cream_siqa"], limit=6, data_dir=data_dir)
+    first.evaluate_lm(ScriptedLM(), bootstrap_iters=0)
+    assert first.chosen_items["cream_siqa"] == {"rule": "first 6", "of": len(siqa)}
+
+
+def test_the_evaluation_stage_depends_on_the_seed_and_passes_it(tmp_path: Path) -> None:
+    """A run's seed picks its items: it reaches the evaluator as ``item_seed`` and is part of
+    the evaluation stage's identity, so a resumed run with the same seed keeps its evaluation
+    (and its items) and another seed re-evaluates on other items."""
+    from cream_plugin.config import load_config
+    from cream_plugin.distributed import DistContext
+    from cream_plugin.registry import build
+    from cream_plugin.stages.context import RunContext
+    from cream_plugin.stages.evaluate import EvaluateStage, evaluator_resources
+
+    ctx = RunContext(load_config(overrides=["seed=5", "evaluation.limit=3"]), tmp_path,
+                     DistContext())
+    evaluator = build("evaluator", "lm-eval", evaluator_resources(ctx))
+    assert evaluator.item_seed == 5 and evaluator.limit == 3
+    assert "seed" in EvaluateStage.settings and "evaluation" in EvaluateStage.settings

@@ -19,6 +19,7 @@ from cream_plugin.instruments.render import (
     render_movement,
     render_pool_accuracy,
     render_reward_quality,
+    render_same_prompt_pool,
     render_seeds,
     table,
 )
@@ -39,8 +40,11 @@ def test_section_tables_by_hand():
         "| cream | 2 | 40.6% | 36.9%–44.5% | 640 |",
         "| oracle | 1 | – (no responses with a gold answer) | – | 0 |",
     ]
+    assert render_same_prompt_pool(ev.same_prompt_pool).splitlines()[2] == (
+        "| cream | M1 → M2 | 2 | 31.2% | 40.6% | +9.4 | +4.1 to +14.6 | 128 | 640 |")
     assert render_reward_quality(ev.reward_quality).splitlines()[2] == (
-        "| cream | 1 | r_t | 30.0% | 21.9%–39.6% | < 0.001 | 100 | 120 |")
+        "| cream | 1 | r_t | 30.0% | 21.9%–39.6% | < 0.001 | 100 | 120 | – (not measured) | – "
+        "| 0 |")
     assert render_informativeness(ev.informativeness).splitlines()[2] == (
         "| cream | 1 | 0.500 | 0.400 to 0.600 | 0.970 | 45.0% | 37.5% | +7.5 | +5.0 to +10.0 "
         "| 0.001 | 80 |")
@@ -52,8 +56,10 @@ def test_section_tables_by_hand():
         "| cream | 1 | r_t | 0.350 | 0.200 to 0.500 | -0.050 | -0.150 to 0.050 | 600 |")
     movement = render_movement(ev.movement).splitlines()
     assert "mean \\|Δ log p\\| /token" in movement[0]
-    assert movement[2] == ("| cream | 1 | 0.0123 | 0.0100 to 0.0146 | – (no samples of pi_t "
-                           "scored under both models) | – | 0.0500 | – (not measured) | – (not "
+    assert "MC log-ratio new/old at T=0.8 /token" in movement[0]
+    assert movement[2] == ("| cream | 1 | M2's samples (iteration 2) | 0.0123 | 0.0100 to 0.0146 "
+                           "| 0.0130 | 0.0105 to 0.0155 | – (not measured) | – (no samples of "
+                           "pi_t scored under both models) | 0.0500 | – (not measured) | – (not "
                            "measured) | 0.800 | 75.0% |")
     assert render_comparisons(ev.comparisons).splitlines()[2] == (
         "| arc_easy | acc | sft M1 | cream M2 | 48.0% | 50.0% | +2.0 | -1.2 to +5.2 | 0.210 "
@@ -66,7 +72,8 @@ def test_render_evidence_has_every_section_in_order():
     text = render_evidence(hand_evidence(), plots={"training curves": "plots/training.png"})
     headings = [line for line in text.splitlines() if line.startswith("## ")]
     assert headings == [
-        "## Summary", "## Pool accuracy", "## Reward quality against gold answers",
+        "## Summary", "## Pool accuracy", "## Pool accuracy on the same prompts",
+        "## Reward quality against gold answers",
         "## Is C informative?", "## Label accuracy by C bin", "## Known biases",
         "## Identical responses", "## How far the policy moved",
         "## Paired comparisons on benchmark items", "## Across seeds",

@@ -114,3 +114,21 @@ def test_answer_key_correctness_is_the_answer_key_rewarder():
     assert got[:2].tolist() == [[1.0, 0.0], [1.0, 0.0]] and np.isnan(got[2]).all()
     with pytest.raises(DataError, match="answer key"):
         answer_key_correctness(prompts, responses, refs[:2])
+
+
+def test_same_prompt_pool_pairs_prompts_and_leaves_out_unknown_ones():
+    from cream_plugin.instruments.reward_quality import same_prompt_pool
+
+    old = [[1, 0, 0], [1, 1, NAN], [NAN, NAN, NAN], [0, 0, 0]]
+    new = [[1, 1, 0], [0, 1, 1], [1, 0, 0], [1, 1, 1]]
+    pool = same_prompt_pool(old, new, seed=0, n_boot=4000)
+    # prompts 0, 1, 3 have gold answers under both: changes +1/3, -1/3, +1
+    assert pool.difference.value == pytest.approx((1 / 3 - 1 / 3 + 1) / 3)
+    assert pool.difference.n == 3 and pool.difference.has_interval
+    # bootstrap over prompts: replicate means lie between the smallest and largest change
+    assert -1 / 3 <= pool.difference.low <= pool.difference.high <= 1
+    assert pool.old.value == pytest.approx(3 / 8) and pool.old.n == 8
+    assert pool.new.value == pytest.approx(8 / 12) and pool.new.n == 12
+    assert same_prompt_pool(old, new, seed=0, n_boot=4000) == pool  # seeded
+    with pytest.raises(DataError, match="same prompts"):
+        same_prompt_pool(old, new[:2])

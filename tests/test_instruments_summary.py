@@ -17,6 +17,7 @@ from cream_plugin.instruments.evidence import (
     MovementRow,
     PoolAccuracyRow,
     RewardQualityRow,
+    SamePromptPoolRow,
     SeedRow,
 )
 from cream_plugin.instruments.informativeness import BinAccuracy
@@ -42,6 +43,9 @@ def hand_evidence() -> Evidence:
             PoolAccuracyRow("cream", 2, proportion(260, 640)),
             PoolAccuracyRow("oracle", 1, undefined("no responses with a gold answer")),
         ],
+        same_prompt_pool=[SamePromptPoolRow("cream", 1, proportion(200, 640),
+                                            proportion(260, 640),
+                                            Estimate(0.094, 0.041, 0.146, n=128))],
         reward_quality=[
             RewardQualityRow("cream", 1, "r_t", proportion(30, 100, chance=0.5), 120, 100),
             RewardQualityRow("cream", 1, "random", proportion(52, 100, chance=0.5), 120, 100),
@@ -61,8 +65,10 @@ def hand_evidence() -> Evidence:
         movement=[MovementRow(
             "cream", 1,
             Movement(Estimate(0.0123, 0.01, 0.0146, n=20000),
-                     undefined("no samples of pi_t scored under both models"),
-                     Estimate(0.05, n=20000)),
+                     Estimate(0.013, 0.0105, 0.0155, n=20000),
+                     Estimate(0.05, n=20000),
+                     mc_reverse=undefined("no samples of pi_t scored under both models"),
+                     kl_on="M2's samples (iteration 2)", version=2),
             margins=Estimate(0.8, n=16), accuracies=Estimate(0.75, n=16))],
         comparisons=[ComparisonRow(
             "arc_easy", "acc", "sft M1", "cream M2",
@@ -86,11 +92,9 @@ def test_sentences_are_sorted_by_significance():
     for f in findings(hand_evidence()):
         by_kind.setdefault(f.kind, []).append(f.text)
     assert by_kind[SIGNIFICANT] == [
-        "cream: pool accuracy went from 31.2% (n = 640) at iteration 1 to 40.6% (n = 640) at "
-        "iteration 2: +9.4 points (95% CI +4.1 to +14.6): the policy got more answers right.",
-        "cream, iteration 1: how far the policy moved: per-token KL(M_(t+1) || M_t) = 0.0123 "
-        "nats (95% CI 0.0100 to 0.0146, n = 20000 tokens); mean |delta log-prob| 0.0500 nats "
-        "per token: it moved.",
+        "cream: pool accuracy of M2 vs M1 on the same prompts (iteration 2's): 40.6% vs 31.2%, "
+        "mean per-prompt change +9.4 points (95% CI +4.1 to +14.6, prompt-clustered bootstrap, "
+        "n = 128 prompts): the policy got more answers right.",
         "cream, iteration 1: label accuracy of reward r_t: 30.0% of 100 pairs whose "
         "responses differ in correctness (95% CI 21.9%–39.6%; p < 0.001; chance 50%): worse "
         "than chance: its labels are mostly reversed.",
@@ -110,6 +114,15 @@ def test_sentences_are_sorted_by_significance():
         "oracle, iteration 1: pool accuracy: no responses with a gold answer."]
     assert "cream, iteration 1: prompts with all responses identical: 9.4% of 128 (they give no "\
            "pair)." in by_kind[FACT]
+    # The exact KL is a size (> 0 for any change), stated as a fact, not tested against 0.
+    moved = ("cream, iteration 1: how far the policy moved: exact per-token KL(M_(t+1) || M_t) = "
+             "0.0123 nats (95% CI 0.0100 to 0.0146, prompt-clustered bootstrap, n = 20000 tokens "
+             "of M2's samples (iteration 2)); reverse KL 0.0130 (0.0105 to 0.0155).")
+    assert moved in by_kind[FACT]
+    # Pool accuracies of different iterations (different prompts) are facts, never compared.
+    assert ("cream, iteration 2: pool accuracy 40.6% (95% CI 36.9%–44.5%, n = 640 responses)."
+            in by_kind[FACT])
+    assert not any("went from" in f.text for f in findings(hand_evidence()))
 
 
 def test_summary_is_deterministic_with_headings_and_caveats():
@@ -119,7 +132,7 @@ def test_summary_is_deterministic_with_headings_and_caveats():
     order = [text.index(h) for h in ("**Significant**", "**Not significant**",
                                      "**Not measured**", "**Other figures**", "**Caveats**")]
     assert order == sorted(order)
-    assert ("- 10 figures were tested; if nothing real had happened, about 0.5 of them would "
+    assert ("- 9 figures were tested; if nothing real had happened, about 0.5 of them would "
             "still come out significant at p < 0.05.") in text
     assert "1 tested figure(s) rest on fewer than 30 items" in text  # the 3-seed row
 
@@ -132,10 +145,13 @@ def test_reversed_ordering_and_absent_sections():
     assert "**Not significant**" not in text and "Pool accuracy treats" not in text
     assert render_summary(Evidence()) == (
         "## Summary\n\nNo instrument produced a figure for this run.\n")
-    moved_not = Evidence(movement=[MovementRow(
-        "cream", 1, Movement(Estimate(0.0001, -0.0002, 0.0004, n=900), undefined("x"),
-                             Estimate(0.01)), undefined("no log"), undefined("no log"))])
-    assert "it did not measurably move" in render_summary(moved_not)
+    # Only an MC log-ratio (negative here): a fact under its own name, never read as a verdict.
+    mc_only = Evidence(movement=[MovementRow(
+        "cream", 1, Movement(mc_forward=Estimate(-0.02, -0.03, -0.01, n=900), version=2),
+        undefined("no log"), undefined("no log"))])
+    text = render_summary(mc_only)
+    assert "MC log-ratio" in text and "not a KL" in text and "flatten" not in text
+    assert "**Significant**" not in text
 
 
 def test_evidence_round_trips_through_json():
@@ -151,7 +167,7 @@ def test_evidence_round_trips_through_json():
 def test_a_halved_response_length_is_called_out():
     def row(old: Estimate, new: Estimate) -> Evidence:
         moved = Movement(Estimate(0.5, 0.4, 0.6, n=900), undefined("x"), Estimate(0.6),
-                         old, new)
+                         old, new, version=2)
         return Evidence(movement=[MovementRow("cream-no-rc", 1, moved, undefined("no log"),
                                               undefined("no log"))])
 

@@ -207,6 +207,12 @@ def test_smoke_every_method(data_dir, run_env, tmp_path, monkeypatch) -> None:
     moved = rows_of(run_dir / "cream/iter1/movement.jsonl")[0]["evidence"]["movement"][0]
     counts = [n for r in rows_of(run_dir / "shared/iter1/logps-M1.jsonl") for n in r["num_tokens"]]
     assert moved["movement"]["length_old"]["value"] == pytest.approx(sum(counts) / len(counts))
+    # The exact KL: a pass holding M1 and M2 over M2's samples, never negative.
+    kl_rows = rows_of(run_dir / "cream/iter1/exact-kl.jsonl")
+    assert all(v >= 0 for r in kl_rows for v in r["kl_forward"] + r["kl_reverse"])
+    assert moved["movement"]["kl_on"] == "M2's samples (iteration 2)"
+    assert moved["movement"]["kl_forward"]["value"] >= 0
+    assert "MC log-ratio" in moved["movement"]["mc_forward"]["method"]
 
 
 # The stages of a cream run, in the order the pipeline reaches them; one SIGKILL inside each.

@@ -117,3 +117,19 @@ def test_main_metric_choice():
     )
     assert main_metric("arc_challenge", ["acc_norm,none", "acc,none"]) == "acc,none"
     assert main_metric("custom", ["f1"]) == "f1"
+
+
+def test_report_says_how_benchmark_items_were_chosen(tmp_path) -> None:
+    from cream_plugin.report import item_selection
+
+    assert item_selection(tmp_path) == ""
+    (tmp_path / "evals").mkdir()
+    items = {"cream_arc_easy": {"rule": "seeded sample (seed 7)", "of": 2376,
+                                "doc_ids": [3, 90, 1200]},
+             "cream_gsm8k": {"rule": "all", "of": 2}}
+    for name in ("sft-M1", "cream-M2"):
+        (tmp_path / "evals" / f"{name}.manifest.json").write_text(json.dumps({"items": items}))
+    text = item_selection(tmp_path)
+    assert text.startswith("Benchmark items: cream_arc_easy seeded sample (seed 7), 3 of 2376; "
+                           "cream_gsm8k all, 2 of 2.")
+    assert "seeds replicate items too" in text

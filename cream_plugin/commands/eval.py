@@ -15,6 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", nargs="+", default=["cream_benchmarks"],
                         help="lm-eval task or group names (default: cream_benchmarks)")
     parser.add_argument("--limit", type=int, default=None, help="items per task (quick runs)")
+    parser.add_argument("--item-seed", type=int, default=None,
+                        help="with --limit: a seeded random sample of each task's items (as a "
+                        "run does with its seed) instead of the first N")
     parser.add_argument("--generation-limit", type=int, default=None,
                         help="items per generation task (GSM8K, CoT), at most --limit")
     parser.add_argument("--stock-generate", action="store_true",
@@ -50,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--limit must be at least 1, got {args.limit}")
     config = dict(tasks=args.tasks, limit=args.limit, batch_size=args.batch_size,
                   num_fewshot=args.num_fewshot, data_dir=args.data_dir,
-                  generation_limit=args.generation_limit)
+                  generation_limit=args.generation_limit, item_seed=args.item_seed)
     if args.backend == "vllm":
         from cream_plugin.models import resolve_model_path
 

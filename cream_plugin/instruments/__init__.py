@@ -13,6 +13,7 @@ from cream_plugin.instruments.biases import (
     mean_prompt_spearman,
     within_prompt_spearman,
 )
+from cream_plugin.instruments.cluster_bootstrap import cluster_ratio
 from cream_plugin.instruments.collect import compare_models, iteration_evidence
 from cream_plugin.instruments.estimate import Estimate, undefined
 from cream_plugin.instruments.evidence import (
@@ -24,6 +25,7 @@ from cream_plugin.instruments.evidence import (
     MovementRow,
     PoolAccuracyRow,
     RewardQualityRow,
+    SamePromptPoolRow,
     SeedRow,
 )
 from cream_plugin.instruments.informativeness import (
@@ -43,8 +45,9 @@ from cream_plugin.instruments.intervals import (
 )
 from cream_plugin.instruments.movement import (
     Movement,
+    exact_per_token_kl,
+    mc_log_ratio,
     mean_abs_logp_change,
-    per_token_kl,
     policy_movement,
 )
 from cream_plugin.instruments.paired import (
@@ -65,6 +68,8 @@ from cream_plugin.instruments.reward_quality import (
     pair_labels,
     pool_accuracy,
     random_rewards,
+    same_prompt_pool,
+    within_prompt_auc,
 )
 from cream_plugin.instruments.seeds import across_seeds, aggregate_seeds
 from cream_plugin.instruments.summary import render_summary
@@ -93,6 +98,7 @@ __all__ = [
     "PairedComparison",
     "PoolAccuracyRow",
     "RewardQualityRow",
+    "SamePromptPoolRow",
     "SeedRow",
     "SoftLabelAccuracy",
     "accuracy_by_c_bin",
@@ -104,20 +110,22 @@ __all__ = [
     "auc_of_c",
     "best_worst",
     "binomial_test",
+    "cluster_ratio",
     "compare_items",
     "compare_models",
     "curve_mean",
     "duplicate_counts",
+    "exact_per_token_kl",
     "item_scores",
     "iteration_evidence",
     "label_accuracy",
     "load_train_log",
+    "mc_log_ratio",
     "mcnemar_exact",
     "mean_abs_logp_change",
     "mean_prompt_spearman",
     "pair_labels",
     "paired_bootstrap",
-    "per_token_kl",
     "plot_train_curves",
     "policy_movement",
     "pool_accuracy",
@@ -126,10 +134,12 @@ __all__ = [
     "random_rewards",
     "render_evidence",
     "render_summary",
+    "same_prompt_pool",
     "soft_label_accuracy",
     "t_interval",
     "train_curves",
     "undefined",
     "wilson_interval",
+    "within_prompt_auc",
     "within_prompt_spearman",
 ]

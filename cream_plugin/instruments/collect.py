@@ -41,6 +41,7 @@ from cream_plugin.instruments.reward_quality import (
     label_accuracy,
     pool_accuracy,
     random_rewards,
+    within_prompt_auc,
 )
 
 RANDOM = "random"
@@ -77,8 +78,9 @@ def iteration_evidence(
     ev.pool_accuracy.append(PoolAccuracyRow(method, iteration, pool_accuracy(table)))
     for name, values in tables.items():
         result = label_accuracy(values, table)
-        ev.reward_quality.append(RewardQualityRow(method, iteration, name, result.accuracy,
-                                                  result.pairs, result.discordant_pairs))
+        ev.reward_quality.append(RewardQualityRow(
+            method, iteration, name, result.accuracy, result.pairs, result.discordant_pairs,
+            within_prompt_auc(values, table, seed=seed)))
     if consistency is not None and pair_reward is not None:
         pr = tables[pair_reward]
         soft = soft_label_accuracy(pr, table, consistency)

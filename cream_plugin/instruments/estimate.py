@@ -11,6 +11,10 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
+
+from cream_plugin.errors import DataError
+
 NAN = float("nan")
 
 
@@ -70,3 +74,15 @@ class Estimate:
 def undefined(reason: str, n: int = 0, method: str = "") -> Estimate:
     """A NaN estimate that says why it could not be computed."""
     return Estimate(NAN, n=n, method=method, reason=reason)
+
+
+def as_numbers(values: object, name: str, ndim: int, expected: str) -> np.ndarray:
+    """A float64 array of ``ndim`` dimensions, or a DataError naming the input and ``expected``
+    (e.g. "(P, N)")."""
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataError(f"{name}: expected a {expected} array of numbers") from None
+    if array.ndim != ndim:
+        raise DataError(f"{name} has shape {array.shape}; expected {expected}")
+    return array

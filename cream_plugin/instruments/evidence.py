@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cream_plugin.errors import DataError
-from cream_plugin.instruments.estimate import Estimate
+from cream_plugin.instruments.estimate import Estimate, undefined
 from cream_plugin.instruments.informativeness import BinAccuracy
 from cream_plugin.instruments.movement import Movement
 from cream_plugin.instruments.paired import PairedComparison
@@ -30,6 +30,18 @@ class PoolAccuracyRow:
 
 
 @dataclass
+class SamePromptPoolRow:
+    """M_t against M_(t+1) on the same prompts (iteration t+1's): each one's pool accuracy and
+    the mean per-prompt difference in share correct (``iteration``: t)."""
+
+    method: str
+    iteration: int
+    old: Estimate
+    new: Estimate
+    difference: Estimate
+
+
+@dataclass
 class RewardQualityRow:
     """Label accuracy of one reward's best-vs-worst pairs (``reward``: "r_t", "judge", ...)."""
 
@@ -39,6 +51,8 @@ class RewardQualityRow:
     accuracy: Estimate
     pairs: int = 0
     discordant_pairs: int = 0
+    # Over all within-prompt (correct, wrong) pairs, not only best vs worst.
+    auc: Estimate = field(default_factory=lambda: undefined("not measured"))
 
 
 @dataclass
@@ -111,6 +125,7 @@ class Evidence:
     """Every instrument's rows for one run (any list may be empty)."""
 
     pool_accuracy: list[PoolAccuracyRow] = field(default_factory=list)
+    same_prompt_pool: list[SamePromptPoolRow] = field(default_factory=list)
     reward_quality: list[RewardQualityRow] = field(default_factory=list)
     informativeness: list[InformativenessRow] = field(default_factory=list)
     biases: list[BiasRow] = field(default_factory=list)

@@ -19,6 +19,7 @@ from cream_plugin.instruments.evidence import (
     MovementRow,
     PoolAccuracyRow,
     RewardQualityRow,
+    SamePromptPoolRow,
     SeedRow,
 )
 from cream_plugin.instruments.summary import render_summary
@@ -45,12 +46,24 @@ def render_pool_accuracy(rows: Sequence[PoolAccuracyRow]) -> str:
     return table(["method", "iteration", "pool accuracy", "95% CI (Wilson)", "n responses"], body)
 
 
+def render_same_prompt_pool(rows: Sequence[SamePromptPoolRow]) -> str:
+    body = [[r.method, f"M{r.iteration} → M{r.iteration + 1}", str(r.iteration + 1),
+             cell(r.old, "pct"), cell(r.new, "pct"), cell(r.difference, "points"),
+             fmt.interval(r.difference, "points"), str(r.difference.n), str(r.new.n)]
+            for r in rows]
+    return table(["method", "models", "prompts of iteration", "pool accuracy M_t",
+                  "pool accuracy M_t+1", "mean per-prompt change (points)",
+                  "95% CI (prompt bootstrap)", "n prompts", "n responses each"], body)
+
+
 def render_reward_quality(rows: Sequence[RewardQualityRow]) -> str:
     body = [[r.method, str(r.iteration), r.reward, cell(r.accuracy, "pct"),
              fmt.interval(r.accuracy, "pct"), fmt.p_value(r.accuracy.p_value),
-             str(r.accuracy.n), str(r.pairs)] for r in rows]
+             str(r.accuracy.n), str(r.pairs), cell(r.auc), fmt.interval(r.auc),
+             str(r.auc.n)] for r in rows]
     return table(["method", "iteration", "reward", "label accuracy", "95% CI (Wilson)",
-                  "p vs 0.5", "n (discordant pairs)", "pairs"], body)
+                  "p vs 0.5", "n (discordant pairs)", "pairs", "within-prompt AUC",
+                  "95% CI (prompt bootstrap)", "n (correct, wrong) pairs"], body)
 
 
 def render_informativeness(rows: Sequence[InformativenessRow]) -> str:
@@ -91,16 +104,19 @@ def render_identical(rows: Sequence[IdenticalRow]) -> str:
 def render_movement(rows: Sequence[MovementRow]) -> str:
     body = []
     for r in rows:
-        m = r.movement
-        body.append([r.method, str(r.iteration), cell(m.kl_forward, digits=4),
-                     fmt.interval(m.kl_forward, digits=4), cell(m.kl_reverse, digits=4),
-                     fmt.interval(m.kl_reverse, digits=4), cell(m.mean_abs_delta, digits=4),
+        m = r.movement.current()
+        body.append([r.method, str(r.iteration), m.kl_on or fmt.DASH,
+                     cell(m.kl_forward, digits=4), fmt.interval(m.kl_forward, digits=4),
+                     cell(m.kl_reverse, digits=4), fmt.interval(m.kl_reverse, digits=4),
+                     cell(m.mc_forward, digits=4), cell(m.mc_reverse, digits=4),
+                     cell(m.mean_abs_delta, digits=4),
                      cell(m.length_old, digits=1), cell(m.length_new, digits=1),
                      cell(r.margins), cell(r.accuracies, "pct")])
-    return table(["method", "iteration", "KL(new ‖ old) /token", "95% CI",
-                  "KL(old ‖ new) /token", "95% CI", "mean |Δ log p| /token",
-                  "tokens/response, old", "tokens/response, new", "DPO margin",
-                  "reward accuracy"], body)
+    return table(["method", "iteration", "exact KL on", "KL(new ‖ old) /token",
+                  "95% CI (prompt bootstrap)", "KL(old ‖ new) /token", "95% CI",
+                  "MC log-ratio new/old at T=0.8 /token", "MC log-ratio old/new /token",
+                  "mean |Δ log p| /token", "tokens/response, old", "tokens/response, new",
+                  "DPO margin", "reward accuracy"], body)
 
 
 def render_comparisons(rows: Sequence[ComparisonRow]) -> str:
@@ -131,9 +147,14 @@ def render_seeds(rows: Sequence[SeedRow]) -> str:
 _GUIDE = {
     "pool": "Share of the iteration's sampled responses that match the gold answer (prompts "
             "with an answer key only): the policy's own accuracy, measured on many responses.",
+    "same_pool": "M_t and M_t+1 answering the same prompts (iteration t+1's; M_t samples them "
+                 "in a stage of its own with the same sampling seed): the policy's change in "
+                 "accuracy, paired by prompt. Pool accuracies of different iterations above "
+                 "come from different prompts and are not compared.",
     "quality": "Of the best-vs-worst pairs whose two responses differ in correctness, the share "
                "where the reward chose the correct one. 50% is a coin flip; below 50% the "
-               "reward trains on reversed labels.",
+               "reward trains on reversed labels. The within-prompt AUC uses every pair of a "
+               "correct and a wrong response to the same prompt (ties count 1/2; chance 0.5).",
     "informative": "Whether the consistency rate C tracks label correctness: AUC 0.5 means C "
                    "carries no information; soft − hard > 0 means CREAM's soft labels are "
                    "more accurate than the hard ones.",
@@ -142,8 +163,11 @@ _GUIDE = {
     "biases": "Within-prompt Spearman correlation of each reward with response length and with "
               "how many copies of a response its prompt has (0 = no bias).",
     "identical": "Prompts whose N responses are all the same text give no pair.",
-    "movement": "Per-token KL between consecutive models on sampled responses (nats; 0 = did "
-                "not move), the mean response length of each model's samples (old: M_t on "
+    "movement": "Exact per-token KL between consecutive models (nats, over the whole "
+                "vocabulary at every position of sampled responses; 0 = did not move, never "
+                "negative). The MC log-ratios are sampled-token log-prob differences on "
+                "samples drawn at temperature/top-p: not KLs, and they may be negative. Then "
+                "the mean response length of each model's samples (old: M_t on "
                 "iteration t's prompts, new: M_t+1 on iteration t+1's), and the DPO log's mean "
                 "margin and reward accuracy.",
     "comparisons": "Pairs of models on the same benchmark items: McNemar's exact test for 0/1 "
@@ -164,6 +188,9 @@ def render_evidence(evidence: Evidence, plots: Mapping[str, str] | None = None,
     ev = evidence
     if ev.pool_accuracy:
         section("Pool accuracy", "pool", render_pool_accuracy(ev.pool_accuracy))
+    if ev.same_prompt_pool:
+        section("Pool accuracy on the same prompts", "same_pool",
+                render_same_prompt_pool(ev.same_prompt_pool))
     if ev.reward_quality:
         section("Reward quality against gold answers", "quality",
                 render_reward_quality(ev.reward_quality))

@@ -16,19 +16,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from cream_plugin.errors import DataError
-from cream_plugin.instruments.estimate import Estimate, undefined
+from cream_plugin.instruments.cluster_bootstrap import N_BOOT, cluster_ratio
+from cream_plugin.instruments.estimate import Estimate, as_numbers, undefined
 from cream_plugin.instruments.intervals import proportion
 from cream_plugin.types import Prompt
 
 
 def as_table(values: object, name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
     """A (P, N) float array, or a DataError naming the input and the expected shape."""
-    try:
-        table = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise DataError(f"{name}: expected a (P, N) array of numbers") from None
-    if table.ndim != 2:
-        raise DataError(f"{name} has shape {table.shape}; expected (P, N)")
+    table = as_numbers(values, name, 2, "(P, N)")
     if shape is not None and table.shape != shape:
         raise DataError(f"{name} has shape {table.shape}; expected {shape}")
     return table
@@ -65,6 +61,38 @@ def pool_accuracy(correct: object) -> Estimate:
     if known.size and not np.isin(known, (0.0, 1.0)).all():
         raise DataError("correct: expected 1.0, 0.0 or NaN entries")
     return proportion(int(known.sum()), int(known.size), what="responses with a gold answer")
+
+
+@dataclass(frozen=True)
+class SamePromptPool:
+    """Pool accuracy of M_t and M_(t+1) on the same prompts, and the mean per-prompt change."""
+
+    old: Estimate
+    new: Estimate
+    difference: Estimate
+
+
+def same_prompt_pool(correct_old: object, correct_new: object, *, seed: int = 0,
+                     n_boot: int = N_BOOT) -> SamePromptPool:
+    """M_t's and M_(t+1)'s correctness tables on the same prompts (rows aligned), as pool
+    accuracies and the mean over prompts of (share correct under M_(t+1)) - (under M_t), with a
+    prompt-clustered bootstrap interval. Prompts without a gold answer under either are left out.
+    """
+    old = as_table(correct_old, "correct (M_t)")
+    new = as_table(correct_new, "correct (M_t+1)")
+    if old.shape[0] != new.shape[0]:
+        raise DataError(f"correct (M_t) has {old.shape[0]} prompts but correct (M_t+1) has "
+                        f"{new.shape[0]}; expected the same prompts")
+    def shares(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        known = np.isfinite(table).sum(axis=1)
+        return np.where(np.isfinite(table), table, 0.0).sum(axis=1) / np.maximum(known, 1), known
+
+    (share_old, known_old), (share_new, known_new) = shares(old), shares(new)
+    both = (known_old > 0) & (known_new > 0)
+    diff = np.where(both, share_new - share_old, 0.0)
+    change = cluster_ratio(diff, both.astype(np.float64), seed=seed, n_boot=n_boot,
+                           unit="prompts")
+    return SamePromptPool(pool_accuracy(old), pool_accuracy(new), change)
 
 
 def best_worst(rewards: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -152,6 +180,30 @@ def label_accuracy(rewards: object, correct: object) -> LabelAccuracy:
         acc = proportion(k, n, chance=0.5, what="discordant pairs")
     return LabelAccuracy(acc, prompts=len(labels.usable), pairs=int(labels.usable.sum()),
                          pairs_with_gold=int(with_gold.sum()), discordant_pairs=n)
+
+
+def within_prompt_auc(rewards: object, correct: object, *, seed: int = 0,
+                      n_boot: int = N_BOOT) -> Estimate:
+    """AUC of a reward for correctness over every within-prompt pair of a correct and a wrong
+    response (a tie counts 1/2), pooled over prompts, with a prompt-clustered bootstrap interval.
+
+    Best-vs-worst label accuracy uses one pair per prompt; this uses all c * w pairs of a prompt
+    with c correct and w wrong responses, so it has more power. Responses with no finite reward
+    or no gold answer are left out. ``n`` is the number of pairs.
+    """
+    r = as_table(rewards, "rewards")
+    c = as_table(correct, "correct", r.shape)
+    known = np.isfinite(r) & np.isfinite(c)
+    right = known & (c == 1.0)
+    wrong = known & (c == 0.0)
+    # (P, N, N): response i correct, response j wrong, both scored.
+    pairs = right[:, :, None] & wrong[:, None, :]
+    with np.errstate(invalid="ignore"):
+        diff = r[:, :, None] - r[:, None, :]
+    wins = np.where(pairs, (diff > 0) + 0.5 * (diff == 0), 0.0).sum(axis=(1, 2))
+    count = pairs.sum(axis=(1, 2)).astype(np.float64)
+    return cluster_ratio(wins, count, n_boot=n_boot, seed=seed,
+                         unit="pairs of a correct and a wrong response")
 
 
 def random_rewards(shape: tuple[int, int], seed: int, like: object = None) -> np.ndarray:

@@ -23,9 +23,9 @@ from cream_plugin.instruments.evidence import (
     MovementRow,
     PoolAccuracyRow,
     RewardQualityRow,
+    SamePromptPoolRow,
     SeedRow,
 )
-from cream_plugin.instruments.intervals import proportion_difference
 
 ALPHA = 0.05
 SMALL_N = 30
@@ -73,27 +73,34 @@ def _p(e: Estimate) -> str:
 
 
 def _pool(rows: list[PoolAccuracyRow]) -> list[Finding]:
+    """Each iteration's pool accuracy as a fact: iterations sample different prompts, so their
+    change is tested only on the same prompts (:func:`_same_prompt_pool`)."""
     out = []
-    for method in dict.fromkeys(r.method for r in rows):
-        mine = sorted((r for r in rows if r.method == method), key=lambda r: r.iteration)
-        first, last = mine[0], mine[-1]
-        a, b = first.accuracy, last.accuracy
-        if len(mine) == 1 or not (a.defined and b.defined):
-            for r in mine:
-                e = r.accuracy
-                what = f"{method}, iteration {r.iteration}: pool accuracy"
-                if not e.defined:
-                    out.append(Finding(UNMEASURED, f"{what}: {e.reason or 'no data'}."))
-                else:
-                    out.append(Finding(FACT, f"{what} {fmt.pct(e.value)} (95% CI "
-                                             f"{fmt.interval(e, 'pct')}, n = {e.n} responses).",
-                                       e.n))
-            continue
-        d = proportion_difference(round(a.value * a.n), a.n, round(b.value * b.n), b.n)
-        what = (f"{method}: pool accuracy went from {fmt.pct(a.value)} (n = {a.n}) at iteration "
-                f"{first.iteration} to {fmt.pct(b.value)} (n = {b.n}) at iteration "
-                f"{last.iteration}")
-        figure = f"{fmt.points(d.value)} points (95% CI {fmt.interval(d, 'points')})"
+    for r in rows:
+        e = r.accuracy
+        what = f"{r.method}, iteration {r.iteration}: pool accuracy"
+        out.append(_fact(e, what, f"{what} {fmt.pct(e.value)} (95% CI "
+                                  f"{fmt.interval(e, 'pct')}, n = {e.n} responses)."))
+    return out
+
+
+def _fact(e: Estimate, what: str, text: str) -> Finding:
+    """A descriptive figure's sentence ``text``, or why ``what`` was not measured."""
+    if not e.defined:
+        return Finding(UNMEASURED, f"{what}: {e.reason or 'no data'}.")
+    return Finding(FACT, text, e.n)
+
+
+def _same_prompt_pool(rows: list[SamePromptPoolRow]) -> list[Finding]:
+    out = []
+    for r in rows:
+        d = r.difference
+        t = r.iteration
+        what = (f"{r.method}: pool accuracy of M{t + 1} vs M{t} on the same prompts "
+                f"(iteration {t + 1}'s)")
+        figure = (f"{fmt.pct(r.new.value)} vs {fmt.pct(r.old.value)}, mean per-prompt change "
+                  f"{fmt.points(d.value)} points (95% CI {fmt.interval(d, 'points')}, "
+                  f"prompt-clustered bootstrap, n = {d.n} prompts)")
         out.append(_tested(d, 0.0, what, figure,
                            ("the policy got more answers right", "the policy got fewer answers "
                             "right", "no significant change")))
@@ -103,21 +110,25 @@ def _pool(rows: list[PoolAccuracyRow]) -> list[Finding]:
 def _movement(rows: list[MovementRow]) -> list[Finding]:
     out = []
     for r in rows:
-        m = r.movement
-        kl, name = ((m.kl_forward, "KL(M_(t+1) || M_t)") if m.kl_forward.defined
-                    else (m.kl_reverse, "KL(M_t || M_(t+1))"))
+        m = r.movement.current()
         what = f"{r.method}, iteration {r.iteration}: how far the policy moved"
-        figure = (f"per-token {name} = {fmt.num(kl.value, 4)} nats (95% CI "
-                  f"{fmt.interval(kl, 'num', 4)}, n = {kl.n} tokens)")
-        delta = m.mean_abs_delta
-        figure += (f"; mean |delta log-prob| {fmt.num(delta.value, 4)} nats per token"
-                   if delta.defined else "")
-        out.append(_tested(kl, 0.0, what, figure,
-                           ("it moved",
-                            "a negative KL estimate: the samples were drawn with temperature and "
-                            "top-p, not from the model itself, so this Monte-Carlo KL is biased; "
-                            "the model moved, read the mean |delta log-prob|",
-                            "it did not measurably move")))
+        if m.kl_forward.defined:
+            kl, back = m.kl_forward, m.kl_reverse
+            figure = (f"exact per-token KL(M_(t+1) || M_t) = {fmt.num(kl.value, 4)} nats (95% CI "
+                      f"{fmt.interval(kl, 'num', 4)}, prompt-clustered bootstrap, n = {kl.n} "
+                      f"tokens of {m.kl_on or 'sampled responses'}); reverse KL "
+                      f"{fmt.num(back.value, 4)} ({fmt.interval(back, 'num', 4)})")
+            # An exact KL is > 0 for any change at all: a size to read, not a test against 0.
+            out.append(Finding(FACT, f"{what}: {figure}.", kl.n))
+        else:
+            mc = m.mc_forward if m.mc_forward.defined else m.mc_reverse
+            figure = (f"exact KL not measured ({m.kl_forward.reason}); MC log-ratio at the "
+                      f"sampling temperature {fmt.num(mc.value, 4)} nats per token, a biased "
+                      "figure that is not a KL and whose sign means nothing")
+            delta = m.mean_abs_delta
+            figure += (f"; mean |delta log-prob| {fmt.num(delta.value, 4)} nats per token"
+                       if delta.defined else "")
+            out.append(Finding(FACT, f"{what}: {figure}.", mc.n))
         out.extend(_length(r))
         if r.margins.defined or r.accuracies.defined:
             out.append(Finding(FACT, f"{r.method}, iteration {r.iteration}: mean DPO margin "
@@ -158,6 +169,16 @@ def _reward_quality(rows: list[RewardQualityRow]) -> list[Finding]:
         out.append(_tested(e, 0.5, what, figure,
                            ("better than chance", "worse than chance: its labels are mostly "
                             "reversed", "not distinguishable from chance")))
+        a = r.auc
+        if a.defined:
+            figure = (f"{fmt.num(a.value)} over {a.n} within-prompt pairs of a correct and a "
+                      f"wrong response (95% CI {fmt.interval(a)}, prompt-clustered bootstrap; "
+                      "chance 0.5)")
+            out.append(_tested(a, 0.5, f"{r.method}, iteration {r.iteration}: within-prompt "
+                                       f"AUC of reward {r.reward}", figure,
+                               ("ranks correct responses above wrong ones",
+                                "ranks wrong responses above correct ones",
+                                "not distinguishable from chance")))
     return out
 
 
@@ -204,11 +225,7 @@ def _identical(rows: list[IdenticalRow]) -> list[Finding]:
     for r in rows:
         e = r.share
         what = f"{r.method}, iteration {r.iteration}: prompts with all responses identical"
-        if not e.defined:
-            out.append(Finding(UNMEASURED, f"{what}: {e.reason or 'no data'}."))
-        else:
-            out.append(Finding(FACT, f"{what}: {fmt.pct(e.value)} of {e.n} (they give no pair).",
-                               e.n))
+        out.append(_fact(e, what, f"{what}: {fmt.pct(e.value)} of {e.n} (they give no pair)."))
     return out
 
 
@@ -264,6 +281,7 @@ def _seeds(rows: list[SeedRow]) -> list[Finding]:
 
 _SECTIONS: tuple[tuple[str, Callable[[Evidence], list[Finding]]], ...] = (
     ("pool_accuracy", lambda ev: _pool(ev.pool_accuracy)),
+    ("same_prompt_pool", lambda ev: _same_prompt_pool(ev.same_prompt_pool)),
     ("movement", lambda ev: _movement(ev.movement)),
     ("reward_quality", lambda ev: _reward_quality(ev.reward_quality)),
     ("informativeness", lambda ev: _informativeness(ev.informativeness)),

@@ -67,11 +67,12 @@ class RunContext:
             raise ConfigError(f"checkpoint {key} of {self.run_dir} is not complete")
         return str(manifest["digest"])
 
-    def load(self, key: str, *, sharded: bool = False) -> Any:
+    def load(self, key: str, *, sharded: bool = False, beside: bool = False) -> Any:
         """Load a model of the run (M0 = the configured base, else a checkpoint folder).
 
         ``sharded``: FSDP2-sharded across the processes for lock-step forwards (see
-        :mod:`cream_plugin.placement`); only log-prob scoring asks for it.
+        :mod:`cream_plugin.placement`); only log-prob scoring asks for it. ``beside``: keep the
+        models already loaded (the exact-KL pass holds two at once); otherwise they are released.
         """
         from cream_plugin.models import load_model, pick_device
 
@@ -79,7 +80,8 @@ class RunContext:
         if slot not in self._models:
             m = self.config.model
             path = self.model_path(key)
-            self.release()
+            if not beside:
+                self.release()
             model = load_model(
                 path,
                 gguf_file=m.gguf_file if key == "M0" else None,

@@ -25,6 +25,8 @@ def evaluator_resources(ctx: RunContext) -> dict[str, Any]:
         "num_fewshot": lambda: e.num_fewshot,
         "data_dir": lambda: ctx.config.data.data_dir,
         "decode_loop": lambda: e.decode_loop,
+        # With a limit, each seed scores its own seeded sample of every task's items.
+        "item_seed": lambda: ctx.config.seed,
     }
     if e.generation_limit:
         resources["generation_limit"] = lambda: e.generation_limit
@@ -56,8 +58,8 @@ def item_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 class EvaluateStage(StageSpec):
     step = "evaluate"
     parallel = Parallel.MAIN
-    version = 2  # rows carry eval_settings and per-item scores
-    settings = ("evaluation",)
+    version = 3  # with a limit, a seeded sample of items (the manifest lists them)
+    settings = ("evaluation", "seed")
 
     def __init__(self, method: str, iteration: int, model_key: str) -> None:
         super().__init__(f"evals/{method}-M{iteration}", method, iteration)
@@ -117,5 +119,9 @@ class EvaluateStage(StageSpec):
                 for i in items]
         start = engine_start if engine_start is not None else getattr(evaluator,
                                                                       "start_seconds", None)
-        manifest = {} if start is None else {"engine_start_seconds": round(float(start), 3)}
+        manifest: dict[str, Any] = ({} if start is None
+                                    else {"engine_start_seconds": round(float(start), 3)})
+        chosen = getattr(evaluator, "chosen_items", None)
+        if chosen:
+            manifest["items"] = chosen
         return Output(rows=out, manifest=manifest)

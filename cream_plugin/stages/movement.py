@@ -1,6 +1,6 @@
-"""How far M_t moved to M_{t+1}: per-token KL in both directions and the mean |delta log-prob|
-on the samples of each model (from the run's log-prob artifacts), with the DPO margins and
-reward accuracies of the training log."""
+"""How far M_t moved to M_{t+1}: the exact per-token KL in both directions (from the exact-KL
+stage), the MC log-ratios and mean |delta log-prob| on the samples of each model (from the run's
+log-prob artifacts), with the DPO margins and reward accuracies of the training log."""
 
 from __future__ import annotations
 
@@ -17,19 +17,22 @@ class MovementStage(StageSpec):
     """``on_old``: (M_t's, M_{t+1}'s) log-prob stages of iteration t's samples (from M_t);
     ``on_new``: (M_{t+1}'s, M_t's) log-prob stages of iteration t+1's samples. At least one.
     ``old_samples``: iteration t's samples stage, whose responses are counted in tokens (as DPO
-    counts them) for M_t's mean length when ``on_old`` is not given."""
+    counts them) for M_t's mean length when ``on_old`` is not given. ``kl``: the exact-KL stage,
+    on the samples ``kl_on`` names."""
 
     step = "movement"
     parallel = Parallel.REPLICATED
 
     def __init__(self, method: str, iteration: int, on_old: tuple[Stage, Stage] | None,
                  on_new: tuple[Stage, Stage] | None, train_log: Path,
-                 old_samples: Stage | None = None) -> None:
+                 old_samples: Stage | None = None, kl: Stage | None = None,
+                 kl_on: str = "") -> None:
         super().__init__(f"{method}/iter{iteration}/movement", method, iteration)
         self.on_old = on_old
         self.on_new = on_new
         self.train_log = train_log
         self.old_samples = old_samples if on_old is None else None
+        self.kl, self.kl_on = kl, kl_on
 
     def inputs(self, ctx: RunContext) -> dict[str, str]:
         inputs = {}
@@ -39,6 +42,8 @@ class MovementStage(StageSpec):
             inputs["new"] = ":".join(s.digest for s in self.on_new)
         if self.old_samples is not None:
             inputs["old_samples"] = self.old_samples.digest
+        if self.kl is not None:
+            inputs["kl"] = self.kl.digest
         return inputs
 
     def compute(self, ctx: RunContext) -> Output:
@@ -66,7 +71,12 @@ class MovementStage(StageSpec):
             }
         if self.old_samples is not None:
             kwargs["lengths_old"] = response_token_counts(ctx, self.old_samples.read_rows())
-        movement = policy_movement(**kwargs)
+        if self.kl is not None:
+            kl_rows = self.kl.read_rows()
+            kwargs |= {name: [r[name] for r in kl_rows]
+                       for name in ("kl_forward", "kl_reverse")}
+            kwargs |= {"kl_tokens": [r["num_tokens"] for r in kl_rows], "kl_on": self.kl_on}
+        movement = policy_movement(**kwargs, seed=ctx.config.seed)
         if self.train_log.is_file():
             curves = train_curves(self.train_log)
             margins = curve_mean(curves, "rewards/margins")
