@@ -128,7 +128,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             if first is not None:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"duplicate key {key!r} on line {line} (first on line {first}); "
-                    "write each setting once", key_node.start_mark)
+                    "write each setting once", None)
             seen[key] = line
         return super().construct_mapping(node, deep=deep)
 
