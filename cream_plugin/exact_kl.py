@@ -8,15 +8,16 @@ only randomness left is which contexts were sampled.
 
 The two models' per-position data cannot be cached by the log-prob passes (a full distribution
 per position), so this is a dedicated pass holding both models: per batch, each backbone runs
-once, and only the completion positions' hidden states go through the two LM heads, a chunk of
-positions at a time, so no (batch, length, vocab) tensor is built. It costs one forward of each
-model over the responses. Works with replicas (batches split across ranks) and with FSDP2-sharded
-scoring (every rank steps through every batch).
+once (as prompt trees, each prompt once, for models that take a tree mask, like the log-prob
+stages; else right-padded rows), and only the completion positions' hidden states go through the
+two LM heads, a chunk of positions at a time, so no (batch, length, vocab) tensor is built. It
+costs one forward of each model over the responses. Works with replicas (batches split across
+ranks) and with FSDP2-sharded scoring (every rank steps through every batch).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,7 +55,7 @@ def _scored_states(model: Any, input_ids: Any, attention: Any, mask: Any) -> Any
     for plain heads; otherwise the model's own logits (built for this batch only)."""
     from cream_plugin.logprobs import _plain_head
 
-    target = model.get_base_model() if hasattr(model, "get_base_model") else model
+    target = _base(model)
     if _plain_head(target):
         hidden = target.base_model(input_ids=input_ids, attention_mask=attention,
                                    use_cache=False).last_hidden_state[:, :-1][mask]
@@ -65,8 +66,15 @@ def _scored_states(model: Any, input_ids: Any, attention: Any, mask: Any) -> Any
     return lambda k, size: logits[k:k + size]
 
 
-def _batch_kl(model_p: Any, model_q: Any, pad_id: int, sequences: list[tuple[list[int], int]],
-              batch: list[int], device: Any) -> dict[int, tuple[float, float, int]]:
+Positions = tuple[Callable[[int, int], Any], Callable[[int, int], Any], Any, list[int]]
+"""Per batch: the two models' logits of scored positions [k, k + size), each position's slot
+(index into the members) and the members (sequence indices)."""
+
+
+def _padded_positions(model_p: Any, model_q: Any, pad_id: int,
+                      sequences: list[tuple[list[int], int]], batch: list[int],
+                      device: Any) -> Positions:
+    """Right-padded rows, each response with its prompt."""
     import torch
 
     width = len(sequences[batch[0]][0])
@@ -80,20 +88,44 @@ def _batch_kl(model_p: Any, model_q: Any, pad_id: int, sequences: list[tuple[lis
         scored[row, start : len(ids)] = True
     input_ids, attention = input_ids.to(device), attention.to(device)
     mask = scored[:, 1:].to(device)  # position j predicts token j + 1
-    logits_p = _scored_states(model_p, input_ids, attention, mask)
-    logits_q = _scored_states(model_q, input_ids, attention, mask)
-    total = int(mask.sum())
+    return (_scored_states(model_p, input_ids, attention, mask),
+            _scored_states(model_q, input_ids, attention, mask), mask.nonzero()[:, 0], batch)
+
+
+def _tree_positions(model_p: Any, model_q: Any, pad_id: int,
+                    sequences: list[tuple[list[int], int]], tree: Any) -> Positions:
+    """Each prompt once, its responses as branches (:mod:`cream_plugin.prompt_trees`): the
+    positions are a function of the sequences, so both models' states line up."""
+    from cream_plugin.prompt_trees import tree_states
+
+    found = [tree_states(_base(m), pad_id, sequences, tree) for m in (model_p, model_q)]
+    heads = [_base(m).get_output_embeddings() for m in (model_p, model_q)]
+    return (lambda k, size: heads[0](found[0].states[k:k + size]),
+            lambda k, size: heads[1](found[1].states[k:k + size]), found[0].slots,
+            found[0].order)
+
+
+def _base(model: Any) -> Any:
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _batch_kl(positions: Positions, sequences: list[tuple[list[int], int]], device: Any
+              ) -> dict[int, tuple[float, float, int]]:
+    """Summed KL both ways of every member of one batch, a chunk of positions at a time."""
+    import torch
+
+    logits_p, logits_q, slots, members = positions
+    total = int(slots.shape[0])
     forward = torch.empty(total, dtype=torch.float64, device=device)
     reverse = torch.empty(total, dtype=torch.float64, device=device)
     for k in range(0, total, _KL_CHUNK):
         f, r = position_kl(logits_p(k, _KL_CHUNK), logits_q(k, _KL_CHUNK))
         forward[k:k + _KL_CHUNK], reverse[k:k + _KL_CHUNK] = f.double(), r.double()
-    rows = mask.nonzero()[:, 0]
-    zeros = torch.zeros(len(batch), dtype=torch.float64, device=device)
-    f_sum = zeros.clone().index_add_(0, rows, forward).cpu().tolist()
-    r_sum = zeros.index_add_(0, rows, reverse).cpu().tolist()
-    return {idx: (f_sum[row], r_sum[row], len(sequences[idx][0]) - sequences[idx][1])
-            for row, idx in enumerate(batch)}
+    zeros = torch.zeros(len(members), dtype=torch.float64, device=device)
+    f_sum = zeros.clone().index_add_(0, slots, forward).cpu().tolist()
+    r_sum = zeros.index_add_(0, slots, reverse).cpu().tolist()
+    return {idx: (f_sum[k], r_sum[k], len(sequences[idx][0]) - sequences[idx][1])
+            for k, idx in enumerate(members)}
 
 
 def exact_kl(
@@ -117,8 +149,10 @@ def exact_kl(
     from tqdm.auto import tqdm
 
     from cream_plugin.decoding import length_groups
-    from cream_plugin.logprobs import _check_table, scored_sequence, tokenize_prompt
+    from cream_plugin.logprobs import _check_table, _plain_head, scored_sequence, tokenize_prompt
     from cream_plugin.placement import root_gathered
+    from cream_plugin.prefix_tree import takes_tree_mask
+    from cream_plugin.prompt_trees import plan_prompt_trees
 
     if not 0 <= shard[0] < shard[1]:
         raise ValueError(f"shard must be (rank, world) with 0 <= rank < world, got {shard}")
@@ -139,8 +173,21 @@ def exact_kl(
                 places.append((i, j))
     if not sequences:
         return table
-    plan = length_groups([len(s[0]) for s in sequences], solo_length=None, max_rows=batch_size)
     device = next(model_p.parameters()).device
+    trees = all(_plain_head(_base(m)) and takes_tree_mask(_base(m)) for m in (model_p, model_q))
+    plan: list[Any]
+    if trees:
+        longest = sorted(range(len(sequences)), key=lambda i: -len(sequences[i][0]))
+        plan = plan_prompt_trees(sequences, longest, batch_size)
+
+        def positions(batch: Any) -> Positions:
+            return _tree_positions(model_p, model_q, pad_id, sequences, batch)
+    else:
+        plan = length_groups([len(s[0]) for s in sequences], solo_length=None,
+                             max_rows=batch_size)
+
+        def positions(batch: Any) -> Positions:
+            return _padded_positions(model_p, model_q, pad_id, sequences, batch, device)
     modes = (model_p.training, model_q.training)
     model_p.eval()
     model_q.eval()
@@ -149,8 +196,7 @@ def exact_kl(
         with torch.no_grad(), root_gathered(model_p), root_gathered(model_q):
             for batch in tqdm(plan[rank::world], desc="exact KL", unit="batch",
                               disable=not progress):
-                for idx, (f, r, t) in _batch_kl(model_p, model_q, pad_id, sequences, batch,
-                                                device).items():
+                for idx, (f, r, t) in _batch_kl(positions(batch), sequences, device).items():
                     i, j = places[idx]
                     table.forward[i, j], table.reverse[i, j], table.num_tokens[i, j] = f, r, t
     finally:

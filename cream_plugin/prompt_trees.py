@@ -5,12 +5,14 @@ times. Here the sequences that share everything before their last prompt token f
 that shared start is the prefix of a tree (:mod:`cream_plugin.prefix_tree`) and each sequence's
 rest, from its last prompt token on, is a branch, so every predicted completion token is
 predicted from inside its own branch, seeing exactly its own sequence. Used by
-``logprobs._score_batches`` for models with a plain LM head that take a tree mask; the sums
-equal the padded path's to float rounding (tested).
+``logprobs._score_batches`` (and the exact-KL pass, :mod:`cream_plugin.exact_kl`) for models with
+a plain LM head that take a tree mask; the sums equal the padded path's to float rounding
+(tested).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -43,11 +45,21 @@ def plan_prompt_trees(sequences: list[Sequence_], order: list[int], batch_size: 
     return [[groups[g] for g in batch] for batch in plan]
 
 
-def score_prompt_tree(model: Any, pad_id: int, sequences: list[Sequence_], tree: Tree
-                      ) -> dict[int, tuple[float, int]]:
-    """(summed completion log-prob, completion tokens) of every sequence of one forward."""
-    from cream_plugin.logprobs import FORWARD_STATS, head_logps
+@dataclass
+class TreeStates:
+    """One tree forward's final hidden states at the positions that predict completion tokens,
+    with each position's target token and the index in ``order`` of its sequence."""
 
+    states: torch.Tensor   # (positions, hidden)
+    targets: torch.Tensor  # (positions,)
+    slots: torch.Tensor    # (positions,)
+    order: list[int]       # sequence indices, in slot order
+    computed: int          # positions the forward computed (padding included)
+
+
+def tree_states(model: Any, pad_id: int, sequences: list[Sequence_], tree: Tree) -> TreeStates:
+    """Run one tree forward of ``model``'s backbone; the completion positions' hidden states.
+    The positions depend on the sequences only, so two models' states line up one to one."""
     layout = build_tree_rows(
         [(sequences[members[0]][0][:p], [sequences[i][0][p:] for i in members])
          for p, members in tree], pad_id, rows=[[g] for g in range(len(tree))])
@@ -73,14 +85,25 @@ def score_prompt_tree(model: Any, pad_id: int, sequences: list[Sequence_], tree:
                               position_ids=layout.position_ids.to(device),
                               use_cache=False).last_hidden_state
     picked = hidden[torch.tensor(rows, device=device), torch.tensor(cols, device=device)]
-    per_token = head_logps(model, picked, torch.tensor(targets, dtype=torch.long, device=device))
-    sums = torch.zeros(len(order), dtype=torch.float32, device=device).index_add_(
-        0, torch.tensor(slots, dtype=torch.long, device=device), per_token).cpu().tolist()
+    return TreeStates(picked, torch.tensor(targets, dtype=torch.long, device=device),
+                      torch.tensor(slots, dtype=torch.long, device=device), order,
+                      layout.input_ids.numel())
+
+
+def score_prompt_tree(model: Any, pad_id: int, sequences: list[Sequence_], tree: Tree
+                      ) -> dict[int, tuple[float, int]]:
+    """(summed completion log-prob, completion tokens) of every sequence of one forward."""
+    from cream_plugin.logprobs import FORWARD_STATS, head_logps
+
+    found = tree_states(model, pad_id, sequences, tree)
+    order = found.order
+    per_token = head_logps(model, found.states, found.targets)
+    sums = torch.zeros(len(order), dtype=torch.float32, device=per_token.device).index_add_(
+        0, found.slots, per_token).cpu().tolist()
     real = sum(p + sum(len(sequences[i][0]) - p for i in members) for p, members in tree)
     FORWARD_STATS["sequences"] += len(order)
     FORWARD_STATS["tokens"] += real
-    FORWARD_STATS["padding"] += layout.input_ids.numel() - real
-    FORWARD_STATS["scored"] += len(targets)
+    FORWARD_STATS["padding"] += found.computed - real
+    FORWARD_STATS["scored"] += len(found.targets)
     return {i: (float(sums[k]), len(sequences[i][0]) - sequences[i][1])
             for k, i in enumerate(order)}
-

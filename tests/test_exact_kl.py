@@ -40,7 +40,11 @@ def _direct(model_p: Any, model_q: Any, tokenizer: Any) -> tuple[np.ndarray, np.
     return forward, reverse
 
 
-def test_exact_kl_equals_a_direct_full_logits_computation(tiny_model, tiny_tokenizer):
+@pytest.mark.parametrize("layout", ["prompt trees", "padded rows"])
+def test_exact_kl_equals_a_direct_full_logits_computation(tiny_model, tiny_tokenizer, layout,
+                                                          monkeypatch):
+    if layout == "padded rows":  # as for a model that takes no tree mask
+        monkeypatch.setattr("cream_plugin.prefix_tree.takes_tree_mask", lambda model: False)
     new = perturbed_copy(tiny_model, scale=0.05)
     table = exact_kl(new, tiny_model, tiny_tokenizer, PROMPTS, RESPONSES, **KW)
     forward, reverse = _direct(new, tiny_model, tiny_tokenizer)
