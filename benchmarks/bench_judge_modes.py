@@ -121,7 +121,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--judge-tokens", type=int, default=192,
                         help="max new tokens of a generated judgement / justification")
-    parser.add_argument("--skip", default="", help="comma-separated modes to leave out")
+    parser.add_argument("--skip", default="", help="comma-separated modes to leave out: "
+                        "probability, generate, justify-probability, pairwise, "
+                        "probability-space")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
@@ -141,17 +143,17 @@ def main() -> None:
     skip = set(filter(None, args.skip.split(",")))
     subset, sub_correct = rows[:args.subset], correct[:args.subset]
     results: list[dict[str, Any]] = []
-    plan = [
-        ("probability", rows, correct, {"mode": "probability"}),
-        ("probability, prefix 'Score: '", rows, correct,
-         {"mode": "probability", "score_prefix": "Score: "}),
-        ("justify-probability", subset, sub_correct,
-         {"mode": "justify-probability", "max_new_tokens": args.judge_tokens}),
-        ("generate", subset, sub_correct,
+    plan = [  # (key for --skip, label, prompts, correctness, judge options)
+        ("probability", "probability", rows, correct, {"mode": "probability"}),
+        ("generate", "generate", subset, sub_correct,
          {"mode": "generate", "max_new_tokens": args.judge_tokens}),
+        ("justify-probability", "justify-probability", subset, sub_correct,
+         {"mode": "justify-probability", "max_new_tokens": args.judge_tokens}),
     ]
-    for name, part, part_correct, options in plan:
-        if name.split(",")[0] in skip:
+    variant = ("probability-space", "probability, prefix 'Score: '", rows, correct,
+               {"mode": "probability", "score_prefix": "Score: "})
+    for key, name, part, part_correct, options in plan:
+        if key in skip:
             continue
         row, _ = run_judge(model, tokenizer, part, part_correct, name, args.batch_size,
                            **options)
@@ -167,6 +169,11 @@ def main() -> None:
         mass = pair_judge_mass(model, tokenizer, pair_rows, args.batch_size)
         row = measure("pairwise-judge (SCIR)", res.rewards, correct[:len(pair_rows)], seconds,
                       int(res.rewards.size), dict(res.counts), mass)
+        results.append(row)
+        print(json.dumps(row), flush=True)
+    if variant[0] not in skip:
+        row, _ = run_judge(model, tokenizer, variant[2], variant[3], variant[1],
+                           args.batch_size, **variant[4])
         results.append(row)
         print(json.dumps(row), flush=True)
     print(f"\nprompts {len(rows)} (subset {len(subset)}), responses per prompt "
