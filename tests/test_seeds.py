@@ -9,18 +9,21 @@ import pytest
 from scipy import stats
 
 from cream_plugin.instruments.estimate import Estimate
-from cream_plugin.instruments.evidence import Evidence, PoolAccuracyRow
+from cream_plugin.instruments.evidence import ComparisonRow, Evidence, PoolAccuracyRow
+from cream_plugin.instruments.paired import compare_items
 from cream_plugin.seeds_report import seed_dir, seed_evidence, write_seeds_report
 
 
-def fake_seed_run(folder, acc: float, pool: float, c: float) -> None:
+def fake_seed_run(folder, acc: float, pool: float, c: float,
+                  comparisons: tuple[ComparisonRow, ...] = ()) -> None:
     folder.mkdir(parents=True)
     row = {"method": "cream", "iteration": 2, "task": "cream_arc_easy", "metric": "acc,none",
            "value": acc, "stderr": 0.05, "limit": 10, "seconds": 1.0}
     (folder / "results.jsonl").write_text(json.dumps(row) + "\n")
     (folder / "consistency.jsonl").write_text(json.dumps(
         {"method": "cream", "iteration": 2, "metric": "C", "mean": c, "std": 0.1, "n": 5}) + "\n")
-    ev = Evidence(pool_accuracy=[PoolAccuracyRow("cream", 2, Estimate(pool, n=100))])
+    ev = Evidence(pool_accuracy=[PoolAccuracyRow("cream", 2, Estimate(pool, n=100))],
+                  comparisons=list(comparisons))
     (folder / "instruments.json").write_text(json.dumps(ev.to_dict()))
 
 
@@ -35,9 +38,45 @@ def test_each_figure_is_averaged_across_seeds_with_a_t_interval(tmp_path) -> Non
     assert acc.value == pytest.approx(np.mean(accs)) and acc.n == 3
     assert (acc.low, acc.high) == (pytest.approx(low), pytest.approx(high))
     assert by[("cream iteration 2", "consistency C")].value == pytest.approx(np.mean(cs))
-    assert by[("cream iteration 2", "pool accuracy")].value == pytest.approx(np.mean(pools))
+    logits = [np.log((100 * p + 0.5) / (100 - 100 * p + 0.5)) for p in pools]
+    pool = by[("cream iteration 2", "pool accuracy")]
+    assert pool.value == pytest.approx(1 / (1 + np.exp(-np.mean(logits))))
+    assert 0 < pool.low < pool.value < pool.high < 1 and "logit" in pool.method
     report = write_seeds_report(tmp_path, [0, 1, 2]).read_text()
     assert "## Across seeds" in report and "seed-2/report.md" in report
+
+
+def test_comparisons_per_seed_then_across_seeds_with_forest_plots(tmp_path) -> None:
+    """Each seed's McNemar difference, then their mean with a t-interval over the seeds."""
+    rng = np.random.default_rng(5)
+    diffs = []
+    for s in range(3):
+        sft = {i: float(x) for i, x in enumerate(rng.random(40) < 0.4)}
+        cream = {i: float(x) for i, x in enumerate(rng.random(40) < 0.5)}
+        ablation = {i: float(x) for i, x in enumerate(rng.random(40) < 0.45)}
+        rows = (ComparisonRow("arc", "acc,none", "sft M1", "cream M2", compare_items(sft, cream)),
+                ComparisonRow("arc", "acc,none", "sft M1", "cream-no-rc M2",
+                              compare_items(sft, ablation)),
+                ComparisonRow("arc", "acc,none", "cream-no-rc M2", "cream M2",
+                              compare_items(ablation, cream)),
+                ComparisonRow("arc", "acc,none", "sft M1", "cream M1",  # not a headline
+                              compare_items(sft, sft)))
+        diffs.append(np.mean(list(cream.values())) - np.mean(list(sft.values())))
+        fake_seed_run(seed_dir(tmp_path, s), 0.4, 0.3, 0.6, rows)
+    ev = seed_evidence([seed_dir(tmp_path, s) for s in range(3)], tmp_path)
+    by = {(r.model_a, r.model_b): r for r in ev.seed_comparisons}
+    assert set(by) == {("sft M1", "cream M2"), ("sft M1", "cream-no-rc M2"),
+                       ("cream-no-rc M2", "cream M2")}
+    row = by[("sft M1", "cream M2")]
+    ref = stats.ttest_1samp(diffs, 0.0)
+    assert [v.seed for v in row.per_seed] == [0, 1, 2]
+    assert row.across.value == pytest.approx(np.mean(diffs))
+    assert row.across.p_value == pytest.approx(ref.pvalue) and row.across.mde > 0
+    assert (tmp_path / row.plot).stat().st_size > 1000
+    report = write_seeds_report(tmp_path, [0, 1, 2]).read_text()
+    assert report.startswith("# Run report") and report.split("\n## ")[1].startswith("Bottom line")
+    assert "## Comparisons with seeds as replicates" in report and f"]({row.plot})" in report
+    assert "(within-seed" in report
 
 
 @pytest.mark.slow

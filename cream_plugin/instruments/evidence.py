@@ -107,6 +107,28 @@ class SeedRow:
 
 
 @dataclass
+class SeedValue:
+    """One seed's estimate of a comparison (within-seed: paired on that seed's items only)."""
+
+    seed: int
+    estimate: Estimate
+
+
+@dataclass
+class SeedComparisonRow:
+    """A comparison made within each seed, then across seeds: ``across`` is the mean of the
+    per-seed differences with a t-interval over seeds; ``plot`` its forest plot, if drawn."""
+
+    task: str
+    metric: str
+    model_a: str
+    model_b: str
+    per_seed: list[SeedValue]
+    across: Estimate
+    plot: str = ""
+
+
+@dataclass
 class Evidence:
     """Every instrument's rows for one run (any list may be empty)."""
 
@@ -118,6 +140,7 @@ class Evidence:
     movement: list[MovementRow] = field(default_factory=list)
     comparisons: list[ComparisonRow] = field(default_factory=list)
     seeds: list[SeedRow] = field(default_factory=list)
+    seed_comparisons: list[SeedComparisonRow] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready nested dicts; NaN becomes None."""
