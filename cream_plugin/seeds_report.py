@@ -18,6 +18,8 @@ from cream_plugin.instruments.evidence import (
     SeedComparisonRow,
     SeedRow,
     SeedValue,
+    is_headline,
+    last_iterations,
 )
 from cream_plugin.instruments.seeds import (
     across_seeds,
@@ -84,33 +86,21 @@ def _proportion_rows(evidences: Sequence[Evidence]) -> Iterable[SeedRow]:
         yield SeedRow(label, quantity, proportion_across_seeds(counts, chance=chance), chance)
 
 
-def _headline(a: str, b: str, last: dict[str, int]) -> bool:
-    """Each method's last model against SFT's M1, and CREAM against its no-RC ablation."""
-    ma, mb = a.rsplit(" M", 1), b.rsplit(" M", 1)
-    final_b = last.get(mb[0]) == int(mb[1])
-    if a == "sft M1":
-        return final_b
-    return final_b and last.get(ma[0]) == int(ma[1]) and {ma[0], mb[0]} == {"cream",
-                                                                           "cream-no-rc"}
-
-
 def seed_comparisons(folders: Sequence[Path], evidences: Sequence[Evidence], top: Path | None
                      = None) -> list[SeedComparisonRow]:
     """Headline comparisons per seed and across seeds; with ``top``, a forest plot each."""
     from cream_plugin.instruments.forest import forest_plot
 
     per: dict[tuple[str, str, str, str], list[SeedValue]] = {}
-    last: dict[str, int] = {}
+    last = last_iterations(m for ev in evidences for c in ev.comparisons
+                           for m in (c.model_a, c.model_b))
     for folder, ev in zip(folders, evidences, strict=True):
         for c in ev.comparisons:
-            for model in (c.model_a, c.model_b):
-                method, it = model.rsplit(" M", 1)
-                last[method] = max(last.get(method, 0), int(it))
             per.setdefault((c.task, c.metric, c.model_a, c.model_b), []).append(
                 SeedValue(_seed_of(folder), c.comparison.difference))
     rows = []
     for (task, metric, a, b), values in per.items():
-        if not _headline(a, b, last):
+        if not is_headline(a, b, last):
             continue
         across = across_seeds([v.estimate.value for v in values])
         row = SeedComparisonRow(task, metric, a, b, values, across)

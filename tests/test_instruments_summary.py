@@ -104,8 +104,8 @@ def test_sentences_are_sorted_by_significance():
         "p = 0.764; chance 50%): not distinguishable from chance; no difference larger than 13.8 "
         "points was detectable (80% power at this n).")
     assert by_kind[NOT_SIGNIFICANT][-1] == (
-        "arc_easy (acc): 1 paired comparison(s) between models show no significant difference "
-        "(within-seed, n = 250 items each; see the table).")
+        "arc_easy (acc): 1 headline paired comparison(s) between models show no significant "
+        "difference (within-seed, n = 250 items each; see the table).")
     assert by_kind[UNMEASURED] == [
         "oracle, iteration 1: pool accuracy: no responses with a gold answer."]
     assert "cream, iteration 1: prompts with all responses identical: 9.4% of 128 (they give no "\
@@ -211,3 +211,24 @@ def test_bottom_line_says_what_improved_what_did_not_and_what_to_watch():
     assert opening.startswith("## Bottom line\n\n") and "## Glossary" in opening
     for term in ("M_t", "C", "KL", "AUC", "label accuracy", "pool accuracy"):
         assert f"- **{term}**:" in opening
+
+
+def test_only_headline_comparisons_join_the_holm_family():
+    def row(a: str, b: str, p: float) -> ComparisonRow:
+        diff = Estimate(0.1, 0.02, 0.18, n=100, p_value=p, mde=0.12)
+        return ComparisonRow("arc", "acc", a, b, PairedComparison(0.4, 0.5, diff,
+                                                                  McNemar(5, 15, 100, p), 0, 0))
+
+    rows = [row("sft M1", "cream M3", 0.5), row("sft M1", "cream-no-rc M3", 0.6),
+            row("cream-no-rc M3", "cream M3", 0.7), row("sft M1", "cream M2", 0.03),
+            row("cream M2", "cream-no-rc M2", 0.8)]
+    found = findings(Evidence(comparisons=rows))
+    texts = [f.text for f in found]
+    # cream M2 vs sft M1 is exploratory: judged on its own p and labelled so.
+    assert any(t.startswith("arc (acc): cream M2 vs sft M1") and "exploratory" in t
+               and t.count(": cream M2 scores higher") for t in texts)
+    assert ("arc (acc): 3 headline paired comparison(s) between models show no significant "
+            "difference (within-seed, n = 100 items each; no difference larger than 12 points "
+            "was detectable; see the table).") in texts
+    assert any("1 exploratory (outside the Holm family)" in t for t in texts)
+    assert "over the report's 3 tests" in render_summary(Evidence(comparisons=rows))

@@ -86,7 +86,7 @@ def test_cream_run_with_seeds(tmp_path, data_dir, monkeypatch) -> None:
     monkeypatch.setenv("CREAM_DATA_DIR", str(data_dir))
     out = tmp_path / "run"
     assert main(["run", "--preset", "smoke", "--method", "cream", "--seeds", "3,4",
-                 "--output", str(out), "--set", "iterations=1", "--set", "evaluation.limit=1",
+                 "--output", str(out), "--set", "iterations=1", "--set", "evaluation.limit=3",
                  "--set", "evaluation.tasks=[cream_arc_easy]"]) == 0
     assert (out / "seed-3" / "report.md").is_file() and (out / "seed-4" / "report.md").is_file()
     samples = [(out / f"seed-{s}" / "shared/iter1/samples.jsonl").read_text() for s in (3, 4)]
@@ -94,3 +94,17 @@ def test_cream_run_with_seeds(tmp_path, data_dir, monkeypatch) -> None:
     report = (out / "report.md").read_text()
     assert "2 seeds" in report and "## Across seeds" in report
     assert not (out / "cream.lock").exists()
+    # The report opens with the bottom line and the glossary, then the summary.
+    sections = [s.split("\n")[0] for s in report.split("\n## ")[1:]]
+    assert sections[:3] == ["Bottom line", "Glossary", "Summary"]
+    bottom = report.split("## Bottom line\n\n")[1].split("\n\n")[0]
+    assert bottom.startswith(("Improved", "Nothing measurably improved")) and "|" not in bottom
+    # Headline comparison (cream's M2 vs SFT's M1) per seed, then across seeds, with a forest plot.
+    evidence = json.loads((out / "instruments.json").read_text())
+    rows = evidence["seed_comparisons"]
+    assert [(r["model_a"], r["model_b"]) for r in rows] == [("sft M1", "cream M2")]
+    assert [v["seed"] for v in rows[0]["per_seed"]] == [3, 4]
+    assert (out / rows[0]["plot"]).stat().st_size > 1000 and f"]({rows[0]['plot']})" in report
+    # Minimum detectable effects: in the comparison tables and the per-seed reports.
+    assert "| MDE |" in report and "MDE" in (out / "seed-3" / "report.md").read_text()
+    assert "within-seed" in (out / "seed-3" / "report.md").read_text()

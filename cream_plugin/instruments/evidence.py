@@ -10,6 +10,7 @@ import dataclasses
 import math
 import types
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,6 +127,26 @@ class SeedComparisonRow:
     per_seed: list[SeedValue]
     across: Estimate
     plot: str = ""
+
+
+def last_iterations(labels: Iterable[str]) -> dict[str, int]:
+    """Method -> its last model's iteration, from model labels such as "cream M3"."""
+    last: dict[str, int] = {}
+    for label in labels:
+        method, it = label.rsplit(" M", 1)
+        last[method] = max(last.get(method, 0), int(it))
+    return last
+
+
+def is_headline(model_a: str, model_b: str, last: dict[str, int]) -> bool:
+    """The comparisons a report is about: each method's last model against SFT's M1, and CREAM's
+    last model against its no-RC ablation's. The others are exploratory."""
+    ma, mb = model_a.rsplit(" M", 1), model_b.rsplit(" M", 1)
+    final_b = last.get(mb[0]) == int(mb[1])
+    if model_a == "sft M1":
+        return final_b
+    return final_b and last.get(ma[0]) == int(ma[1]) and {ma[0], mb[0]} == {"cream",
+                                                                           "cream-no-rc"}
 
 
 @dataclass

@@ -27,6 +27,8 @@ from cream_plugin.instruments.evidence import (
     RewardQualityRow,
     SeedComparisonRow,
     SeedRow,
+    is_headline,
+    last_iterations,
 )
 from cream_plugin.instruments.intervals import proportion_difference
 from cream_plugin.instruments.verdicts import (
@@ -194,8 +196,10 @@ def _identical(rows: list[IdenticalRow]) -> list[Finding]:
 
 def _comparisons(rows: list[ComparisonRow]) -> list[Finding]:
     """One sentence per comparison; :func:`findings` counts the not-significant ones per task
-    (all pairs of models can be dozens of rows: the table has them all)."""
+    (all pairs of models can be dozens of rows: the table has them all). Only the headline
+    comparisons (:func:`is_headline`) join Holm's family; the others are exploratory."""
     out = []
+    last = last_iterations(m for r in rows for m in (r.model_a, r.model_b))
     for r in rows:
         c = r.comparison
         d = c.difference
@@ -212,7 +216,8 @@ def _comparisons(rows: list[ComparisonRow]) -> list[Finding]:
         found = tested(d, 0.0, what, figure,
                         (f"{r.model_b} scores higher", f"{r.model_b} scores lower",
                          "no significant difference"), "outcome", scale)
-        out.append(dataclasses.replace(found, group=f"{r.task} ({r.metric})"))
+        out.append(dataclasses.replace(found, group=f"{r.task} ({r.metric})",
+                                       in_family=is_headline(r.model_a, r.model_b, last)))
     return out
 
 

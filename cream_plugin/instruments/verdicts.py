@@ -55,6 +55,7 @@ class Finding:
     mde: str = ""
     group: str = ""
     short: str = ""   # "what: verdict", for the bottom line
+    in_family: bool = True  # counted in Holm's family (False: an exploratory comparison)
     tests: int = 1    # tests behind the sentence (a task's grouped comparisons: several)
 
 
@@ -81,18 +82,18 @@ def tested(e: Estimate, chance: float, what: str, figure: str,
 
 def decide(found: list[Finding]) -> list[Finding]:
     """Holm-adjust the family of tested figures' p-values, then write each verdict."""
-    pending = [f for f in found if f.kind == PENDING]
-    adjusted = iter(holm([f.p for f in pending]))
+    pending = [f for f in found if f.kind == PENDING and f.in_family]
+    adjusted = dict(zip(map(id, pending), holm([f.p for f in pending]), strict=True))
     family = sum(1 for f in pending if not math.isnan(f.p))
     out = []
     for f in found:
         if f.kind != PENDING:
             out.append(f)
             continue
-        p_adj = next(adjusted)
+        p_adj = adjusted.get(id(f), f.p)
         sig = bool(f.ci_significant) if math.isnan(p_adj) else p_adj < ALPHA
-        note = ""
-        if not math.isnan(p_adj) and f.p < ALPHA <= p_adj:
+        note = "" if f.in_family else " (exploratory: outside the Holm family, unadjusted p)"
+        if f.in_family and not math.isnan(p_adj) and f.p < ALPHA <= p_adj:
             note = (f" (p < 0.05 alone, Holm-adjusted p = {p_adj:.3g} over the family of "
                     f"{family} tests)")
         verdict = (f.verdicts[0] if f.above else f.verdicts[1]) if sig else f.verdicts[2]
@@ -104,32 +105,37 @@ def decide(found: list[Finding]) -> list[Finding]:
 
 
 def group_quiet(found: list[Finding]) -> list[Finding]:
-    """Not-significant sentences of one group (a task's pairwise comparisons) as one count."""
+    """Not-significant sentences of one group (a task's pairwise comparisons) as one count,
+    headline and exploratory comparisons apart."""
     out = [f for f in found if not (f.group and f.kind == NOT_SIGNIFICANT)]
-    quiet: dict[str, list[Finding]] = {}
+    quiet: dict[tuple[str, bool], list[Finding]] = {}
     for f in found:
         if f.group and f.kind == NOT_SIGNIFICANT:
-            quiet.setdefault(f.group, []).append(f)
-    for group, rows in quiet.items():
+            quiet.setdefault((f.group, f.in_family), []).append(f)
+    for (group, headline), rows in quiet.items():
         ns = [f.n for f in rows]
         n = f"{min(ns)}" if min(ns) == max(ns) else f"{min(ns)} to {max(ns)}"
-        mdes = sorted({f.mde for f in rows if f.mde})
-        mde = (f"; differences smaller than the detectable {_mde_range(mdes)} points could not "
-               "be seen" if mdes else "")
+        mdes = [f.mde for f in rows if f.mde]
+        mde = f"; no difference larger than {_mde_range(mdes)} was detectable" if mdes else ""
+        kind = "headline" if headline else "exploratory (outside the Holm family)"
         out.append(Finding(NOT_SIGNIFICANT,
-                           f"{group}: {len(rows)} paired comparison(s) between models show no "
-                           f"significant difference (within-seed, n = {n} items each{mde}; see "
-                           "the table).", min(ns), p=min(f.p for f in rows), topic="outcome",
-                           tests=len(rows)))
+                           f"{group}: {len(rows)} {kind} paired comparison(s) between models show "
+                           f"no significant difference (within-seed, n = {n} items each{mde}; "
+                           "see the table).", min(ns), p=min(f.p for f in rows), topic="outcome",
+                           tests=len(rows), in_family=headline))
     return out
 
 
 def _mde_range(texts: list[str]) -> str:
-    values = sorted(float(t.split("larger than ")[1].split(" ")[0]) for t in texts)
-    return f"{values[0]:.1f}" if values[0] == values[-1] else f"{values[0]:.1f} to {values[-1]:.1f}"
+    """"4.1 to 9.8 points" from the summary's MDE clauses."""
+    sizes = [t.split("larger than ")[1].split(" was")[0] for t in texts]
+    values = sorted(float(x.split(" ")[0]) for x in sizes)
+    unit = " points" if "points" in sizes[0] else ""
+    low, high = f"{values[0]:g}", f"{values[-1]:g}"
+    return f"{low}{unit}" if low == high else f"{low} to {high}{unit}"
 
 
-_METHOD_HEAD = re.compile(r"^([A-Za-z0-9_.-]+), (iteration \d+.*)$", re.S)
+_METHOD_HEAD = re.compile(r"^([A-Za-z0-9_.-]+)((?:, iteration \d+)?: .*)$", re.S)
 
 
 def deduplicate(found: list[Finding]) -> list[Finding]:
@@ -157,8 +163,8 @@ def deduplicate(found: list[Finding]) -> list[Finding]:
         names = methods[0] if len(methods) == 1 else (", ".join(methods[:-1]) + " and "
                                                       + methods[-1])
         short = _METHOD_HEAD.match(first[item].short)
-        out.append(dataclasses.replace(first[item], text=f"{names}, {item[1]}",
-                                       short=f"{names}, {short.group(2)}" if short
+        out.append(dataclasses.replace(first[item], text=f"{names}{item[1]}",
+                                       short=f"{names}{short.group(2)}" if short
                                        else first[item].short))
     return out
 
@@ -166,4 +172,4 @@ def deduplicate(found: list[Finding]) -> list[Finding]:
 def family_size(found: list[Finding]) -> int:
     """How many figures were tested with a p-value (Holm's family)."""
     return sum(f.tests for f in found if f.kind in (SIGNIFICANT, NOT_SIGNIFICANT)
-               and not math.isnan(f.p))
+               and f.in_family and not math.isnan(f.p))
