@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cream_plugin.artifacts import TempJournal, atomic_write_text
+from cream_plugin.instruments.estimate import Estimate, undefined
 from cream_plugin.instruments.evidence import (
     Evidence,
     SeedComparisonRow,
@@ -61,8 +62,10 @@ def _levels(folders: Sequence[Path]) -> list[dict[str, Any]]:
         for r in rows:
             if r["metric"] != chosen[str(r["task"])]:
                 continue
-            items = by_model.get((str(r["task"]), str(r["metric"])), {}).get(
-                f"{r['method']} M{r['iteration']}", {})
+            metric = str(r["metric"])
+            per_task = by_model.get((str(r["task"]), metric if "," in metric
+                                     else f"{metric},none"), {})
+            items = per_task.get(f"{r['method']} M{r['iteration']}", {})
             binary = bool(items) and all(v in (0.0, 1.0) for v in items.values())
             out.append({**r, "k": int(sum(items.values())) if binary else None,
                         "n": len(items) if binary else None})
@@ -71,19 +74,20 @@ def _levels(folders: Sequence[Path]) -> list[dict[str, Any]]:
 
 def _proportion_rows(evidences: Sequence[Evidence]) -> Iterable[SeedRow]:
     """Pool accuracy and label accuracy per (method, iteration[, reward]) across seeds."""
-    groups: dict[tuple[str, str, float | None], list[tuple[int, int]]] = {}
+    groups: dict[tuple[str, str, float | None], list[Estimate]] = {}
     for ev in evidences:
         for p in ev.pool_accuracy:
             key: tuple[str, str, float | None] = (f"{p.method} iteration {p.iteration}",
                                                   "pool accuracy", None)
-            groups.setdefault(key, []).append((round(p.accuracy.value * p.accuracy.n),
-                                               p.accuracy.n) if p.accuracy.defined else (0, 0))
+            groups.setdefault(key, []).append(p.accuracy)
         for q in ev.reward_quality:
             key = (f"{q.method} iteration {q.iteration}", f"label accuracy of {q.reward}", 0.5)
-            groups.setdefault(key, []).append((round(q.accuracy.value * q.accuracy.n),
-                                               q.accuracy.n) if q.accuracy.defined else (0, 0))
-    for (label, quantity, chance), counts in groups.items():
-        yield SeedRow(label, quantity, proportion_across_seeds(counts, chance=chance), chance)
+            groups.setdefault(key, []).append(q.accuracy)
+    for (label, quantity, chance), per_seed in groups.items():
+        counts = [(round(e.value * e.n), e.n) for e in per_seed if e.defined]
+        est = (proportion_across_seeds(counts, chance=chance) if counts else
+               undefined(f"in no seed ({per_seed[0].reason or 'no data'})"))
+        yield SeedRow(label, quantity, est, chance)
 
 
 def seed_comparisons(folders: Sequence[Path], evidences: Sequence[Evidence], top: Path | None

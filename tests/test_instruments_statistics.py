@@ -142,6 +142,10 @@ def test_per_seed_differences_across_two_and_three_seeds():
         assert (e.low, e.high) == pytest.approx((ci.low, ci.high)) and e.n == 3
     two = across_seeds([0.02, 0.05])
     assert two.n == 2 and two.low < two.value < two.high and two.mde > 0
+    # Seeds that agree exactly give no zero-width interval, p-value or MDE.
+    same = across_seeds([0.0, 0.0])
+    assert same.value == 0 and not same.has_interval and math.isnan(same.p_value)
+    assert math.isnan(same.mde) and "no spread" in same.reason
 
 
 @pytest.mark.parametrize("counts", [[(0, 40), (1, 40)], [(39, 40), (40, 40), (38, 40)],
@@ -156,6 +160,11 @@ def test_proportions_across_seeds_stay_inside_zero_one(counts):
     assert 0 < e.low < e.value < e.high < 1
     assert e.p_value == pytest.approx(stats.ttest_1samp(logits, 0.0).pvalue)
     assert f"pooled {sum(k for k, _ in counts)}/{sum(n for _, n in counts)}" in e.reason
+
+
+def test_proportion_across_seeds_with_equal_counts_has_no_zero_width_interval():
+    e = proportion_across_seeds([(0, 40), (0, 40)])
+    assert e.value == 0 and not e.has_interval and "same count" in e.reason
 
 
 # -- Holm ------------------------------------------------------------------------------------
@@ -176,7 +185,7 @@ def test_mde_mean_gives_80_percent_power_by_simulation():
         t = x.mean(1) / (x.std(1, ddof=1) / math.sqrt(n))
         power = np.mean(np.abs(t) > stats.t.ppf(0.975, n - 1))
         assert power == pytest.approx(0.8, abs=0.005)
-    assert math.isnan(mde_mean(1.0, 1)) and mde_mean(0.0, 3) == 0
+    assert math.isnan(mde_mean(1.0, 1)) and math.isnan(mde_mean(0.0, 3))
 
 
 def test_proportion_mdes_give_about_80_percent_power_by_simulation():

@@ -6,7 +6,12 @@ from __future__ import annotations
 
 from cream_plugin.instruments.evidence import Evidence
 from cream_plugin.instruments.summary import findings
-from cream_plugin.instruments.verdicts import NOT_SIGNIFICANT, SIGNIFICANT, Finding
+from cream_plugin.instruments.verdicts import (
+    NOT_SIGNIFICANT,
+    SIGNIFICANT,
+    UNMEASURED,
+    Finding,
+)
 
 GLOSSARY = {
     "M_t": "the model after t rounds: M0 the base model, M1 after supervised fine-tuning (SFT), "
@@ -48,7 +53,7 @@ def _watch_rank(f: Finding) -> int:
 def bottom_line(evidence: Evidence) -> list[str]:
     """Up to three sentences: what improved, what did not (or got worse), what to watch."""
     found = findings(evidence)
-    outcomes = [f for f in found if f.topic == "outcome"]
+    outcomes = [f for f in found if f.topic == "outcome" and f.kind != UNMEASURED]
     up = [f for f in outcomes if f.kind == SIGNIFICANT and f.direction > 0]
     down = [f for f in outcomes if f.kind == SIGNIFICANT and f.direction < 0]
     flat = [f for f in outcomes if f.kind != SIGNIFICANT]

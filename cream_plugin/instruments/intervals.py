@@ -70,9 +70,13 @@ def t_interval(values: Sequence[float] | np.ndarray, level: float = LEVEL,
     if n == 1:
         return Estimate(mean, n=1, method="t", reason=f"one {what.rstrip('s')}: no interval")
     sd = float(x.std(ddof=1))
+    if sd == 0:
+        # A zero-width interval and p = 0 would claim certainty that n equal values cannot give.
+        return Estimate(mean, n=n, method="t",
+                        reason=f"all {n} {what} equal: no spread to build an interval from")
     se = sd / math.sqrt(n)
     half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * se
-    p = float(2 * stats.t.sf(abs(mean) / se, n - 1)) if se > 0 else 1.0 if mean == 0 else 0.0
+    p = float(2 * stats.t.sf(abs(mean) / se, n - 1))
     return Estimate(mean, mean - half, mean + half, n=n, p_value=p, method=f"t {level:.0%}")
 
 

@@ -114,10 +114,8 @@ def mde_correlation(n: int, alpha: float = ALPHA, power: float = POWER) -> float
 def mde_mean(sd: float, n: int, alpha: float = ALPHA, power: float = POWER) -> float:
     """Smallest |mean| a two-sided one-sample (or paired) t-test detects with ``n`` replicates of
     standard deviation ``sd`` (power from the noncentral t; seeds: n = number of seeds)."""
-    if n < 2 or not math.isfinite(sd):
-        return NAN
-    if sd == 0:
-        return 0.0
+    if n < 2 or not math.isfinite(sd) or sd <= 0:
+        return NAN  # no spread observed: the data cannot say what is detectable
     df = n - 1
     crit = float(stats.t.ppf(1 - alpha / 2, df))
 

@@ -150,8 +150,8 @@ def render_seed_comparisons(rows: Sequence[SeedComparisonRow]) -> str:
         binary = all(v.estimate.method.startswith("McNemar") for v in r.per_seed)
         scale = "points" if binary else "num"
         each = "; ".join(f"seed {v.seed}: {cell(v.estimate, scale)} "
-                         f"({fmt.interval(v.estimate, scale)}, p {fmt.p_value(v.estimate.p_value)})"
-                         for v in r.per_seed)
+                         f"({fmt.interval(v.estimate, scale)}, p {fmt.p_value(v.estimate.p_value)},"
+                         f" MDE {mde_cell(v.estimate, scale)})" for v in r.per_seed)
         body.append([r.task, r.metric, r.model_a, r.model_b, cell(r.across, scale),
                      fmt.interval(r.across, scale), fmt.p_value(r.across.p_value),
                      mde_cell(r.across, scale), str(r.across.n), each])

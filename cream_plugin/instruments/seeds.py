@@ -27,7 +27,7 @@ def across_seeds(values: Sequence[float], level: float = LEVEL) -> Estimate:
     est = t_interval(values, level=level, what="seeds")
     x = np.asarray(values, dtype=np.float64)
     x = x[np.isfinite(x)]
-    if x.size < 2:
+    if x.size < 2 or not est.has_interval:
         return est
     return Estimate(est.value, est.low, est.high, n=est.n, p_value=est.p_value,
                     method=f"t over seeds {level:.0%}", reason=est.reason,
@@ -48,7 +48,8 @@ def proportion_across_seeds(counts: Sequence[tuple[int, int]], level: float = LE
     the per-seed logits (k + 1/2) / (n + 1), with its t-interval over seeds on the logit scale,
     so the interval stays inside [0, 1] near 0 and 1. The value is therefore the seed-typical
     proportion (inverse logit of the mean logit), not the pooled one; ``reason`` states the
-    pooled k/n and the between-seed sd of the proportions. With ``chance``, the p-value is the
+    pooled k/n and the between-seed sd of the proportions. With one seed, or every seed at the
+    same count, the value is that k/n and there is no interval. With ``chance``, the p-value is the
     t-test over seeds of the logits against logit(chance)."""
     rows = [(int(k), int(n)) for k, n in counts if n > 0]
     method = f"t over seeds {level:.0%} on the logit scale"
@@ -62,14 +63,16 @@ def proportion_across_seeds(counts: Sequence[tuple[int, int]], level: float = LE
               f"{'–' if math.isnan(sd) else f'{100 * sd:.1f} points'}")
     centre = float(logits.mean())
     if len(rows) == 1:
-        return Estimate(_expit(centre), n=1, method=method, reason=reason + "; one seed")
+        return Estimate(shares[0], n=1, method=method, reason=reason + "; one seed")
     se = float(logits.std(ddof=1)) / math.sqrt(len(rows))
+    if se == 0:
+        return Estimate(pooled_k / pooled_n, n=len(rows), method=method,
+                        reason=reason + "; every seed gave the same count: no interval")
     half = float(stats.t.ppf(0.5 + level / 2, len(rows) - 1)) * se
     p = math.nan
     if chance is not None:
         shift = centre - _logit(chance)
-        p = float(2 * stats.t.sf(abs(shift) / se, len(rows) - 1)) if se > 0 else float(
-            shift == 0)
+        p = float(2 * stats.t.sf(abs(shift) / se, len(rows) - 1))
     return Estimate(_expit(centre), _expit(centre - half), _expit(centre + half),
                     n=len(rows), p_value=p, method=method, reason=reason,
                     mde=mde_mean(sd, len(rows)))

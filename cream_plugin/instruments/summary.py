@@ -242,9 +242,10 @@ def _seeds(rows: list[SeedRow]) -> list[Finding]:
     out = []
     for r in rows:
         e = r.estimate
-        what = f"{r.label}, {r.quantity} across {e.n} seeds"
+        what = f"{r.label}, {r.quantity}" + (f" across {e.n} seeds" if e.n else "")
         name = "logit-scale" if "logit" in e.method else "t"
-        figure = f"{fmt.num(e.value)} (95% {name} CI over seeds {fmt.interval(e)}{_p(e)})"
+        figure = (f"{fmt.num(e.value)} (95% {name} CI over seeds {fmt.interval(e)}{_p(e)})"
+                  if e.has_interval else f"{fmt.num(e.value)} (no interval: {e.reason})")
         if r.chance is None:
             out.append(Finding(UNMEASURED, f"{what}: {e.reason}.") if not e.defined
                        else Finding(FACT, f"{what}: {figure}.", e.n))
@@ -306,10 +307,11 @@ def render_summary(evidence: Evidence, heading: str = "## Summary") -> str:
     if not found:
         parts += ["No instrument produced a figure for this run.", ""]
         return "\n".join(parts)
-    parts += [f"Significant means a Holm-adjusted p < 0.05 over the report's "
-              f"{family_size(found)} tests, or, where no test applies, a 95% interval that "
-              "excludes the chance value; n is given with every figure, and a figure that is "
-              "not significant states the smallest difference its n could detect.", ""]
+    family = family_size(found)
+    tests = f"{family} tests" if family else "tests (none has a p-value here)"
+    parts += [f"Significant means a Holm-adjusted p < 0.05 over the report's {tests}, or, "
+              "where no test applies, a 95% interval that excludes the chance value; n is "
+              "given with every figure, and a figure that is not significant states the smallest difference its n could detect.", ""]
     for kind in (SIGNIFICANT, NOT_SIGNIFICANT, UNMEASURED, FACT):
         sentences = [f.text for f in found if f.kind == kind]
         if sentences:

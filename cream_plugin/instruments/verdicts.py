@@ -74,7 +74,7 @@ def tested(e: Estimate, chance: float, what: str, figure: str,
         return Finding(UNMEASURED, f"{what}: {e.reason or 'no data'}.")
     sig = significant(e, chance)
     if sig is None:
-        return Finding(FACT, f"{what}: {figure}.", e.n)
+        return Finding(FACT, f"{what}: {figure}.", e.n, topic=topic, short=what)
     return Finding(PENDING, f"{what}: {figure}", e.n, p=e.p_value, topic=topic, short=what,
                    verdicts=verdicts, ci_significant=sig, above=e.value > chance,
                    mde=_mde_text(e, scale))
