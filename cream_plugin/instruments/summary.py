@@ -311,7 +311,8 @@ def render_summary(evidence: Evidence, heading: str = "## Summary") -> str:
     tests = f"{family} tests" if family else "tests (none has a p-value here)"
     parts += [f"Significant means a Holm-adjusted p < 0.05 over the report's {tests}, or, "
               "where no test applies, a 95% interval that excludes the chance value; n is "
-              "given with every figure, and a figure that is not significant states the smallest difference its n could detect.", ""]
+              "given with every figure, and a figure that is not significant states the "
+              "smallest difference its n could detect.", ""]
     for kind in (SIGNIFICANT, NOT_SIGNIFICANT, UNMEASURED, FACT):
         sentences = [f.text for f in found if f.kind == kind]
         if sentences:
