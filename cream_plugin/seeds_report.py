@@ -77,11 +77,11 @@ def _proportion_rows(evidences: Sequence[Evidence]) -> Iterable[SeedRow]:
     groups: dict[tuple[str, str, float | None], list[Estimate]] = {}
     for ev in evidences:
         for p in ev.pool_accuracy:
-            key: tuple[str, str, float | None] = (f"{p.method} iteration {p.iteration}",
+            key: tuple[str, str, float | None] = (f"{p.method}, iteration {p.iteration}",
                                                   "pool accuracy", None)
             groups.setdefault(key, []).append(p.accuracy)
         for q in ev.reward_quality:
-            key = (f"{q.method} iteration {q.iteration}", f"label accuracy of {q.reward}", 0.5)
+            key = (f"{q.method}, iteration {q.iteration}", f"label accuracy of {q.reward}", 0.5)
             groups.setdefault(key, []).append(q.accuracy)
     for (label, quantity, chance), per_seed in groups.items():
         counts = [(round(e.value * e.n), e.n) for e in per_seed if e.defined]
@@ -142,12 +142,12 @@ def seed_evidence(folders: Sequence[Path], top: Path | None = None) -> Evidence:
     for (method, it, metric), est in aggregate_seeds(
         consistency, ("method", "iteration", "metric"), value="mean"
     ).items():
-        ev.seeds.append(SeedRow(f"{method} iteration {it}", f"consistency {metric}", est))
+        ev.seeds.append(SeedRow(f"{method}, iteration {it}", f"consistency {metric}", est))
     ev.seeds.extend(_proportion_rows(evidences))
     movement = [{"method": r.method, "iteration": r.iteration,
                  "value": r.movement.mean_abs_delta.value} for e in evidences for r in e.movement]
     for (method, it), est in aggregate_seeds(movement, ("method", "iteration")).items():
-        ev.seeds.append(SeedRow(f"{method} iteration {it}", "mean |delta log-prob| per token",
+        ev.seeds.append(SeedRow(f"{method}, iteration {it}", "mean |delta log-prob| per token",
                                 est))
     ev.seed_comparisons = seed_comparisons(folders, evidences, top)
     return ev

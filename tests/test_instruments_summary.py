@@ -203,8 +203,11 @@ def test_bottom_line_says_what_improved_what_did_not_and_what_to_watch():
     assert len(lines) == 3
     assert lines[0].startswith("Improved, beyond chance: cream: pool accuracy went from")
     assert "1 other comparison(s) showed no significant difference" in lines[1]
-    assert lines[2].startswith("To watch: cream, iteration 1: label accuracy of reward r_t: "
-                               "worse than chance")
+    assert lines[2] == ("To watch: the self-assigned reward labels were worse than a coin flip "
+                        "in 1 measurement(s) (e.g. cream, iteration 1: label accuracy of reward "
+                        "r_t: worse than chance: its labels are mostly reversed); 1 "
+                        "significant reward bias(es) (e.g. cream, iteration 1: reward r_t "
+                        "vs response length: longer responses score higher).")
     nothing = bottom_line(Evidence(comparisons=hand_evidence().comparisons))
     assert nothing[0].startswith("Nothing measurably improved")
     opening = render_opening(hand_evidence())

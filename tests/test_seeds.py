@@ -37,9 +37,9 @@ def test_each_figure_is_averaged_across_seeds_with_a_t_interval(tmp_path) -> Non
     low, high = stats.t.interval(0.95, 2, loc=np.mean(accs), scale=stats.sem(accs))
     assert acc.value == pytest.approx(np.mean(accs)) and acc.n == 3
     assert (acc.low, acc.high) == (pytest.approx(low), pytest.approx(high))
-    assert by[("cream iteration 2", "consistency C")].value == pytest.approx(np.mean(cs))
+    assert by[("cream, iteration 2", "consistency C")].value == pytest.approx(np.mean(cs))
     logits = [np.log((100 * p + 0.5) / (100 - 100 * p + 0.5)) for p in pools]
-    pool = by[("cream iteration 2", "pool accuracy")]
+    pool = by[("cream, iteration 2", "pool accuracy")]
     assert pool.value == pytest.approx(1 / (1 + np.exp(-np.mean(logits))))
     assert 0 < pool.low < pool.value < pool.high < 1 and "logit" in pool.method
     report = write_seeds_report(tmp_path, [0, 1, 2]).read_text()

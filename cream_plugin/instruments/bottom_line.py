@@ -50,6 +50,26 @@ def _watch_rank(f: Finding) -> int:
     return 0 if "less than half" in f.short else 1 if f.topic == "labels" else 2
 
 
+def _watch_text(watch: list[Finding]) -> str:
+    """The warning signs in plain words, one clause per kind, each with its first example."""
+    clauses = []
+    collapse = [f for f in watch if "less than half" in f.short]
+    if collapse:
+        clauses.append(f"the trained model answers in less than half the length "
+                       f"({collapse[0].short.split(':')[0]}"
+                       f"{f' and {len(collapse) - 1} more' if len(collapse) > 1 else ''})")
+    labels = [f for f in watch if f.topic == "labels"]
+    if labels:
+        worse = [f for f in labels if f.direction < 0]
+        what = "worse than" if len(worse) == len(labels) else "no better than"
+        clauses.append(f"the self-assigned reward labels were {what} a coin flip in "
+                       f"{len(labels)} measurement(s) (e.g. {labels[0].short})")
+    biases = [f for f in watch if f.topic == "watch" and f not in collapse]
+    if biases:
+        clauses.append(f"{len(biases)} significant reward bias(es) (e.g. {biases[0].short})")
+    return "; ".join(clauses[:2])
+
+
 def bottom_line(evidence: Evidence) -> list[str]:
     """Up to three sentences: what improved, what did not (or got worse), what to watch."""
     found = findings(evidence)
@@ -73,7 +93,7 @@ def bottom_line(evidence: Evidence) -> list[str]:
         out.append("Read each comparison's minimum detectable effect: at these sample sizes "
                    "only large differences could have been seen.")
     if watch:
-        out.append(f"To watch: {_names(watch, 2)}.")
+        out.append(f"To watch: {_watch_text(watch)}.")
     elif not out:
         out.append("No instrument produced a tested figure for this run.")
     return out[:3]

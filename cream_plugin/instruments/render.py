@@ -147,7 +147,7 @@ def render_seeds(rows: Sequence[SeedRow]) -> str:
 def render_seed_comparisons(rows: Sequence[SeedComparisonRow]) -> str:
     body = []
     for r in rows:
-        binary = all(v.estimate.method.startswith("McNemar") for v in r.per_seed)
+        binary = all("McNemar" in v.estimate.method for v in r.per_seed)
         scale = "points" if binary else "num"
         each = "; ".join(f"seed {v.seed}: {cell(v.estimate, scale)} "
                          f"({fmt.interval(v.estimate, scale)}, p {fmt.p_value(v.estimate.p_value)},"

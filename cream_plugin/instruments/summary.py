@@ -225,7 +225,7 @@ def _seed_comparisons(rows: list[SeedComparisonRow]) -> list[Finding]:
     out = []
     for r in rows:
         e = r.across
-        binary = all(v.estimate.method.startswith("McNemar") for v in r.per_seed)
+        binary = all("McNemar" in v.estimate.method for v in r.per_seed)
         scale = "points" if binary else "num"
         unit = " points" if binary else ""
         each = ", ".join(f"{fmt.value(v.estimate, scale)}" for v in r.per_seed)
@@ -251,8 +251,11 @@ def _seeds(rows: list[SeedRow]) -> list[Finding]:
                        else Finding(FACT, f"{what}: {figure}.", e.n))
         else:
             out.append(tested(e, r.chance, what, f"{figure}; reference {r.chance:g}",
-                               ("above the reference", "below the reference",
-                                "not distinguishable from the reference")))
+                              ("above the reference", "below the reference",
+                               "not distinguishable from the reference"),
+                              "labels" if r.quantity.startswith("label accuracy")
+                              and not r.quantity.endswith("random") else "",
+                              "pct" if "logit" in e.method else "num"))
     return out
 
 

@@ -62,7 +62,10 @@ class Finding:
 def _mde_text(e: Estimate, scale: str) -> str:
     if math.isnan(e.mde):
         return ""
-    size = f"{100 * e.mde:.1f} points" if scale in ("pct", "points") else f"{e.mde:.3g}"
+    share = scale in ("pct", "points")
+    if share and e.mde >= 1:
+        return "; at this n no difference inside the possible range was detectable (80% power)"
+    size = f"{100 * e.mde:.1f} points" if share else f"{e.mde:.3g}"
     return f"; no difference larger than {size} was detectable (80% power at this n)"
 
 
@@ -135,7 +138,7 @@ def _mde_range(texts: list[str]) -> str:
     return f"{low}{unit}" if low == high else f"{low} to {high}{unit}"
 
 
-_METHOD_HEAD = re.compile(r"^([A-Za-z0-9_.-]+)((?:, iteration \d+)?: .*)$", re.S)
+_METHOD_HEAD = re.compile(r"^([A-Za-z0-9_.-]+)((?:, iteration \d+)?[:,] .*)$", re.S)
 
 
 def deduplicate(found: list[Finding]) -> list[Finding]:
