@@ -45,8 +45,8 @@ def test_section_tables_by_hand():
         "| cream | 1 | 0.500 | 0.400 to 0.600 | 0.970 | – | 45.0% | 37.5% | +7.5 | +5.0 to "
         "+10.0 | 0.001 | – | 80 |")
     assert render_c_bins(ev.informativeness).splitlines()[2:] == [
-        "| cream | 1 | [0, 0.5) | 25.0% | 14.2%–40.2% | 0.002 | 40 |",
-        "| cream | 1 | [0.5, 1] | – (no discordant pairs with C in this bin) | – | – | 0 |",
+        "| cream | 1 | [0, 0.5) | 25.0% | 14.2%–40.2% | 0.002 | 21.5 points | 40 |",
+        "| cream | 1 | [0.5, 1] | – (no discordant pairs with C in this bin) | – | – | – | 0 |",
     ]
     assert render_biases(ev.biases).splitlines()[2] == (
         "| cream | 1 | r_t | 0.350 | 0.200 to 0.500 | -0.050 | -0.150 to 0.050 | – | 600 |")

@@ -80,9 +80,10 @@ def render_c_bins(rows: Sequence[InformativenessRow]) -> str:
             closing = "]" if i == len(r.bins) - 1 else ")"
             body.append([r.method, str(r.iteration), f"[{b.low:g}, {b.high:g}{closing}",
                          cell(b.accuracy, "pct"), fmt.interval(b.accuracy, "pct"),
-                         fmt.p_value(b.accuracy.p_value), str(b.accuracy.n)])
+                         fmt.p_value(b.accuracy.p_value), mde_cell(b.accuracy, "pct"),
+                         str(b.accuracy.n)])
     return table(["method", "iteration", "C bin", "label accuracy", "95% CI (Wilson)",
-                  "p vs 0.5", "n (pairs)"], body)
+                  "p vs 0.5", "MDE vs 0.5", "n (pairs)"], body)
 
 
 def render_biases(rows: Sequence[BiasRow]) -> str:
