@@ -258,7 +258,8 @@ class RunConfig:
         lo=0,
         hi=SEED_MAX,
         doc="run the whole config once per seed into <output_dir>/seed-<s>; the top report "
-        "aggregates mean and 95% t-interval across seeds (empty: one run with `seed`)",
+        "treats seeds as replicates: comparisons per seed, then a t-interval over seeds, with "
+        "forest plots (empty: one run with `seed`)",
     )
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)

@@ -69,13 +69,13 @@ def item_scores_by_model(run_dir: Path) -> dict[tuple[str, str], dict[str, dict[
     return out
 
 
-def comparisons(run_dir: Path, seed: int) -> Evidence:
+def comparisons(run_dir: Path) -> Evidence:
     from cream_plugin.instruments.collect import compare_models
 
     ev = Evidence()
     for (task, metric), scores in item_scores_by_model(run_dir).items():
         if len(scores) >= 2:
-            ev.comparisons.extend(compare_models(task, metric, scores, seed=seed, n_boot=2000))
+            ev.comparisons.extend(compare_models(task, metric, scores))
     return ev
 
 
@@ -101,7 +101,7 @@ def collect(run_dir: Path, seed: int = 0) -> Evidence:
         if m.get("step") in ("evidence", "movement", "same-prompt-pool"):
             for row in Stage(run_dir, name, "").read_rows():
                 parts.append(row["evidence"])
-    parts.append(comparisons(run_dir, seed).to_dict())
+    parts.append(comparisons(run_dir).to_dict())
     return merge(parts)
 
 

@@ -3,8 +3,12 @@
 Run:  python studies/claims.py runs/study [--out docs/study-claims.md]
 
 Reads the seed folders (seed-*) of the study: per-prompt consistency rows, per-response
-correctness, the implicit-reward log-probs and the per-item benchmark rows. Every comparison is
-paired (same seed, same prompt or same benchmark item) and pooled over seeds; intervals are 95%.
+correctness, the implicit-reward log-probs and the per-item benchmark rows. Seeds are the
+replicates: every comparison is paired within a seed (same prompt or same benchmark item; exact
+McNemar for 0/1 items), and the per-seed differences are summarised by their mean with a
+t-interval over seeds; levels of a proportion use the logit scale. The AUCs pool the cases of
+all seeds (labelled so). Every p-value is listed at the end with its Holm adjustment over the
+family. The statistics are the library's (cream_plugin.instruments); intervals are 95%.
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ import numpy as np
 
 from cream_plugin.instruments.estimate import Estimate
 from cream_plugin.instruments.fmt import interval, value
-from cream_plugin.instruments.informativeness import auc
-from cream_plugin.instruments.intervals import proportion_difference, t_interval
+from cream_plugin.instruments.multiple import holm
+from cream_plugin.instruments.paired import mcnemar_exact
+from cream_plugin.instruments.roc import compare_aucs, delong_auc
+from cream_plugin.instruments.seeds import across_seeds, proportion_across_seeds
 from cream_plugin.report import main_metric
 from studies.anticorrelation import read_logps
 
@@ -36,11 +42,44 @@ def seeds(top: Path) -> list[Path]:
     return found
 
 
-def cell(e: Estimate, scale: str = "num", test: bool = True) -> str:
-    """Value (95% interval; p of the estimate's test; n); ``test=False`` for levels, whose
-    t-test against 0 means nothing."""
+FAMILY: list[tuple[str, Estimate]] = []
+"""Every tested comparison of the document, for Holm's adjustment at the end."""
+
+
+def cell(e: Estimate, scale: str = "num", test: bool = True, label: str = "") -> str:
+    """Value (95% interval; p of the estimate's test; n; MDE); ``test=False`` for levels,
+    whose test against 0 means nothing. A tested cell with a ``label`` joins the family."""
     p = "" if not test or not np.isfinite(e.p_value) else f"; p = {e.p_value:.3g}"
-    return f"{value(e, scale)} ({interval(e, scale)}{p}; n = {e.n})"
+    mde = ""
+    if test and np.isfinite(e.mde):
+        mde = f"; MDE {100 * e.mde:.1f} points" if scale == "points" else f"; MDE {e.mde:.3g}"
+    if test and label and np.isfinite(e.p_value):
+        FAMILY.append((label, e))
+    return f"{value(e, scale)} ({interval(e, scale)}{p}; n = {e.n}{mde})"
+
+
+def by_seed(keys: dict[tuple[Any, ...], float]) -> dict[str, dict[tuple[Any, ...], float]]:
+    """Split (seed, ...) -> value maps by their seed."""
+    out: dict[str, dict[tuple[Any, ...], float]] = {}
+    for k, v in keys.items():
+        out.setdefault(str(k[0]), {})[k] = v
+    return out
+
+
+def seed_means(a: dict[tuple[Any, ...], float], b: dict[tuple[Any, ...], float]
+               ) -> list[float]:
+    """Per seed, the mean of the paired differences a - b (matched by key within the seed)."""
+    sa, sb = by_seed(a), by_seed(b)
+    out = []
+    for seed in sa:
+        d = paired(sa[seed].items(), sb.get(seed, {}))
+        if d.size:
+            out.append(float(d.mean()))
+    return out
+
+
+def per_seed_text(values: list[float], scale: str = "num") -> str:
+    return ", ".join(f"{100 * v:+.1f}" if scale == "points" else f"{v:+.3f}" for v in values)
 
 
 # -- ranking consistency ----------------------------------------------------------------------
@@ -113,25 +152,43 @@ def label_cases(run: Path, method: str, t: int) -> list[tuple[bool, dict[str, fl
     return cases
 
 
+def seed_mcnemar(a: dict[tuple[str, str, int], float], b: dict[tuple[str, str, int], float]
+                 ) -> list[Estimate]:
+    """Per seed, McNemar's exact test of b - a on the items both models answered."""
+    sa, sb = by_seed(a), by_seed(b)
+    out = []
+    for seed, items in sa.items():
+        common = [k for k in items if k in sb.get(seed, {})]
+        if common:
+            test = mcnemar_exact([items[k] for k in common], [sb[seed][k] for k in common])
+            if test.difference is not None:
+                out.append(test.difference)
+    return out
+
+
 def benchmarks(runs: list[Path], methods: list[str], norm: bool, name: str) -> list[str]:
-    out = ["", f"## Benchmarks: {name}; ARC-E, ARC-C, OBQA, SIQA items pooled", "",
-           "| model | mean score |", "|---|---|"]
+    out = ["", f"## Benchmarks: {name}; ARC-E, ARC-C, OBQA, SIQA items pooled within a seed", "",
+           "| model | accuracy across seeds (logit-scale t-interval) |", "|---|---|"]
     models = [("sft", 1)] + [(m, t) for m in methods for t in (2, 3)]
     scores = {mt: bench(runs, *mt, norm=norm) for mt in models}
     for (m, t), s in scores.items():
-        level = t_interval(list(s.values()), what="items")
-        out.append(f"| {m} M{t} | {cell(level, 'pct', test=False)} |")
-    out += ["", "| comparison (paired by seed and item) | difference (points) |", "|---|---|"]
+        counts = [(int(sum(v.values())), len(v)) for v in by_seed(s).values()]
+        level = proportion_across_seeds(counts)
+        out.append(f"| {m} M{t} | {cell(level, 'pct', test=False)}; {level.reason} |")
+    out += ["", "| comparison (McNemar within each seed, then t over seeds) | mean of per-seed "
+            "differences (points) | per seed (within-seed McNemar p) |", "|---|---|---|"]
     comparisons = [(("cream", 3), ("cream-no-rc", 3)), (("cream", 3), ("srlm", 3)),
                    (("cream", 3), ("sft", 1)), (("cream", 2), ("cream-no-rc", 2)),
                    (("cream-no-rc", 3), ("sft", 1)), (("srlm", 3), ("srlm", 2)),
                    (("srlm", 3), ("sft", 1)), (("oracle", 3), ("sft", 1)),
                    (("scir", 3), ("cream-no-rc", 3)), (("cream-c1-first", 3), ("cream", 3))]
     for a, b in comparisons:
-        d = paired(scores[a].items(), scores[b])
-        changed = int(np.count_nonzero(d))
-        diff = cell(t_interval(d, what="items"), "points")
-        out.append(f"| {a[0]} M{a[1]} - {b[0]} M{b[1]} | {diff}; {changed} items differ |")
+        per = seed_mcnemar(scores[b], scores[a])
+        e = across_seeds([x.value for x in per])
+        each = ", ".join(f"{100 * x.value:+.1f} (p {x.p_value:.2g})" for x in per)
+        label = f"{name.split(',')[0]}: {a[0]} M{a[1]} - {b[0]} M{b[1]}"
+        out.append(f"| {a[0]} M{a[1]} - {b[0]} M{b[1]} | {cell(e, 'points', label=label)} | "
+                   f"{each} |")
     return out
 
 
@@ -151,35 +208,45 @@ def pool_accuracy(runs: list[Path], methods: list[str]) -> list[str]:
     sampling seed, so per-prompt differences are paired. srlm's M2 is M1 whenever its judge
     produced no pair (it then samples exactly M1's responses), which makes it M1's baseline."""
     out = ["", "## Pool accuracy of M2 (iteration 2's prompts, held out from training)", "",
-           "| method | accuracy per prompt | vs srlm's pool (paired by prompt, points) |",
-           "|---|---|---|"]
+           "| method | accuracy per prompt, mean over seeds | vs srlm's pool (paired by prompt "
+           "within a seed, then t over seeds; points) | per seed |", "|---|---|---|---|"]
     pools = {m: {k: v for r in runs for k, v in pool_rows(r, m).items()} for m in methods}
     for m in methods:
-        est = t_interval(list(pools[m].values()), what="prompts")
-        diff = t_interval(paired(pools[m].items(), pools["srlm"]), what="prompts")
-        out.append(f"| {m} | {cell(est, 'pct', test=False)} | {cell(diff, 'points')} |")
-    d = t_interval(paired(pools["cream"].items(), pools["cream-no-rc"]), what="prompts")
-    out.append(f"| cream - cream-no-rc | | {cell(d, 'points')} |")
+        est = across_seeds([float(np.mean(list(v.values())))
+                            for v in by_seed(pools[m]).values()])
+        d = seed_means(pools[m], pools["srlm"])
+        diff = cell(across_seeds(d), "points", label=f"pool accuracy {m} - srlm")
+        out.append(f"| {m} | {cell(est, 'pct', test=False)} | {diff} | "
+                   f"{per_seed_text(d, 'points')} |")
+    d = seed_means(pools["cream"], pools["cream-no-rc"])
+    out.append(f"| cream - cream-no-rc | | "
+               f"{cell(across_seeds(d), 'points', label='pool accuracy cream - cream-no-rc')} | "
+               f"{per_seed_text(d, 'points')} |")
     return out
 
 
 # -- the claims ---------------------------------------------------------------------------------
 def claims(top: Path) -> str:
     runs = seeds(top)
-    out = [f"Seeds: {', '.join(r.name for r in runs)}. Paired differences pool every seed.", ""]
+    FAMILY.clear()
+    out = [f"Seeds: {', '.join(r.name for r in runs)}. Seeds are the replicates: paired "
+           "differences are taken within each seed, then averaged over seeds (t-interval, "
+           "n = seeds); MDE is the smallest difference detectable at 80% power.", ""]
     out += ["## Ranking consistency (Kendall-based C of M_t's rewards against M_(t-1)'s)", "",
             "| method | C, iteration 1 (M1 vs M0) | C, iteration 2 (M2 vs M1) |", "|---|---|---|"]
     methods = ["srlm", "cream-no-rc", "cream", "scir", "cream-c1-first"]
     for m in methods:
-        cs = [t_interval(list(pooled_consistency(runs, m, t).values()), what="prompts")
-              for t in (1, 2)]
+        cs = [across_seeds([float(np.nanmean(list(consistency(r, m, t).values()) or [np.nan]))
+                            for r in runs]) for t in (1, 2)]
         out.append(f"| {m} | {cell(cs[0], test=False)} | {cell(cs[1], test=False)} |")
-    out += ["", "| comparison (iteration 2, paired by seed and prompt) | difference in C |",
-            "|---|---|"]
+    out += ["", "Levels: mean over seeds of each seed's mean C (t-interval over seeds).", "",
+            "| comparison (iteration 2, paired by prompt within each seed) | mean of per-seed "
+            "differences in C, t over seeds | per seed |", "|---|---|---|"]
     for a, b in (("cream", "srlm"), ("cream", "cream-no-rc"), ("cream-c1-first", "cream-no-rc"),
                  ("cream-c1-first", "cream")):
-        d = paired(pooled_consistency(runs, a, 2).items(), pooled_consistency(runs, b, 2))
-        out.append(f"| {a} - {b} | {cell(t_interval(d, what='prompts'))} |")
+        d = seed_means(pooled_consistency(runs, a, 2), pooled_consistency(runs, b, 2))
+        e = across_seeds(d)
+        out.append(f"| {a} - {b} | {cell(e, label=f'C {a} - {b}')} | {per_seed_text(d)} |")
 
     methods_all = ["srlm", "oracle", *methods[1:]]
     for norm in (False, True):
@@ -189,28 +256,47 @@ def claims(top: Path) -> str:
     out += ["", "## Which consistency measure carries information about label correctness",
             "", "AUC of each measure's C for \"the pair's label is right\", over prompts whose "
             "chosen and rejected responses differ in correctness (implicit-reward methods; "
-            "iteration 1 once per seed, iteration 2 for cream-no-rc, cream and scir).", "",
-            "| measure | AUC |", "|---|---|"]
+            "iteration 1 once per seed, iteration 2 for cream-no-rc, cream and scir; the cases "
+            "of all seeds pooled, so these are within-seed statistics pooled over seeds). "
+            "DeLong's interval handles the tied C levels; two measures are compared with "
+            "DeLong's paired test on the same cases.", "",
+            "| measure | AUC (DeLong) |", "|---|---|"]
     cases = [c for r in runs for c in label_cases(r, "cream", 1)]
     # cream-c1-first's iteration 2 repeats cream-no-rc's (the same M2): counted once.
     cases += [c for r in runs for m in ("cream-no-rc", "cream", "scir")
               for c in label_cases(r, m, 2)]
     right = np.array([c[0] for c in cases])
-    for measure in ("kendall", "spearman", "toporder"):
-        out.append(f"| {measure} | {cell(auc([c[1][measure] for c in cases], right))} |")
+    scores = {m: [c[1][m] for c in cases] for m in ("kendall", "spearman", "toporder")}
+    for measure, values in scores.items():
+        out.append(f"| {measure} | {cell(delong_auc(values, right), label=f'AUC {measure}')} |")
+    for a, b in (("kendall", "spearman"), ("kendall", "toporder")):
+        gap = compare_aucs(scores[a], scores[b], right)
+        out.append(f"| {b} - {a} | {cell(gap, label=f'AUC {b} - {a}')} |")
 
     out += ["", "## SCIR: agreement of the two internal rewards (share of pairs)", "",
-            "| iteration | agreement | ", "|---|---|"]
-    counts = {}
+            "| iteration | agreement across seeds (logit-scale t-interval) | ", "|---|---|"]
+    rates = {}
     for t in (1, 2):
         rows = [jsonl(r / "scir" / f"iter{t}" / "internal-consistency.jsonl")[0] for r in runs]
-        k = sum(round(x["rate"] * x["n"]) for x in rows)
-        n = sum(int(x["n"]) for x in rows)
-        counts[t] = (k, n)
-        out.append(f"| {t} (M{t}) | {k}/{n} = {100 * k / max(n, 1):.1f}% |")
-    d = proportion_difference(*counts[1], *counts[2])
-    out.append(f"| 2 - 1 | {cell(d, 'points')} |")
+        counts = [(round(x["rate"] * x["n"]), int(x["n"])) for x in rows]
+        rates[t] = [k / n if n else np.nan for k, n in counts]
+        e = proportion_across_seeds(counts)
+        out.append(f"| {t} (M{t}) | {cell(e, 'pct', test=False)}; {e.reason} |")
+    d = [b - a for a, b in zip(rates[1], rates[2], strict=True)]
+    out.append(f"| 2 - 1 (per seed, t over seeds) | "
+               f"{cell(across_seeds(d), 'points', label='SCIR agreement 2 - 1')} |")
+    out += family()
     return "\n".join(out) + "\n"
+
+
+def family() -> list[str]:
+    """Every tested comparison above with its Holm-adjusted p over the family."""
+    adjusted = holm([e.p_value for _, e in FAMILY])
+    out = ["", f"## The family of comparisons: {len(FAMILY)} tests, Holm-adjusted", "",
+           "| comparison | p | Holm-adjusted p |", "|---|---|---|"]
+    out += [f"| {label} | {e.p_value:.3g} | {p:.3g} |"
+            for (label, e), p in zip(FAMILY, adjusted, strict=True)]
+    return out
 
 
 def main() -> None:

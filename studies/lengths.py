@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
+
+from cream_plugin.instruments.paired import paired_continuous
+from cream_plugin.instruments.seeds import across_seeds
 
 
 def prompt_lengths(path: Path) -> dict[str, float]:
@@ -46,18 +47,21 @@ def table(run: Path, iteration: int) -> str:
 
 
 def paired(run: Path, a: str, b: str, iteration: int) -> str:
-    diffs: list[float] = []
+    """Seeds as replicates: the per-prompt difference within each seed, its mean per seed, then
+    the mean over seeds with a t-interval (n = seeds); each seed's Wilcoxon test is within-seed."""
+    per_seed = []
     for s in seed_dirs(run):
         la = prompt_lengths(s / a / f"iter{iteration}" / "samples.jsonl")
         lb = prompt_lengths(s / b / f"iter{iteration}" / "samples.jsonl")
-        diffs += [la[k] - lb[k] for k in la if k in lb]
-    d = np.array(diffs)
-    n = d.size
-    half = stats.t.ppf(0.975, n - 1) * d.std(ddof=1) / math.sqrt(n)
-    p = stats.wilcoxon(d).pvalue
-    return (f"{a} - {b}: {d.mean():+.1f} characters per response ({d.mean() - half:+.1f} to "
-            f"{d.mean() + half:+.1f}, 95% t-interval; Wilcoxon p = {p:.2g}; n = {n} prompts "
-            "paired by seed and prompt)")
+        common = [k for k in la if k in lb]
+        per_seed.append((s.name, paired_continuous([lb[k] for k in common],
+                                                   [la[k] for k in common])))
+    e = across_seeds([x.value for _, x in per_seed])
+    each = "; ".join(f"{name} {x.value:+.1f} (within-seed Wilcoxon p = {x.p_value:.2g}, "
+                     f"n = {x.n} prompts)" for name, x in per_seed)
+    return (f"{a} - {b}: {e.value:+.1f} characters per response, mean of the per-seed means "
+            f"({e.low:+.1f} to {e.high:+.1f}, 95% t-interval over seeds; p = {e.p_value:.2g}; "
+            f"n = {e.n} seeds; MDE {e.mde:.1f} characters). Per seed: {each}")
 
 
 def main() -> None:

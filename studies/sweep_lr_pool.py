@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 from importlib import resources
@@ -59,12 +58,13 @@ def pool_accuracy(stage: Any) -> np.ndarray:
 
 
 def paired_difference(after: np.ndarray, before: np.ndarray) -> dict[str, float]:
-    ok = np.isfinite(after) & np.isfinite(before)
-    d = after[ok] - before[ok]
-    n = int(d.size)
-    se = float(d.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
-    return {"mean": float(d.mean()) if n else float("nan"), "low": float(d.mean() - 1.96 * se),
-            "high": float(d.mean() + 1.96 * se), "n_prompts": n}
+    """Per-prompt paired difference after - before: the library's paired t interval, Wilcoxon
+    p-value and minimum detectable effect (one seed per cell: a within-seed figure)."""
+    from cream_plugin.instruments.paired import paired_continuous
+
+    e = paired_continuous(before, after)
+    return {"mean": e.value, "low": e.low, "high": e.high, "n_prompts": e.n,
+            "p_wilcoxon": e.p_value, "mde": e.mde}
 
 
 def run_base(out: Path, prompts: int, seed: int) -> Path:

@@ -34,31 +34,23 @@ def test_auc_matches_sklearn_with_ties():
     assert e.p_value == pytest.approx(expected_p)
 
 
-def test_auc_of_c_by_hand_with_hanley_mcneil_interval():
+def test_auc_of_c_by_hand_with_delong_logit_interval():
     e = auc_of_c(REWARDS, CORRECT, C)
     # positives C = .9 .6 .6, negatives .3 .7: 4 of 6 orderings right.
     assert e.value == pytest.approx(4 / 6)
     assert e.value == pytest.approx(roc_auc_score([1, 1, 0, 1, 0], [0.9, 0.6, 0.3, 0.6, 0.7]))
-    a, n1, n2 = 4 / 6, 3, 2
-    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
-    se = np.sqrt((a * (1 - a) + (n1 - 1) * (q1 - a * a) + (n2 - 1) * (q2 - a * a)) / (n1 * n2))
-    assert (e.low, e.high) == pytest.approx((max(0, a - 1.959964 * se), min(1, a + 1.959964 * se)),
-                                            abs=1e-6)
-    assert e.reason == "3 correct and 2 wrong labels"
-
-
-def test_hanley_mcneil_by_hand():
-    # A = 0.75 with 4 and 4 cases: SE^2 = (0.1875 + 3*0.0375 + 3*0.080357) / 16 = 0.0338170
-    e = auc([4, 3, 2, 1, 3.5, 1.5, 0.5, 0], [1, 1, 1, 1, 0, 0, 0, 0])
-    assert e.value == pytest.approx(0.75)
-    assert e.low == pytest.approx(0.75 - 1.959964 * np.sqrt(0.0338170), abs=1e-5)
-    assert e.high == 1.0
+    # Placements: positives (1, .5, .5), negatives (1, 1/3); var = (1/12)/3 + (2/9)/2 = 5/36.
+    a, se = 4 / 6, np.sqrt(5 / 36)
+    half = 1.959964 * se / (a * (1 - a))
+    low, high = (1 / (1 + np.exp(-(np.log(2) + s * half))) for s in (-1, 1))
+    assert (e.low, e.high) == pytest.approx((low, high), abs=1e-6)
+    assert e.reason == "3 positive and 2 negative cases"
 
 
 def test_auc_needs_both_classes():
     e = auc_of_c(REWARDS[:2], CORRECT[:2], C[:2])
     assert not e.defined and e.reason.startswith("2 positive and 0 negative")
-    with pytest.raises(DataError, match="two equal 1-D"):
+    with pytest.raises(DataError, match="one score per case"):
         auc([0.1, 0.2], [True])
 
 

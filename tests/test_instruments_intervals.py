@@ -64,7 +64,9 @@ def test_t_interval_drops_nan_and_handles_one_or_no_value():
     none = t_interval([np.nan], what="seeds")
     assert not none.defined and none.reason == "no seeds"
     constant = t_interval([0.25, 0.25, 0.25])
-    assert constant.low == constant.high == 0.25 and constant.p_value == 0.0
+    # Equal values: no zero-width interval and no p = 0 (the old behaviour claimed certainty).
+    assert constant.value == 0.25 and not constant.has_interval
+    assert np.isnan(constant.p_value) and "no spread" in constant.reason
 
 
 def test_proportion_difference_matches_statsmodels_newcombe():

@@ -43,17 +43,17 @@ def test_section_tables_by_hand():
     assert render_same_prompt_pool(ev.same_prompt_pool).splitlines()[2] == (
         "| cream | M1 → M2 | 2 | 31.2% | 40.6% | +9.4 | +4.1 to +14.6 | 128 | 640 |")
     assert render_reward_quality(ev.reward_quality).splitlines()[2] == (
-        "| cream | 1 | r_t | 30.0% | 21.9%–39.6% | < 0.001 | 100 | 120 | – (not measured) | – "
-        "| 0 |")
+        "| cream | 1 | r_t | 30.0% | 21.9%–39.6% | < 0.001 | 13.8 points | 100 | 120 "
+        "| – (not measured) | – | 0 |")
     assert render_informativeness(ev.informativeness).splitlines()[2] == (
-        "| cream | 1 | 0.500 | 0.400 to 0.600 | 0.970 | 45.0% | 37.5% | +7.5 | +5.0 to +10.0 "
-        "| 0.001 | 80 |")
+        "| cream | 1 | 0.500 | 0.400 to 0.600 | 0.970 | – | 45.0% | 37.5% | +7.5 | +5.0 to "
+        "+10.0 | 0.001 | – | 80 |")
     assert render_c_bins(ev.informativeness).splitlines()[2:] == [
-        "| cream | 1 | [0, 0.5) | 25.0% | 14.2%–40.2% | 0.002 | 40 |",
-        "| cream | 1 | [0.5, 1] | – (no discordant pairs with C in this bin) | – | – | 0 |",
+        "| cream | 1 | [0, 0.5) | 25.0% | 14.2%–40.2% | 0.002 | 21.5 points | 40 |",
+        "| cream | 1 | [0.5, 1] | – (no discordant pairs with C in this bin) | – | – | – | 0 |",
     ]
     assert render_biases(ev.biases).splitlines()[2] == (
-        "| cream | 1 | r_t | 0.350 | 0.200 to 0.500 | -0.050 | -0.150 to 0.050 | 600 |")
+        "| cream | 1 | r_t | 0.350 | 0.200 to 0.500 | -0.050 | -0.150 to 0.050 | – | 600 |")
     movement = render_movement(ev.movement).splitlines()
     assert "mean \\|Δ log p\\| /token" in movement[0]
     assert "MC log-ratio new/old at T=0.8 /token" in movement[0]
@@ -63,23 +63,24 @@ def test_section_tables_by_hand():
                            "measured) | 0.800 | 75.0% |")
     assert render_comparisons(ev.comparisons).splitlines()[2] == (
         "| arc_easy | acc | sft M1 | cream M2 | 48.0% | 50.0% | +2.0 | -1.2 to +5.2 | 0.210 "
-        "| 15 | 10 | 250 |")
+        "| – | 15 | 10 | 250 |")
     assert render_seeds(ev.seeds).splitlines()[3] == (
-        "| cream M2 | arc_easy acc | 0.450 | 0.400 to 0.500 | 3 |")
+        "| cream M2 | arc_easy acc | 0.450 | 0.400 to 0.500 | – | – | 3 |  |")
 
 
 def test_render_evidence_has_every_section_in_order():
     text = render_evidence(hand_evidence(), plots={"training curves": "plots/training.png"})
     headings = [line for line in text.splitlines() if line.startswith("## ")]
     assert headings == [
-        "## Summary", "## Pool accuracy", "## Pool accuracy on the same prompts",
+        "## Bottom line", "## Glossary", "## Summary", "## Pool accuracy",
+        "## Pool accuracy on the same prompts",
         "## Reward quality against gold answers",
         "## Is C informative?", "## Label accuracy by C bin", "## Known biases",
         "## Identical responses", "## How far the policy moved",
         "## Paired comparisons on benchmark items", "## Across seeds",
     ]
     assert "![training curves](plots/training.png)" in text
-    assert render_evidence(hand_evidence(), level=3).startswith("### Summary")
+    assert render_evidence(hand_evidence(), level=3).startswith("### Bottom line")
 
 
 def test_iteration_evidence_from_plain_arrays():
@@ -109,7 +110,7 @@ def test_iteration_evidence_from_plain_arrays():
 def test_compare_models_covers_every_pair_baseline_first():
     scores = {"sft M1": {0: 1.0, 1: 0.0, 2: 0.0}, "cream M2": {0: 1.0, 1: 1.0, 2: 0.0},
               "srlm M2": {0: 0.0, 1: 1.0, 2: 1.0}}
-    rows = compare_models("arc_easy", "acc", scores, n_boot=200)
+    rows = compare_models("arc_easy", "acc", scores)
     assert [(r.model_a, r.model_b) for r in rows] == [
         ("sft M1", "cream M2"), ("sft M1", "srlm M2"), ("cream M2", "srlm M2")]
     assert rows[0].comparison.difference.value == pytest.approx(1 / 3)

@@ -24,13 +24,12 @@ from cream_plugin.instruments.informativeness import BinAccuracy
 from cream_plugin.instruments.intervals import proportion
 from cream_plugin.instruments.movement import Movement
 from cream_plugin.instruments.paired import McNemar, PairedComparison
-from cream_plugin.instruments.summary import (
+from cream_plugin.instruments.summary import findings, render_summary
+from cream_plugin.instruments.verdicts import (
     FACT,
     NOT_SIGNIFICANT,
     SIGNIFICANT,
     UNMEASURED,
-    findings,
-    render_summary,
     significant,
 )
 
@@ -102,14 +101,15 @@ def test_sentences_are_sorted_by_significance():
         "(95% CI +5.0 to +10.0; p = 0.001, n = 80 pairs): the soft labels are more accurate.",
         "cream, iteration 1: reward r_t vs response length: within-prompt Spearman 0.350 "
         "(95% CI 0.200 to 0.500, n = 600 responses): longer responses score higher.",
-        "cream − cream-no-rc, C at M2 across 3 seeds: mean 0.100 (95% t-CI 0.020 to 0.180); "
-        "reference 0: above the reference.",
+        "cream − cream-no-rc, C at M2 across 3 seeds: 0.100 (95% t CI over seeds 0.020 to "
+        "0.180); reference 0: above the reference.",
     ]
-    assert by_kind[NOT_SIGNIFICANT][0].endswith("p = 0.764; chance 50%): not distinguishable "
-                                                "from chance.")
+    assert by_kind[NOT_SIGNIFICANT][0].endswith(
+        "p = 0.764; chance 50%): not distinguishable from chance; no difference larger than 13.8 "
+        "points was detectable (80% power at this n).")
     assert by_kind[NOT_SIGNIFICANT][-1] == (
-        "arc_easy (acc): 1 paired comparison(s) between models show no significant difference "
-        "(n = 250 items each; see the table).")
+        "arc_easy (acc): 1 headline paired comparison(s) between models show no significant "
+        "difference (within-seed, n = 250 items each; see the table).")
     assert by_kind[UNMEASURED] == [
         "oracle, iteration 1: pool accuracy: no responses with a gold answer."]
     assert "cream, iteration 1: prompts with all responses identical: 9.4% of 128 (they give no "\
@@ -128,12 +128,13 @@ def test_sentences_are_sorted_by_significance():
 def test_summary_is_deterministic_with_headings_and_caveats():
     text = render_summary(hand_evidence())
     assert text == render_summary(hand_evidence())
-    assert text.startswith("## Summary\n\nSignificant means p < 0.05")
+    assert text.startswith("## Summary\n\nSignificant means a Holm-adjusted p < 0.05 over the "
+                           "report's 5 tests")
     order = [text.index(h) for h in ("**Significant**", "**Not significant**",
                                      "**Not measured**", "**Other figures**", "**Caveats**")]
     assert order == sorted(order)
-    assert ("- 9 figures were tested; if nothing real had happened, about 0.5 of them would "
-            "still come out significant at p < 0.05.") in text
+    assert ("- 5 figures have a p-value; they form the report's family of comparisons, and "
+            "each is called significant only if its Holm-adjusted p is below 0.05") in text
     assert "1 tested figure(s) rest on fewer than 30 items" in text  # the 3-seed row
 
 
@@ -181,3 +182,73 @@ def test_a_halved_response_length_is_called_out():
     # Wide intervals that overlap: the drop is not called out.
     noisy = render_summary(row(Estimate(12.0, 2.0, 22.0, n=8), Estimate(5.0, 0.0, 10.0, n=8)))
     assert "less than half" not in noisy
+
+
+def test_holm_decides_significance_over_the_family():
+    rows = [RewardQualityRow("cream", 1, f"r{i}", proportion(k, 100, chance=0.5))
+            for i, k in enumerate((62, 38, 50, 50, 50))]
+    found = findings(Evidence(reward_quality=rows))
+    raw = [r.accuracy.p_value for r in rows]
+    assert raw[0] < 0.05 and raw[1] < 0.05           # significant alone ...
+    assert raw[0] * 5 > 0.05 and raw[1] * 4 > 0.05   # ... but not after Holm over 5 tests
+    assert [f.kind for f in found] == [NOT_SIGNIFICANT] * 5
+    assert "p < 0.05 alone, Holm-adjusted p = " in found[0].text
+    assert "over the family of 5 tests" in found[0].text
+    strong = findings(Evidence(reward_quality=[
+        RewardQualityRow("cream", 1, "r_t", proportion(80, 100, chance=0.5)), *rows[2:]]))
+    assert strong[0].kind == SIGNIFICANT
+
+
+def test_methods_sharing_an_iteration_give_one_sentence():
+    shared = proportion(30, 100, chance=0.5)
+    ev = Evidence(reward_quality=[RewardQualityRow("cream", 1, "r_t", shared),
+                                  RewardQualityRow("cream-no-rc", 1, "r_t", shared),
+                                  RewardQualityRow("cream", 2, "r_t", shared)])
+    texts = [f.text for f in findings(ev)]
+    assert len(texts) == 2
+    assert texts[0].startswith("cream and cream-no-rc, iteration 1: label accuracy of reward r_t")
+    assert texts[1].startswith("cream, iteration 2:")
+    assert "family of 2 tests" not in render_summary(ev) and "report's 2 tests" in \
+        render_summary(ev)
+
+
+def test_bottom_line_says_what_improved_what_did_not_and_what_to_watch():
+    from cream_plugin.instruments.bottom_line import bottom_line, render_opening
+
+    lines = bottom_line(hand_evidence())
+    assert len(lines) == 3
+    assert lines[0].startswith("Improved, beyond chance: cream: pool accuracy of M2 vs M1 on the same "
+                            "prompts")
+    assert "1 other comparison(s) showed no significant difference" in lines[1]
+    assert lines[2] == ("To watch: the self-assigned reward labels were worse than a coin flip "
+                        "in 1 measurement(s) (e.g. cream, iteration 1: label accuracy of reward "
+                        "r_t: worse than chance: its labels are mostly reversed); 1 "
+                        "significant reward bias(es) (e.g. cream, iteration 1: reward r_t "
+                        "vs response length: longer responses score higher).")
+    nothing = bottom_line(Evidence(comparisons=hand_evidence().comparisons))
+    assert nothing[0].startswith("Nothing measurably improved")
+    opening = render_opening(hand_evidence())
+    assert opening.startswith("## Bottom line\n\n") and "## Glossary" in opening
+    for term in ("M_t", "C", "KL", "AUC", "label accuracy", "pool accuracy"):
+        assert f"- **{term}**:" in opening
+
+
+def test_only_headline_comparisons_join_the_holm_family():
+    def row(a: str, b: str, p: float) -> ComparisonRow:
+        diff = Estimate(0.1, 0.02, 0.18, n=100, p_value=p, mde=0.12)
+        return ComparisonRow("arc", "acc", a, b, PairedComparison(0.4, 0.5, diff,
+                                                                  McNemar(5, 15, 100, p), 0, 0))
+
+    rows = [row("sft M1", "cream M3", 0.5), row("sft M1", "cream-no-rc M3", 0.6),
+            row("cream-no-rc M3", "cream M3", 0.7), row("sft M1", "cream M2", 0.03),
+            row("cream M2", "cream-no-rc M2", 0.8)]
+    found = findings(Evidence(comparisons=rows))
+    texts = [f.text for f in found]
+    # cream M2 vs sft M1 is exploratory: judged on its own p and labelled so.
+    assert any(t.startswith("arc (acc): cream M2 vs sft M1") and "exploratory" in t
+               and t.count(": cream M2 scores higher") for t in texts)
+    assert ("arc (acc): 3 headline paired comparison(s) between models show no significant "
+            "difference (within-seed, n = 100 items each; no difference larger than 12 points "
+            "was detectable; see the table).") in texts
+    assert any("1 exploratory (outside the Holm family)" in t for t in texts)
+    assert "over the report's 3 tests" in render_summary(Evidence(comparisons=rows))

@@ -133,9 +133,9 @@ def test_smoke_every_method(data_dir, run_env, tmp_path, monkeypatch) -> None:
     assert (run_dir / "report.md").is_file()
     report = (run_dir / "report.md").read_text()
     assert "cream" in report
-    # Every instrument section (issue 13), the plain-language summary first.
+    # Every instrument section (issue 13); the bottom line, glossary and summary first (27).
     sections = [line for line in report.splitlines() if line.startswith("## ")]
-    assert sections[0] == "## Summary"
+    assert sections[:3] == ["## Bottom line", "## Glossary", "## Summary"]
     for title in ("Pool accuracy", "Reward quality against gold answers", "Is C informative?",
                   "Known biases", "Identical responses", "How far the policy moved",
                   "Paired comparisons on benchmark items", "Benchmarks", "Ranking consistency"):

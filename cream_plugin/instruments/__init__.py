@@ -2,7 +2,9 @@
 
 Reward quality against gold answers, whether the consistency rate C is informative, known reward
 biases, how far the policy moved, paired tests between models, aggregation across seeds, and the
-report's Markdown sections with a plain-language summary. See docs/instruments.md.
+report's Markdown sections with a bottom line and a plain-language summary; the statistics
+library (exact McNemar, DeLong AUCs, Holm, minimum detectable effects, seeds as replicates).
+See docs/instruments.md.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from cream_plugin.instruments.biases import (
     within_prompt_spearman,
 )
 from cream_plugin.instruments.cluster_bootstrap import cluster_ratio
+from cream_plugin.instruments.bottom_line import bottom_line, render_opening
 from cream_plugin.instruments.collect import compare_models, iteration_evidence
 from cream_plugin.instruments.estimate import Estimate, undefined
 from cream_plugin.instruments.evidence import (
@@ -26,8 +29,11 @@ from cream_plugin.instruments.evidence import (
     PoolAccuracyRow,
     RewardQualityRow,
     SamePromptPoolRow,
+    SeedComparisonRow,
     SeedRow,
+    SeedValue,
 )
+from cream_plugin.instruments.forest import forest_plot
 from cream_plugin.instruments.informativeness import (
     BinAccuracy,
     SoftLabelAccuracy,
@@ -50,13 +56,24 @@ from cream_plugin.instruments.movement import (
     mean_abs_logp_change,
     policy_movement,
 )
+from cream_plugin.instruments.multiple import holm
 from cream_plugin.instruments.paired import (
     McNemar,
     PairedComparison,
     compare_items,
     item_scores,
+    mcnemar_difference,
     mcnemar_exact,
     paired_bootstrap,
+    paired_continuous,
+)
+from cream_plugin.instruments.power import (
+    mde_auc,
+    mde_correlation,
+    mde_mean,
+    mde_paired_binary,
+    mde_proportion,
+    mde_two_proportions,
 )
 from cream_plugin.instruments.render import render_evidence
 from cream_plugin.instruments.reward_quality import (
@@ -71,7 +88,12 @@ from cream_plugin.instruments.reward_quality import (
     same_prompt_pool,
     within_prompt_auc,
 )
-from cream_plugin.instruments.seeds import across_seeds, aggregate_seeds
+from cream_plugin.instruments.roc import compare_aucs, delong_auc
+from cream_plugin.instruments.seeds import (
+    across_seeds,
+    aggregate_seeds,
+    proportion_across_seeds,
+)
 from cream_plugin.instruments.summary import render_summary
 from cream_plugin.instruments.train_log import (
     Curve,
@@ -99,7 +121,9 @@ __all__ = [
     "PoolAccuracyRow",
     "RewardQualityRow",
     "SamePromptPoolRow",
+    "SeedComparisonRow",
     "SeedRow",
+    "SeedValue",
     "SoftLabelAccuracy",
     "accuracy_by_c_bin",
     "across_seeds",
@@ -111,28 +135,43 @@ __all__ = [
     "best_worst",
     "binomial_test",
     "cluster_ratio",
+    "bottom_line",
+    "compare_aucs",
     "compare_items",
     "compare_models",
     "curve_mean",
+    "delong_auc",
     "duplicate_counts",
     "exact_per_token_kl",
+    "forest_plot",
+    "holm",
     "item_scores",
     "iteration_evidence",
     "label_accuracy",
     "load_train_log",
     "mc_log_ratio",
+    "mcnemar_difference",
     "mcnemar_exact",
+    "mde_auc",
+    "mde_correlation",
+    "mde_mean",
+    "mde_paired_binary",
+    "mde_proportion",
+    "mde_two_proportions",
     "mean_abs_logp_change",
     "mean_prompt_spearman",
     "pair_labels",
     "paired_bootstrap",
+    "paired_continuous",
     "plot_train_curves",
     "policy_movement",
     "pool_accuracy",
     "proportion",
+    "proportion_across_seeds",
     "proportion_difference",
     "random_rewards",
     "render_evidence",
+    "render_opening",
     "render_summary",
     "same_prompt_pool",
     "soft_label_accuracy",

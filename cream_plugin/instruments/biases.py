@@ -20,6 +20,7 @@ from scipy import stats
 from cream_plugin.errors import DataError
 from cream_plugin.instruments.estimate import Estimate, undefined
 from cream_plugin.instruments.intervals import LEVEL, proportion, t_interval
+from cream_plugin.instruments.power import mde_correlation
 from cream_plugin.instruments.reward_quality import as_table
 
 N_BOOT = 2000
@@ -68,8 +69,9 @@ def within_prompt_spearman(rewards: object, covariate: object, *, seed: int = 0,
     with np.errstate(invalid="ignore", divide="ignore"):
         boot = boot_sums[:, 0] / np.sqrt(boot_sums[:, 1] * boot_sums[:, 2])
     low, high = np.nanpercentile(boot, [50 * (1 - level), 50 * (1 + level)])
+    # Centring within each prompt costs one degree of freedom per prompt (Fisher's z MDE).
     return Estimate(rho, float(low), float(high), n=used, method=method,
-                    reason=f"{prompts} prompts")
+                    reason=f"{prompts} prompts", mde=mde_correlation(used - prompts))
 
 
 def mean_prompt_spearman(rewards: object, covariate: object) -> Estimate:

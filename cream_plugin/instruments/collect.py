@@ -103,13 +103,12 @@ def iteration_evidence(
     return ev
 
 
-def compare_models(task: str, metric: str, scores: Mapping[str, Mapping[Any, float]], *,
-                   seed: int = 0, n_boot: int = 10_000) -> list[ComparisonRow]:
+def compare_models(task: str, metric: str, scores: Mapping[str, Mapping[Any, float]]
+                   ) -> list[ComparisonRow]:
     """Every pair of models on one task (``scores``: model label -> doc_id -> score).
 
     Pairs follow the mapping's order: for models listed a, b, c the rows are b vs a, c vs a,
     c vs b, so list the baseline first.
     """
-    return [ComparisonRow(task, metric, a, b, compare_items(scores[a], scores[b], seed=seed,
-                                                            n_boot=n_boot))
+    return [ComparisonRow(task, metric, a, b, compare_items(scores[a], scores[b]))
             for a, b in itertools.combinations(scores, 2)]

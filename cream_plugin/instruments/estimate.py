@@ -7,6 +7,7 @@ instead of silently printing ``nan``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -30,6 +31,8 @@ class Estimate:
 
     ``p_value`` is the two-sided p-value of the test named in ``method`` (NaN when none applies);
     ``reason`` says why ``value`` is NaN or what limits it (empty when nothing to say).
+    ``mde`` is the minimum detectable effect of the test at this n (80% power, two-sided 5%;
+    :mod:`cream_plugin.instruments.power`), on the figure's own scale, NaN when not stated.
     """
 
     value: float
@@ -39,6 +42,7 @@ class Estimate:
     p_value: float = NAN
     method: str = ""
     reason: str = ""
+    mde: float = NAN
 
     @property
     def defined(self) -> bool:
@@ -67,8 +71,12 @@ class Estimate:
         return cls(
             value=num("value"), low=num("low"), high=num("high"), n=int(data.get("n") or 0),
             p_value=num("p_value"), method=str(data.get("method") or ""),
-            reason=str(data.get("reason") or ""),
+            reason=str(data.get("reason") or ""), mde=num("mde"),
         )
+
+    def with_mde(self, mde: float) -> Estimate:
+        """The same estimate stating its minimum detectable effect."""
+        return dataclasses.replace(self, mde=mde)
 
 
 def undefined(reason: str, n: int = 0, method: str = "") -> Estimate:

@@ -10,6 +10,7 @@ import dataclasses
 import math
 import types
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,6 +122,48 @@ class SeedRow:
 
 
 @dataclass
+class SeedValue:
+    """One seed's estimate of a comparison (within-seed: paired on that seed's items only)."""
+
+    seed: int
+    estimate: Estimate
+
+
+@dataclass
+class SeedComparisonRow:
+    """A comparison made within each seed, then across seeds: ``across`` is the mean of the
+    per-seed differences with a t-interval over seeds; ``plot`` its forest plot, if drawn."""
+
+    task: str
+    metric: str
+    model_a: str
+    model_b: str
+    per_seed: list[SeedValue]
+    across: Estimate
+    plot: str = ""
+
+
+def last_iterations(labels: Iterable[str]) -> dict[str, int]:
+    """Method -> its last model's iteration, from model labels such as "cream M3"."""
+    last: dict[str, int] = {}
+    for label in labels:
+        method, it = label.rsplit(" M", 1)
+        last[method] = max(last.get(method, 0), int(it))
+    return last
+
+
+def is_headline(model_a: str, model_b: str, last: dict[str, int]) -> bool:
+    """The comparisons a report is about: each method's last model against SFT's M1, and CREAM's
+    last model against its no-RC ablation's. The others are exploratory."""
+    ma, mb = model_a.rsplit(" M", 1), model_b.rsplit(" M", 1)
+    final_b = last.get(mb[0]) == int(mb[1])
+    if model_a == "sft M1":
+        return final_b
+    return final_b and last.get(ma[0]) == int(ma[1]) and {ma[0], mb[0]} == {"cream",
+                                                                           "cream-no-rc"}
+
+
+@dataclass
 class Evidence:
     """Every instrument's rows for one run (any list may be empty)."""
 
@@ -133,6 +176,7 @@ class Evidence:
     movement: list[MovementRow] = field(default_factory=list)
     comparisons: list[ComparisonRow] = field(default_factory=list)
     seeds: list[SeedRow] = field(default_factory=list)
+    seed_comparisons: list[SeedComparisonRow] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready nested dicts; NaN becomes None."""

@@ -15,12 +15,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 from cream_plugin.errors import DataError
-from cream_plugin.instruments.estimate import Estimate, undefined
-from cream_plugin.instruments.intervals import LEVEL, proportion, t_interval, z_value
+from cream_plugin.instruments.estimate import Estimate
+from cream_plugin.instruments.intervals import LEVEL, proportion, t_interval
+from cream_plugin.instruments.power import mde_mean
 from cream_plugin.instruments.reward_quality import pair_labels
+from cream_plugin.instruments.roc import delong_auc
 
 DEFAULT_BINS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
 
@@ -71,29 +72,9 @@ def accuracy_by_c_bin(rewards: object, correct: object, c: object,
 
 
 def auc(scores: object, positive: object, level: float = LEVEL) -> Estimate:
-    """AUC of ``scores`` for the boolean ``positive`` (ties count 1/2), Hanley-McNeil interval.
-
-    The p-value is the two-sided Mann-Whitney test (normal approximation, tie-corrected) of
-    AUC = 0.5.
-    """
-    s = np.asarray(scores, dtype=np.float64)
-    y = np.asarray(positive, dtype=bool)
-    if s.shape != y.shape or s.ndim != 1:
-        raise DataError(f"scores {s.shape} and labels {y.shape}: expected two equal 1-D arrays")
-    pos, neg = s[y], s[~y]
-    n1, n2 = pos.size, neg.size
-    method = f"Hanley-McNeil {level:.0%}, Mann-Whitney test vs 0.5"
-    if n1 == 0 or n2 == 0:
-        return undefined(f"{n1} positive and {n2} negative cases: AUC needs both",
-                         n=n1 + n2, method=method)
-    test = stats.mannwhitneyu(pos, neg, alternative="two-sided", method="asymptotic")
-    a = float(test.statistic) / (n1 * n2)
-    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
-    var = (a * (1 - a) + (n1 - 1) * (q1 - a * a) + (n2 - 1) * (q2 - a * a)) / (n1 * n2)
-    half = z_value(level) * math.sqrt(max(var, 0.0))
-    return Estimate(a, max(0.0, a - half), min(1.0, a + half), n=n1 + n2,
-                    p_value=float(test.pvalue), method=method,
-                    reason=f"{n1} correct and {n2} wrong labels")
+    """AUC of ``scores`` for the boolean ``positive`` (ties count 1/2): DeLong's interval, which
+    handles the many ties of C (:func:`cream_plugin.instruments.roc.delong_auc`)."""
+    return delong_auc(scores, positive, level)
 
 
 def auc_of_c(rewards: object, correct: object, c: object) -> Estimate:
@@ -121,8 +102,10 @@ def soft_label_accuracy(rewards: object, correct: object, c: object) -> SoftLabe
     chosen_right = right.astype(np.float64)
     soft = cs * chosen_right + (1 - cs) * rejected_right
     what = "discordant pairs with a finite C"
+    diff = soft - chosen_right
+    sd = float(diff.std(ddof=1)) if diff.size > 1 else math.nan
     return SoftLabelAccuracy(
         soft=t_interval(soft, what=what),
         hard=proportion(int(right.sum()), int(right.size), chance=0.5, what=what),
-        difference=t_interval(soft - chosen_right, what=what),
+        difference=t_interval(diff, what=what).with_mde(mde_mean(sd, int(diff.size))),
     )

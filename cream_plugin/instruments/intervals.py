@@ -14,6 +14,7 @@ import numpy as np
 from scipy import stats
 
 from cream_plugin.instruments.estimate import Estimate, undefined
+from cream_plugin.instruments.power import mde_proportion, mde_two_proportions
 
 LEVEL = 0.95
 
@@ -53,7 +54,8 @@ def proportion(k: int, n: int, *, chance: float | None = None, level: float = LE
     p = binomial_test(k, n, chance) if chance is not None else math.nan
     method = f"Wilson {level:.0%}" + (f", exact binomial test vs {chance:g}" if chance is not None
                                       else "")
-    return Estimate(k / n, low, high, n=n, p_value=p, method=method)
+    mde = mde_proportion(n, chance) if chance is not None else math.nan
+    return Estimate(k / n, low, high, n=n, p_value=p, method=method, mde=mde)
 
 
 def t_interval(values: Sequence[float] | np.ndarray, level: float = LEVEL,
@@ -68,9 +70,13 @@ def t_interval(values: Sequence[float] | np.ndarray, level: float = LEVEL,
     if n == 1:
         return Estimate(mean, n=1, method="t", reason=f"one {what.rstrip('s')}: no interval")
     sd = float(x.std(ddof=1))
+    if sd == 0:
+        # A zero-width interval and p = 0 would claim certainty that n equal values cannot give.
+        return Estimate(mean, n=n, method="t",
+                        reason=f"all {n} {what} equal: no spread to build an interval from")
     se = sd / math.sqrt(n)
     half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * se
-    p = float(2 * stats.t.sf(abs(mean) / se, n - 1)) if se > 0 else 1.0 if mean == 0 else 0.0
+    p = float(2 * stats.t.sf(abs(mean) / se, n - 1))
     return Estimate(mean, mean - half, mean + half, n=n, p_value=p, method=f"t {level:.0%}")
 
 
@@ -89,4 +95,5 @@ def proportion_difference(k1: int, n1: int, k2: int, n2: int,
     d = p2 - p1
     low = d - math.sqrt((p2 - l2) ** 2 + (u1 - p1) ** 2)
     high = d + math.sqrt((u2 - p2) ** 2 + (p1 - l1) ** 2)
-    return Estimate(d, low, high, n=n1 + n2, method=f"Newcombe {level:.0%}")
+    return Estimate(d, low, high, n=n1 + n2, method=f"Newcombe {level:.0%}",
+                    mde=mde_two_proportions(n1, n2, p1))

@@ -3,8 +3,9 @@
 Per-item scores come from lm-eval's ``log_samples`` (one dict per document and filter with
 ``doc_id`` and the metric values) and are matched by document id, so the comparison uses the
 item-to-item correlation that an unpaired "A ± stderr vs B ± stderr" reading throws away. For 0/1
-scores: McNemar's exact test (a two-sided binomial test on the discordant items). For any scores:
-a seeded percentile bootstrap of the mean difference over items.
+scores: McNemar's exact test (a two-sided binomial test on the discordant items) with its exact
+conditional interval. For other scores: the paired t interval and the Wilcoxon signed-rank test.
+A seeded percentile bootstrap stays available for statistics with no closed form.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
 from cream_plugin.errors import DataError
 from cream_plugin.instruments.estimate import Estimate, undefined
-from cream_plugin.instruments.intervals import LEVEL, binomial_test
+from cream_plugin.instruments.intervals import LEVEL, binomial_test, t_interval
+from cream_plugin.instruments.power import mde_mean, mde_paired_binary
 
 N_BOOT = 10_000
 _CHUNK = 1000
@@ -89,24 +92,72 @@ def _pair(a: object, b: object) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass(frozen=True)
 class McNemar:
-    """Discordant counts and McNemar's exact two-sided p-value."""
+    """Discordant counts, McNemar's exact two-sided p-value and the difference b - a.
+
+    ``difference`` is (b_only - a_only) / n with the exact conditional interval: the
+    Clopper-Pearson interval of pi = b_only / (a_only + b_only), the share of discordant items
+    that favour b (the interval that inverts this exact test), mapped to m / n * (2 pi - 1) for
+    the m discordant items. With no discordant item it has no interval (the reason says so);
+    its ``mde`` is McNemar's minimum detectable difference at the observed discordance.
+    """
 
     a_only: int   # items model a gets right and model b wrong
     b_only: int   # items b gets right and a wrong
     n: int        # items compared
     p_value: float
+    difference: Estimate | None = None
+
+
+def mcnemar_difference(a_only: int, b_only: int, n: int, level: float = LEVEL) -> Estimate:
+    """b - a over ``n`` paired 0/1 items from the discordant counts (see :class:`McNemar`)."""
+    method = f"McNemar exact test, exact conditional {level:.0%} interval"
+    if n <= 0:
+        return undefined("no item scored for both models", method=method)
+    m = a_only + b_only
+    p = 1.0 if m == 0 else binomial_test(min(a_only, b_only), m, 0.5)
+    mde = mde_paired_binary(n, m / n)
+    value = (b_only - a_only) / n
+    if m == 0:
+        return Estimate(0.0, n=n, p_value=1.0, method=method, mde=mde,
+                        reason=f"the models agree on all {n} items: no interval")
+    alpha = 1 - level
+    low = 0.0 if b_only == 0 else float(stats.beta.ppf(alpha / 2, b_only, a_only + 1))
+    high = 1.0 if a_only == 0 else float(stats.beta.ppf(1 - alpha / 2, b_only + 1, a_only))
+    scale = m / n
+    reason = (f"only {m} discordant item{'s' if m > 1 else ''}: the interval is conditional "
+              "on them" if m < 3 else "")
+    return Estimate(value, scale * (2 * low - 1), scale * (2 * high - 1), n=n, p_value=p,
+                    method=method, reason=reason, mde=mde)
 
 
 def mcnemar_exact(a: object, b: object) -> McNemar:
     """McNemar's exact test for paired 0/1 scores (p = 1 when no item is discordant)."""
     x, y = _pair(a, b)
     if not (np.isin(x, (0.0, 1.0)).all() and np.isin(y, (0.0, 1.0)).all()):
-        raise DataError("McNemar's test needs 0/1 scores; use paired_bootstrap for others")
+        raise DataError("McNemar's test needs 0/1 scores; use paired_continuous for others")
     a_only = int(((x == 1) & (y == 0)).sum())
     b_only = int(((x == 0) & (y == 1)).sum())
-    m = a_only + b_only
-    p = 1.0 if m == 0 else binomial_test(min(a_only, b_only), m, 0.5)
-    return McNemar(a_only, b_only, int(x.size), p)
+    diff = mcnemar_difference(a_only, b_only, int(x.size))
+    return McNemar(a_only, b_only, int(x.size), diff.p_value, diff)
+
+
+def paired_continuous(a: object, b: object, level: float = LEVEL) -> Estimate:
+    """Mean of b - a over paired continuous scores: Student's t interval, and the two-sided
+    Wilcoxon signed-rank p-value (exact for n <= 50 without ties or zeros, else the normal
+    approximation with tie correction), which does not assume normal differences."""
+    x, y = _pair(a, b)
+    d = y - x
+    est = t_interval(d, level=level, what="paired items")
+    if d.size < 2:
+        return est
+    sd = float(d.std(ddof=1))
+    if not np.any(d != 0):
+        p = 1.0
+    else:
+        p = float(stats.wilcoxon(d, zero_method="wilcox", alternative="two-sided").pvalue)
+    return Estimate(est.value, est.low, est.high, n=est.n, p_value=p,
+                    method=f"paired t {level:.0%} interval, Wilcoxon signed-rank test",
+                    reason=est.reason, mde=mde_mean(sd, int(d.size)))
 
 
 def paired_bootstrap(a: object, b: object, *, seed: int = 0, n_boot: int = N_BOOT,
@@ -133,24 +184,22 @@ class PairedComparison:
 
     mean_a: float
     mean_b: float
-    difference: Estimate          # bootstrap CI; p_value from McNemar when scores are 0/1
+    difference: Estimate          # McNemar (0/1 scores) or paired t / Wilcoxon (others)
     mcnemar: McNemar | None
     only_a: int                   # items scored for a but not b (left out)
     only_b: int
 
 
-def compare_items(scores_a: Mapping[Any, float], scores_b: Mapping[Any, float], *,
-                  seed: int = 0, n_boot: int = N_BOOT) -> PairedComparison:
-    """Match two doc_id -> score maps, then McNemar (0/1 scores) and the paired bootstrap."""
+def compare_items(scores_a: Mapping[Any, float], scores_b: Mapping[Any, float]
+                  ) -> PairedComparison:
+    """Match two doc_id -> score maps; McNemar for 0/1 scores, else :func:`paired_continuous`."""
     common = [k for k in scores_a if k in scores_b]
     x = np.array([scores_a[k] for k in common], dtype=np.float64)
     y = np.array([scores_b[k] for k in common], dtype=np.float64)
-    diff = paired_bootstrap(x, y, seed=seed, n_boot=n_boot)
     binary = bool(common) and bool(np.isin(x, (0.0, 1.0)).all() and np.isin(y, (0.0, 1.0)).all())
     test = mcnemar_exact(x, y) if binary else None
-    if test is not None:
-        diff = Estimate(diff.value, diff.low, diff.high, n=diff.n, p_value=test.p_value,
-                        method=diff.method + "; McNemar exact test", reason=diff.reason)
+    diff = (test.difference if test is not None and test.difference is not None
+            else paired_continuous(x, y))
     return PairedComparison(
         mean_a=float(x.mean()) if x.size else math.nan,
         mean_b=float(y.mean()) if y.size else math.nan,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from cream_plugin.instruments import fmt
+from cream_plugin.instruments.bottom_line import render_opening
 from cream_plugin.instruments.estimate import Estimate
 from cream_plugin.instruments.evidence import (
     BiasRow,
@@ -20,6 +21,7 @@ from cream_plugin.instruments.evidence import (
     PoolAccuracyRow,
     RewardQualityRow,
     SamePromptPoolRow,
+    SeedComparisonRow,
     SeedRow,
 )
 from cream_plugin.instruments.summary import render_summary
@@ -38,6 +40,13 @@ def cell(e: Estimate, scale: str = "num", digits: int | None = None) -> str:
     if not e.defined:
         return f"{fmt.DASH} ({e.reason})" if e.reason else fmt.DASH
     return fmt.value(e, scale, digits)
+
+
+def mde_cell(e: Estimate, scale: str = "num") -> str:
+    """The minimum detectable effect (80% power, alpha 0.05) in the figure's scale, or a dash."""
+    if e.mde != e.mde:
+        return fmt.DASH
+    return f"{100 * e.mde:.1f} points" if scale in ("pct", "points") else fmt.num(e.mde)
 
 
 def render_pool_accuracy(rows: Sequence[PoolAccuracyRow]) -> str:
@@ -59,20 +68,22 @@ def render_same_prompt_pool(rows: Sequence[SamePromptPoolRow]) -> str:
 def render_reward_quality(rows: Sequence[RewardQualityRow]) -> str:
     body = [[r.method, str(r.iteration), r.reward, cell(r.accuracy, "pct"),
              fmt.interval(r.accuracy, "pct"), fmt.p_value(r.accuracy.p_value),
-             str(r.accuracy.n), str(r.pairs), cell(r.auc), fmt.interval(r.auc),
-             str(r.auc.n)] for r in rows]
+             mde_cell(r.accuracy, "pct"), str(r.accuracy.n), str(r.pairs), cell(r.auc),
+             fmt.interval(r.auc), str(r.auc.n)] for r in rows]
     return table(["method", "iteration", "reward", "label accuracy", "95% CI (Wilson)",
-                  "p vs 0.5", "n (discordant pairs)", "pairs", "within-prompt AUC",
+                  "p vs 0.5", "MDE vs 0.5", "n (discordant pairs)", "pairs", "within-prompt AUC",
                   "95% CI (prompt bootstrap)", "n (correct, wrong) pairs"], body)
 
 
 def render_informativeness(rows: Sequence[InformativenessRow]) -> str:
     body = [[r.method, str(r.iteration), cell(r.auc), fmt.interval(r.auc),
-             fmt.p_value(r.auc.p_value), cell(r.soft, "pct"), cell(r.hard, "pct"),
-             cell(r.difference, "points"), fmt.interval(r.difference, "points"),
-             fmt.p_value(r.difference.p_value), str(r.hard.n)] for r in rows]
-    return table(["method", "iteration", "AUC of C", "95% CI", "p vs 0.5", "soft acc.",
-                  "hard acc.", "soft − hard (points)", "95% CI", "p", "n (pairs)"], body)
+             fmt.p_value(r.auc.p_value), mde_cell(r.auc), cell(r.soft, "pct"),
+             cell(r.hard, "pct"), cell(r.difference, "points"),
+             fmt.interval(r.difference, "points"), fmt.p_value(r.difference.p_value),
+             mde_cell(r.difference, "points"), str(r.hard.n)] for r in rows]
+    return table(["method", "iteration", "AUC of C", "95% CI (DeLong)", "p vs 0.5", "MDE",
+                  "soft acc.", "hard acc.", "soft − hard (points)", "95% CI (t)", "p", "MDE",
+                  "n (pairs)"], body)
 
 
 def render_c_bins(rows: Sequence[InformativenessRow]) -> str:
@@ -82,16 +93,18 @@ def render_c_bins(rows: Sequence[InformativenessRow]) -> str:
             closing = "]" if i == len(r.bins) - 1 else ")"
             body.append([r.method, str(r.iteration), f"[{b.low:g}, {b.high:g}{closing}",
                          cell(b.accuracy, "pct"), fmt.interval(b.accuracy, "pct"),
-                         fmt.p_value(b.accuracy.p_value), str(b.accuracy.n)])
+                         fmt.p_value(b.accuracy.p_value), mde_cell(b.accuracy, "pct"),
+                         str(b.accuracy.n)])
     return table(["method", "iteration", "C bin", "label accuracy", "95% CI (Wilson)",
-                  "p vs 0.5", "n (pairs)"], body)
+                  "p vs 0.5", "MDE vs 0.5", "n (pairs)"], body)
 
 
 def render_biases(rows: Sequence[BiasRow]) -> str:
     body = [[r.method, str(r.iteration), r.reward, cell(r.length), fmt.interval(r.length),
-             cell(r.duplicates), fmt.interval(r.duplicates), str(r.length.n)] for r in rows]
+             cell(r.duplicates), fmt.interval(r.duplicates), mde_cell(r.length),
+             str(r.length.n)] for r in rows]
     return table(["method", "iteration", "reward", "ρ length", "95% CI", "ρ duplicates",
-                  "95% CI", "n responses"], body)
+                  "95% CI", "MDE |ρ|", "n responses"], body)
 
 
 def render_identical(rows: Sequence[IdenticalRow]) -> str:
@@ -125,23 +138,43 @@ def render_comparisons(rows: Sequence[ComparisonRow]) -> str:
         c = r.comparison
         binary = c.mcnemar is not None
         scale = "points" if binary else "num"
+        d = c.difference
         body.append([r.task, r.metric, r.model_a, r.model_b,
                      fmt.pct(c.mean_a) if binary else fmt.num(c.mean_a),
                      fmt.pct(c.mean_b) if binary else fmt.num(c.mean_b),
-                     cell(c.difference, scale), fmt.interval(c.difference, scale),
-                     fmt.p_value(c.mcnemar.p_value) if c.mcnemar else fmt.DASH,
+                     cell(d, scale), fmt.interval(d, scale) if d.has_interval
+                     else (d.reason or fmt.DASH), fmt.p_value(d.p_value), mde_cell(d, scale),
                      str(c.mcnemar.b_only) if c.mcnemar else fmt.DASH,
                      str(c.mcnemar.a_only) if c.mcnemar else fmt.DASH,
-                     str(c.difference.n)])
-    return table(["task", "metric", "model a", "model b", "a", "b", "b − a",
-                  "95% CI (paired bootstrap)", "McNemar p", "only b right", "only a right",
+                     str(d.n)])
+    return table(["task", "metric", "model a", "model b", "a", "b", "b − a", "95% CI",
+                  "p (McNemar exact / Wilcoxon)", "MDE", "only b right", "only a right",
                   "n items"], body)
 
 
 def render_seeds(rows: Sequence[SeedRow]) -> str:
     body = [[r.label, r.quantity, cell(r.estimate), fmt.interval(r.estimate),
-             str(r.estimate.n)] for r in rows]
-    return table(["model", "quantity", "mean", "95% CI (t)", "seeds"], body)
+             fmt.p_value(r.estimate.p_value), mde_cell(r.estimate), str(r.estimate.n),
+             r.estimate.method + (f"; {r.estimate.reason}" if r.estimate.reason else "")]
+            for r in rows]
+    return table(["model", "quantity", "across seeds", "95% CI", "p vs reference", "MDE",
+                  "seeds", "how"], body)
+
+
+def render_seed_comparisons(rows: Sequence[SeedComparisonRow]) -> str:
+    body = []
+    for r in rows:
+        binary = all("McNemar" in v.estimate.method for v in r.per_seed)
+        scale = "points" if binary else "num"
+        each = "; ".join(f"seed {v.seed}: {cell(v.estimate, scale)} "
+                         f"({fmt.interval(v.estimate, scale)}, p {fmt.p_value(v.estimate.p_value)},"
+                         f" MDE {mde_cell(v.estimate, scale)})" for v in r.per_seed)
+        body.append([r.task, r.metric, r.model_a, r.model_b, cell(r.across, scale),
+                     fmt.interval(r.across, scale), fmt.p_value(r.across.p_value),
+                     mde_cell(r.across, scale), str(r.across.n), each])
+    return table(["task", "metric", "model a", "model b", "mean b − a over seeds",
+                  "95% CI (t over seeds)", "p (t over seeds)", "MDE", "seeds",
+                  "per seed (within-seed, McNemar)"], body)
 
 
 _GUIDE = {
@@ -170,9 +203,16 @@ _GUIDE = {
                 "the mean response length of each model's samples (old: M_t on "
                 "iteration t's prompts, new: M_t+1 on iteration t+1's), and the DPO log's mean "
                 "margin and reward accuracy.",
-    "comparisons": "Pairs of models on the same benchmark items: McNemar's exact test for 0/1 "
-                   "scores and a paired bootstrap interval of the difference.",
-    "seeds": "The same configuration under several seeds: mean and 95% t-interval over seeds.",
+    "comparisons": "Pairs of models on the same benchmark items of this run (within-seed): "
+                   "McNemar's exact test for 0/1 scores with its exact conditional interval "
+                   "(none when no item differs), else a paired t interval and the Wilcoxon "
+                   "test; MDE is the smallest difference detectable at this n (80% power).",
+    "seeds": "The same configuration under several seeds, the seeds as replicates: "
+             "proportions on the logit scale (interval inside [0, 1]; the value is the "
+             "seed-typical proportion), other figures as mean with a t-interval over seeds.",
+    "seed_comparisons": "Headline comparisons made within each seed (McNemar on its items), "
+                        "then the mean of the per-seed differences with a t-interval over "
+                        "seeds; each has a forest plot below.",
 }
 
 
@@ -180,7 +220,7 @@ def render_evidence(evidence: Evidence, plots: Mapping[str, str] | None = None,
                     level: int = 2) -> str:
     """The summary plus every non-empty instrument section; ``plots``: caption -> image path."""
     h = "#" * level
-    parts = [render_summary(evidence, heading=f"{h} Summary")]
+    parts = [render_opening(evidence, level), render_summary(evidence, heading=f"{h} Summary")]
 
     def section(title: str, guide: str, body: str) -> None:
         parts.extend([f"{h} {title}", "", _GUIDE[guide], "", body, ""])
@@ -211,4 +251,10 @@ def render_evidence(evidence: Evidence, plots: Mapping[str, str] | None = None,
                 render_comparisons(ev.comparisons))
     if ev.seeds:
         section("Across seeds", "seeds", render_seeds(ev.seeds))
+    if ev.seed_comparisons:
+        section("Comparisons with seeds as replicates", "seed_comparisons",
+                render_seed_comparisons(ev.seed_comparisons))
+        for r in ev.seed_comparisons:
+            if r.plot:
+                parts.extend([f"![{r.task}: {r.model_b} vs {r.model_a}, per seed]({r.plot})", ""])
     return "\n".join(parts)

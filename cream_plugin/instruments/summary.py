@@ -1,16 +1,18 @@
 """The report's first section: the instruments' findings as plain sentences, deterministically.
 
 Every figure becomes one sentence with its interval, n and test, sorted into *significant*
-(p < 0.05, or where no test applies a 95% interval that excludes the chance value), *not
-significant*, *not measured* (with the reason) and *other figures* (descriptive), followed by
-caveats. The same Evidence always gives the same text.
+(Holm-adjusted p < 0.05 over the report's family of tests, or where no test applies a 95%
+interval that excludes the chance value), *not significant* (with the smallest difference its n
+could detect), *not measured* (with the reason) and *other figures* (descriptive), followed by
+caveats. The verdict rules live in :mod:`cream_plugin.instruments.verdicts`. The same Evidence
+always gives the same text.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from cream_plugin.instruments import fmt
 from cream_plugin.instruments.estimate import Estimate
@@ -24,48 +26,26 @@ from cream_plugin.instruments.evidence import (
     PoolAccuracyRow,
     RewardQualityRow,
     SamePromptPoolRow,
+    SeedComparisonRow,
     SeedRow,
+    is_headline,
+    last_iterations,
 )
-
-ALPHA = 0.05
-SMALL_N = 30
-SIGNIFICANT, NOT_SIGNIFICANT, UNMEASURED, FACT = "sig", "not", "unmeasured", "fact"
-_HEADINGS = {
-    SIGNIFICANT: "Significant",
-    NOT_SIGNIFICANT: "Not significant",
-    UNMEASURED: "Not measured",
-    FACT: "Other figures",
-}
-
-
-def significant(e: Estimate, chance: float) -> bool | None:
-    """p < 0.05 when a test p-value exists, else whether the interval excludes ``chance``."""
-    if not e.defined:
-        return None
-    if not math.isnan(e.p_value):
-        return e.p_value < ALPHA
-    if e.has_interval:
-        return e.excludes(chance)
-    return None
-
-
-@dataclass(frozen=True)
-class Finding:
-    kind: str
-    text: str
-    n: int = 0
-
-
-def _tested(e: Estimate, chance: float, what: str, figure: str,
-            verdicts: tuple[str, str, str]) -> Finding:
-    """A sentence "what: figure: verdict" with verdict (above chance, below chance, neither)."""
-    if not e.defined:
-        return Finding(UNMEASURED, f"{what}: {e.reason or 'no data'}.")
-    sig = significant(e, chance)
-    if sig is None:
-        return Finding(FACT, f"{what}: {figure}.", e.n)
-    verdict = (verdicts[0] if e.value > chance else verdicts[1]) if sig else verdicts[2]
-    return Finding(SIGNIFICANT if sig else NOT_SIGNIFICANT, f"{what}: {figure}: {verdict}.", e.n)
+from cream_plugin.instruments.intervals import proportion_difference
+from cream_plugin.instruments.verdicts import (
+    FACT,
+    HEADINGS,
+    NOT_SIGNIFICANT,
+    SIGNIFICANT,
+    SMALL_N,
+    UNMEASURED,
+    Finding,
+    decide,
+    deduplicate,
+    family_size,
+    group_quiet,
+    tested,
+)
 
 
 def _p(e: Estimate) -> str:
@@ -101,9 +81,9 @@ def _same_prompt_pool(rows: list[SamePromptPoolRow]) -> list[Finding]:
         figure = (f"{fmt.pct(r.new.value)} vs {fmt.pct(r.old.value)}, mean per-prompt change "
                   f"{fmt.points(d.value)} points (95% CI {fmt.interval(d, 'points')}, "
                   f"prompt-clustered bootstrap, n = {d.n} prompts)")
-        out.append(_tested(d, 0.0, what, figure,
+        out.append(tested(d, 0.0, what, figure,
                            ("the policy got more answers right", "the policy got fewer answers "
-                            "right", "no significant change")))
+                            "right", "no significant change"), "outcome", "points"))
     return out
 
 
@@ -155,7 +135,9 @@ def _length(r: MovementRow) -> list[Finding]:
     if old.value > 0 and new.value < COLLAPSE_RATIO * old.value and new.high < old.low:
         return [Finding(SIGNIFICANT, text + ": M_(t+1) answers in less than half the length "
                         "(intervals apart); check its samples for bare answers before trusting "
-                        "pool accuracy.", new.n)]
+                        "pool accuracy.", new.n, topic="watch",
+                        short=f"{r.method}, iteration {r.iteration}: the trained model answers "
+                              "in less than half the length")]
     return [Finding(FACT, text + ".", new.n)]
 
 
@@ -166,19 +148,20 @@ def _reward_quality(rows: list[RewardQualityRow]) -> list[Finding]:
         what = f"{r.method}, iteration {r.iteration}: label accuracy of reward {r.reward}"
         figure = (f"{fmt.pct(e.value)} of {e.n} pairs whose responses differ in correctness "
                   f"(95% CI {fmt.interval(e, 'pct')}{_p(e)}; chance 50%)")
-        out.append(_tested(e, 0.5, what, figure,
+        out.append(tested(e, 0.5, what, figure,
                            ("better than chance", "worse than chance: its labels are mostly "
-                            "reversed", "not distinguishable from chance")))
+                            "reversed", "not distinguishable from chance"),
+                           "labels" if r.reward != "random" else "", "pct"))
         a = r.auc
         if a.defined:
             figure = (f"{fmt.num(a.value)} over {a.n} within-prompt pairs of a correct and a "
                       f"wrong response (95% CI {fmt.interval(a)}, prompt-clustered bootstrap; "
                       "chance 0.5)")
-            out.append(_tested(a, 0.5, f"{r.method}, iteration {r.iteration}: within-prompt "
-                                       f"AUC of reward {r.reward}", figure,
-                               ("ranks correct responses above wrong ones",
-                                "ranks wrong responses above correct ones",
-                                "not distinguishable from chance")))
+            out.append(tested(a, 0.5, f"{r.method}, iteration {r.iteration}: within-prompt "
+                                      f"AUC of reward {r.reward}", figure,
+                              ("ranks correct responses above wrong ones",
+                               "ranks wrong responses above correct ones",
+                               "not distinguishable from chance")))
     return out
 
 
@@ -189,16 +172,16 @@ def _informativeness(rows: list[InformativenessRow]) -> list[Finding]:
         e = r.auc
         figure = (f"{fmt.num(e.value)} (95% CI {fmt.interval(e)}{_p(e)}; {e.reason}; "
                   "chance 0.5)")
-        out.append(_tested(e, 0.5, f"{head}: AUC of C for a correct label", figure,
+        out.append(tested(e, 0.5, f"{head}: AUC of C for a correct label", figure,
                            ("C carries information about which labels are right",
                             "C is higher on wrong labels than on right ones",
                             "C is not distinguishable from no information")))
         d = r.difference
         figure = (f"{fmt.pct(r.soft.value)} vs {fmt.pct(r.hard.value)}, {fmt.points(d.value)} "
                   f"points (95% CI {fmt.interval(d, 'points')}{_p(d)}, n = {d.n} pairs)")
-        out.append(_tested(d, 0.0, f"{head}: soft-label vs hard-label accuracy", figure,
+        out.append(tested(d, 0.0, f"{head}: soft-label vs hard-label accuracy", figure,
                            ("the soft labels are more accurate", "the soft labels are less "
-                            "accurate", "no significant difference")))
+                            "accurate", "no significant difference"), scale="points"))
     return out
 
 
@@ -216,7 +199,7 @@ def _biases(rows: list[BiasRow]) -> list[Finding]:
         ):
             figure = (f"within-prompt Spearman {fmt.num(e.value)} (95% CI {fmt.interval(e)}, "
                       f"n = {e.n} responses)")
-            out.append(_tested(e, 0.0, f"{head} {what}", figure, verdicts))
+            out.append(tested(e, 0.0, f"{head} {what}", figure, verdicts, "watch"))
     return out
 
 
@@ -230,35 +213,46 @@ def _identical(rows: list[IdenticalRow]) -> list[Finding]:
 
 
 def _comparisons(rows: list[ComparisonRow]) -> list[Finding]:
-    """Significant comparisons one by one; the others counted per task (all pairs of models
-    can be dozens of rows: the table has them all)."""
+    """One sentence per comparison; :func:`findings` counts the not-significant ones per task
+    (all pairs of models can be dozens of rows: the table has them all). Only the headline
+    comparisons (:func:`is_headline`) join Holm's family; the others are exploratory."""
     out = []
-    quiet: dict[str, list[int]] = {}
+    last = last_iterations(m for r in rows for m in (r.model_a, r.model_b))
     for r in rows:
         c = r.comparison
         d = c.difference
         scale = "points" if c.mcnemar is not None else "num"
         test = (f"McNemar {fmt.p_clause(c.mcnemar.p_value)}" if c.mcnemar is not None
-                else "paired bootstrap")
+                else f"Wilcoxon {fmt.p_clause(d.p_value)}")
         unit = " points" if scale == "points" else ""
         before = fmt.pct(c.mean_a) if scale == "points" else fmt.num(c.mean_a)
         after = fmt.pct(c.mean_b) if scale == "points" else fmt.num(c.mean_b)
         what = f"{r.task} ({r.metric}): {r.model_b} vs {r.model_a}"
         figure = (f"{fmt.value(d, scale)}{unit} ({r.model_a} {before}, {r.model_b} {after}; 95% CI "
-                  f"{fmt.interval(d, scale)}; {test}; n = {d.n} items)")
-        found = _tested(d, 0.0, what, figure,
+                  f"{fmt.interval(d, scale) if d.has_interval else d.reason or fmt.DASH}; "
+                  f"{test}; within-seed, n = {d.n} items)")
+        found = tested(d, 0.0, what, figure,
                         (f"{r.model_b} scores higher", f"{r.model_b} scores lower",
-                         "no significant difference"))
-        if found.kind == NOT_SIGNIFICANT:
-            quiet.setdefault(f"{r.task} ({r.metric})", []).append(d.n)
-        else:
-            out.append(found)
-    for task, ns in quiet.items():
-        n = f"{min(ns)}" if min(ns) == max(ns) else f"{min(ns)} to {max(ns)}"
-        out.append(Finding(NOT_SIGNIFICANT,
-                           f"{task}: {len(ns)} paired comparison(s) between models show no "
-                           f"significant difference (n = {n} items each; see the table).",
-                           min(ns)))
+                         "no significant difference"), "outcome", scale)
+        out.append(dataclasses.replace(found, group=f"{r.task} ({r.metric})",
+                                       in_family=is_headline(r.model_a, r.model_b, last)))
+    return out
+
+
+def _seed_comparisons(rows: list[SeedComparisonRow]) -> list[Finding]:
+    out = []
+    for r in rows:
+        e = r.across
+        binary = all("McNemar" in v.estimate.method for v in r.per_seed)
+        scale = "points" if binary else "num"
+        unit = " points" if binary else ""
+        each = ", ".join(f"{fmt.value(v.estimate, scale)}" for v in r.per_seed)
+        what = f"{r.task} ({r.metric}): {r.model_b} vs {r.model_a} across {e.n} seeds"
+        figure = (f"mean of the per-seed differences {fmt.value(e, scale)}{unit} (95% t-CI over "
+                  f"seeds {fmt.interval(e, scale)}{_p(e)}; per seed {each})")
+        out.append(tested(e, 0.0, what, figure,
+                           (f"{r.model_b} scores higher", f"{r.model_b} scores lower",
+                            "no significant difference across seeds"), "outcome", scale))
     return out
 
 
@@ -266,16 +260,20 @@ def _seeds(rows: list[SeedRow]) -> list[Finding]:
     out = []
     for r in rows:
         e = r.estimate
-        what = f"{r.label}, {r.quantity} across {e.n} seeds"
-        figure = f"mean {fmt.num(e.value)} (95% t-CI {fmt.interval(e)})"
+        what = f"{r.label}, {r.quantity}" + (f" across {e.n} seeds" if e.n else "")
+        name = "logit-scale" if "logit" in e.method else "t"
+        figure = (f"{fmt.num(e.value)} (95% {name} CI over seeds {fmt.interval(e)}{_p(e)})"
+                  if e.has_interval else f"{fmt.num(e.value)} (no interval: {e.reason})")
         if r.chance is None:
             out.append(Finding(UNMEASURED, f"{what}: {e.reason}.") if not e.defined
                        else Finding(FACT, f"{what}: {figure}.", e.n))
         else:
-            out.append(_tested(Estimate(e.value, e.low, e.high, n=e.n, reason=e.reason),
-                               r.chance, what, f"{figure}; reference {r.chance:g}",
-                               ("above the reference", "below the reference",
-                                "not distinguishable from the reference")))
+            out.append(tested(e, r.chance, what, f"{figure}; reference {r.chance:g}",
+                              ("above the reference", "below the reference",
+                               "not distinguishable from the reference"),
+                              "labels" if r.quantity.startswith("label accuracy")
+                              and not r.quantity.endswith("random") else "",
+                              "pct" if "logit" in e.method else "num"))
     return out
 
 
@@ -289,24 +287,28 @@ _SECTIONS: tuple[tuple[str, Callable[[Evidence], list[Finding]]], ...] = (
     ("identical", lambda ev: _identical(ev.identical)),
     ("comparisons", lambda ev: _comparisons(ev.comparisons)),
     ("seeds", lambda ev: _seeds(ev.seeds)),
+    ("seed_comparisons", lambda ev: _seed_comparisons(ev.seed_comparisons)),
 )
 
 
 def findings(evidence: Evidence) -> list[Finding]:
-    """Every sentence of the summary with its category, in section order."""
+    """Every sentence of the summary with its category, in section order (verdicts after Holm's
+    adjustment over all tested figures; duplicates across methods merged)."""
     out: list[Finding] = []
     for _, build in _SECTIONS:
         out += build(evidence)
-    return out
+    return group_quiet(decide(deduplicate(out)))
 
 
 def _caveats(evidence: Evidence, found: list[Finding]) -> list[str]:
     tested = [f for f in found if f.kind in (SIGNIFICANT, NOT_SIGNIFICANT)]
     notes = []
-    if tested:
+    family = family_size(found)
+    if family:
         notes.append(
-            f"{len(tested)} figures were tested; if nothing real had happened, about "
-            f"{ALPHA * len(tested):.1f} of them would still come out significant at p < 0.05.")
+            f"{family} figures have a p-value; they form the report's family of comparisons, "
+            "and each is called significant only if its Holm-adjusted p is below 0.05, so the "
+            "chance of any false positive among them is at most 5%.")
     small = [f for f in tested if 0 < f.n < SMALL_N]
     if small:
         notes.append(f"{len(small)} tested figure(s) rest on fewer than {SMALL_N} items "
@@ -327,12 +329,16 @@ def render_summary(evidence: Evidence, heading: str = "## Summary") -> str:
     if not found:
         parts += ["No instrument produced a figure for this run.", ""]
         return "\n".join(parts)
-    parts += ["Significant means p < 0.05, or, where no test applies, a 95% interval that "
-              "excludes the chance value; n is given with every figure.", ""]
+    family = family_size(found)
+    tests = f"{family} tests" if family else "tests (none has a p-value here)"
+    parts += [f"Significant means a Holm-adjusted p < 0.05 over the report's {tests}, or, "
+              "where no test applies, a 95% interval that excludes the chance value; n is "
+              "given with every figure, and a figure that is not significant states the "
+              "smallest difference its n could detect.", ""]
     for kind in (SIGNIFICANT, NOT_SIGNIFICANT, UNMEASURED, FACT):
         sentences = [f.text for f in found if f.kind == kind]
         if sentences:
-            parts += [f"**{_HEADINGS[kind]}**", "", *[f"- {s}" for s in sentences], ""]
+            parts += [f"**{HEADINGS[kind]}**", "", *[f"- {s}" for s in sentences], ""]
     notes = _caveats(evidence, found)
     if notes:
         parts += ["**Caveats**", "", *[f"- {n}" for n in notes], ""]
