@@ -217,8 +217,8 @@ def test_bottom_line_says_what_improved_what_did_not_and_what_to_watch():
 
     lines = bottom_line(hand_evidence())
     assert len(lines) == 3
-    assert lines[0].startswith("Improved, beyond chance: cream: pool accuracy of M2 vs M1 on the same "
-                            "prompts")
+    assert lines[0].startswith(
+        "Improved, beyond chance: cream: pool accuracy of M2 vs M1 on the same prompts")
     assert "1 other comparison(s) showed no significant difference" in lines[1]
     assert lines[2] == ("To watch: the self-assigned reward labels were worse than a coin flip "
                         "in 1 measurement(s) (e.g. cream, iteration 1: label accuracy of reward "

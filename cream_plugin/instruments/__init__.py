@@ -15,8 +15,8 @@ from cream_plugin.instruments.biases import (
     mean_prompt_spearman,
     within_prompt_spearman,
 )
-from cream_plugin.instruments.cluster_bootstrap import cluster_ratio
 from cream_plugin.instruments.bottom_line import bottom_line, render_opening
+from cream_plugin.instruments.cluster_bootstrap import cluster_ratio
 from cream_plugin.instruments.collect import compare_models, iteration_evidence
 from cream_plugin.instruments.estimate import Estimate, undefined
 from cream_plugin.instruments.evidence import (
@@ -134,8 +134,8 @@ __all__ = [
     "auc_of_c",
     "best_worst",
     "binomial_test",
-    "cluster_ratio",
     "bottom_line",
+    "cluster_ratio",
     "compare_aucs",
     "compare_items",
     "compare_models",

@@ -31,7 +31,6 @@ from cream_plugin.instruments.evidence import (
     is_headline,
     last_iterations,
 )
-from cream_plugin.instruments.intervals import proportion_difference
 from cream_plugin.instruments.verdicts import (
     FACT,
     HEADINGS,
