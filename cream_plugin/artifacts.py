@@ -7,9 +7,9 @@ temporary name and renamed, and the manifest goes last, so an artifact only read
 once all of it is on disk. Every temporary name is noted in the run folder's journal
 (:class:`TempJournal`) before it is created, so clean-up after a kill deletes exactly the files
 cream made and nothing else. The manifest records the size and sha256 of every file; a reused
-artifact is checked against them (:meth:`Stage.verify`) so a hand-edited or truncated file is an
-error, never a silent input. A stage is complete when its manifest says so with the same config
-hash and the same input digests; a stage's ``digest`` feeds its dependents' ``inputs``, so a
+artifact is checked against them (:meth:`Artifact.verify`) so a hand-edited or truncated file
+is an error, never a silent input. A stage is complete when its manifest says so with the same
+config hash and the same input digests; a stage's ``digest`` feeds its dependents' ``inputs``, so a
 changed upstream setting or content invalidates everything downstream of it.
 """
 
@@ -39,7 +39,7 @@ from cream_plugin.files import (
 __all__ = [
     "JOURNAL_NAME",
     "MANIFEST_SUFFIX",
-    "Stage",
+    "Artifact",
     "TempJournal",
     "append_jsonl",
     "atomic_write_text",
@@ -54,7 +54,7 @@ _VERIFIED: set[tuple[str, str]] = set()
 """(path, sha256) pairs already hashed by this process: each file is hashed once per process."""
 
 
-class Stage:
+class Artifact:
     """One stage's artifact (rows or a folder) under ``run_dir`` and its manifest.
 
     ``name`` may contain ``/`` (e.g. ``cream/iter2/samples``) to group a method's stages.
@@ -80,7 +80,7 @@ class Stage:
         self._started = time.perf_counter()
 
     def __repr__(self) -> str:
-        return f"Stage({self.name!r}, config_hash={self.config_hash!r})"
+        return f"Artifact({self.name!r}, config_hash={self.config_hash!r})"
 
     # -- state ---------------------------------------------------------------------------
     def manifest(self) -> dict[str, Any] | None:
@@ -300,7 +300,7 @@ def prune_checkpoints(run_dir: str | os.PathLike[str], keep: Collection[str]) ->
     """Delete every checkpoint folder stage whose name is not in ``keep``; returns their names.
 
     The manifest stays (marked ``pruned``), so dependents keep their digests and the stage
-    still counts as complete; ``Stage.is_available()`` tells whether the files are still there.
+    still counts as complete; ``Artifact.is_available()`` tells whether the files are still there.
     A later run that needs a pruned checkpoint trains it again (cream_plugin.stages.runner).
     """
     run_dir = Path(run_dir)

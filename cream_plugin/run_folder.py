@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cream_plugin.artifacts import MANIFEST_SUFFIX, Stage, TempJournal, read_manifests
+from cream_plugin.artifacts import MANIFEST_SUFFIX, Artifact, TempJournal, read_manifests
 from cream_plugin.errors import ConfigError, CreamError
 
 MARKER = "cream-run.json"
@@ -158,7 +158,7 @@ class RunFolder:
         """Every file and folder cream wrote here and can name."""
         paths: list[Path] = []
         for name, m in read_manifests(self.path).items():
-            stage = Stage(self.path, name, "")
+            stage = Artifact(self.path, name, "")
             paths.append(stage.folder_path if m.get("kind") == "folder" else stage.rows_path)
             paths.append(stage.manifest_path)
             if m.get("kind") == "folder":
@@ -204,5 +204,5 @@ class RunFolder:
         if not (self.path / f"{name}{MANIFEST_SUFFIX}").is_file():
             known = ", ".join(sorted(read_manifests(self.path))) or "none"
             raise RunFolderError(f"{self.path}: no stage {name!r}; stages here: {known}")
-        Stage(self.path, name, "").invalidate()
+        Artifact(self.path, name, "").invalidate()
         return [name]

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from cream_plugin.artifacts import Stage, prune_checkpoints
+from cream_plugin.artifacts import Artifact, prune_checkpoints
 from cream_plugin.config import RunConfig
 from cream_plugin.distributed import DistContext
 from cream_plugin.errors import DataError
@@ -123,10 +123,10 @@ def test_bad_output_leaves_nothing_complete(tmp_path) -> None:
 
     with pytest.raises(ValueError, match="shape"):
         Runner(ctx).run(Broken())
-    assert not Stage(tmp_path, "numbers", "").manifest_path.exists()
+    assert not Artifact(tmp_path, "numbers", "").manifest_path.exists()
     with pytest.raises(DataError, match=r"infinite.*field\(s\) v"):
         Runner(ctx).run(Numbers(rows=[{"v": 1.0}, {"v": float("inf")}]))
-    assert not Stage(tmp_path, "numbers", "").manifest_path.exists()
+    assert not Artifact(tmp_path, "numbers", "").manifest_path.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
     good = Numbers()
     Runner(ctx).run(good)
