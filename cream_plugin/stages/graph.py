@@ -67,7 +67,7 @@ class StageGraph:
         if type(found) is not type(spec):
             raise ValueError(f"stage {spec.name}: {type(found).__name__} and "
                              f"{type(spec).__name__} share one name")
-        return found  # type: ignore[return-value]
+        return found
 
     # -- parts of the loop ---------------------------------------------------------------------
     def prompts(self) -> PromptsStage:

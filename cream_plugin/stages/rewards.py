@@ -145,13 +145,13 @@ class ImplicitRewardsStage(StageSpec):
         for key, stage in tables.items():
             if stage is not None:
                 fill_cache(cache, f"{key}@max{max_length}", rows, ctx.result(stage).read_rows())
-        has_ref = self.reference is not None
+        ref_key = self.reference.model_key if self.reference is not None else None
         rewarder = ctx.component(
             "rewarder",
             self.rewarder,
             {
                 "model": lambda: NotLoaded(self.policy.model_key),
-                "ref_model": lambda: NotLoaded(self.reference.model_key) if has_ref else None,
+                "ref_model": lambda: NotLoaded(ref_key) if ref_key else None,
                 "tokenizer": lambda: ctx.tokenizer,
                 "cache": lambda: cache,
                 "model_key": lambda: "policy",
