@@ -56,7 +56,8 @@ from cream_plugin.scir_losses import (
     selected_dpo_loss,
 )
 from cream_plugin.trainer import CREAMConfig, CREAMTrainer
-from cream_plugin.trainer_utils import CONSISTENCY_COLUMN, REF_COLUMNS
+from cream_plugin.trainer_utils import CONSISTENCY_COLUMN
+from cream_plugin.types import REF_COLUMNS
 
 CONSISTENCY_GRADS = ("both", "dpo", "gen")
 _NON_MODEL_KEYS = frozenset({"completion_mask", CONSISTENCY_COLUMN, JUDGE_IDS, JUDGE_MASK,

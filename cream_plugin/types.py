@@ -12,6 +12,9 @@ Message = dict[str, str]
 Prompt = str | list[Message]
 """A chat prompt: a message list (``[{"role": "user", "content": ...}]``) or a plain string."""
 
+REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
+"""The optional columns of a pair row holding the DPO reference model's summed log-probs."""
+
 
 @dataclass
 class RewardResult:

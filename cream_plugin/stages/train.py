@@ -15,11 +15,11 @@ from cream_plugin.config import RunConfig
 from cream_plugin.stages.base import Output, Parallel, StageSpec
 from cream_plugin.stages.context import RunContext
 from cream_plugin.stages.sft import save_checkpoint, whole_batches
+from cream_plugin.types import REF_COLUMNS
 
 log = logging.getLogger("cream.train")
 
 PAIR_COLUMNS = ("prompt", "chosen", "rejected", "consistency")
-REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
 
 
 def pairs_dataset(pairs: list[dict[str, Any]]) -> Any:
