@@ -25,16 +25,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cream_plugin.data import read_jsonl
 from cream_plugin.errors import DataError
 from cream_plugin.files import (
     JOURNAL_NAME,
     TempJournal,
-    append_jsonl,
     atomic_write_text,
+    cached_sha256,
     file_sha256,
-    json_line,
+    remember_sha256,
 )
+from cream_plugin.jsonl import append_jsonl, json_line, read_jsonl
 
 __all__ = [
     "JOURNAL_NAME",
@@ -50,8 +50,6 @@ __all__ = [
 ]
 
 MANIFEST_SUFFIX = ".manifest.json"
-_VERIFIED: set[tuple[str, str]] = set()
-"""(path, sha256) pairs already hashed by this process: each file is hashed once per process."""
 
 
 class Artifact:
@@ -148,10 +146,8 @@ class Artifact:
                 raise DataError(
                     f"{path}: {path.stat().st_size} bytes, its manifest says {size} ({hint})"
                 )
-            if sha and (str(path), sha) not in _VERIFIED:
-                if file_sha256(path) != sha:
-                    raise DataError(f"{path}: sha256 differs from its manifest ({hint})")
-                _VERIFIED.add((str(path), sha))
+            if sha and cached_sha256(path) != sha:  # hashed once per process
+                raise DataError(f"{path}: sha256 differs from its manifest ({hint})")
 
     def invalidate(self) -> None:
         """Forget the stage (manifest first, so a crash in between leaves nothing complete)."""
@@ -228,8 +224,8 @@ class Artifact:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        remember_sha256(self.rows_path, sha.hexdigest())
         self._write_manifest("rows", count, sha.hexdigest(), size=size, **extra)
-        _VERIFIED.add((str(self.rows_path), sha.hexdigest()))
         return self.digest
 
     def read_rows(self) -> list[dict[str, Any]]:
@@ -274,9 +270,8 @@ class Artifact:
         files = []
         for p in sorted(self.folder_path.rglob("*")):
             if p.is_file():
-                sha = file_sha256(p)
+                sha = cached_sha256(p)
                 files.append((str(p.relative_to(self.folder_path)), p.stat().st_size, sha))
-                _VERIFIED.add((str(p), sha))
         content = hashlib.sha256(json.dumps(files).encode()).hexdigest()
         self._write_manifest("folder", None, content, files=files, **extra)
         return self.folder_path

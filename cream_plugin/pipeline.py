@@ -23,6 +23,7 @@ from pathlib import Path
 from cream_plugin.artifacts import Artifact, atomic_write_text, prune_checkpoints, read_manifests
 from cream_plugin.config import RunConfig
 from cream_plugin.distributed import init_distributed
+from cream_plugin.jsonl import write_jsonl
 from cream_plugin.methods import Method
 from cream_plugin.preflight import preflight
 from cream_plugin.run_folder import RunFolder, check_output_dir
@@ -175,6 +176,5 @@ def write_tables(run_dir: Path) -> None:
                     {"method": m["method"], "iteration": m["iteration"], "metric": metric, **s}
                 )
     for file, rows in (("consistency.jsonl", consistency), ("timings.jsonl", timings)):
-        text = "".join(json.dumps(r) + "\n" for r in rows)
-        atomic_write_text(run_dir / file, text)
+        write_jsonl(run_dir / file, rows)
 

@@ -95,9 +95,9 @@ def test_hand_edited_artifact_is_an_error_naming_the_file(tmp_path) -> None:
     rows = [json.loads(x) for x in path.read_text().splitlines()]
     rows[0], rows[1] = rows[1], rows[0]  # still valid JSON, same size, other content
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    from cream_plugin import artifacts
+    from cream_plugin.files import SHA256_MEMO
 
-    artifacts._VERIFIED.clear()  # a new process
+    SHA256_MEMO.clear()  # a new process
     with pytest.raises(DataError, match=r"numbers\.jsonl: sha256 differs.*--fresh"):
         Runner(ctx).run(Numbers())
 

@@ -275,13 +275,9 @@ def run_card_text(
 
 def file_digest(path: str | os.PathLike[str]) -> str:
     """First 16 hex digits of a file's sha256 (the length of the run manifests' digests)."""
-    import hashlib
+    from cream_plugin.files import cached_sha256
 
-    sha = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            sha.update(block)
-    return sha.hexdigest()[:16]
+    return cached_sha256(Path(path))[:16]
 
 
 def folder_digest(folder: str | os.PathLike[str]) -> str:
@@ -314,7 +310,7 @@ def standalone_lineage(
     from the file's ``consistency`` column."""
     import statistics
 
-    from cream_plugin.data import read_jsonl
+    from cream_plugin.jsonl import read_jsonl
 
     pairs_path = Path(pairs_file)
     manifest = read_manifest(pairs_path.with_name(pairs_path.stem + MANIFEST_SUFFIX)) or {}
