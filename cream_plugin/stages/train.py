@@ -15,11 +15,11 @@ from cream_plugin.config import RunConfig
 from cream_plugin.stages.base import Output, Parallel, StageSpec
 from cream_plugin.stages.context import RunContext
 from cream_plugin.stages.sft import save_checkpoint, whole_batches
-from cream_plugin.types import REF_COLUMNS
+from cream_plugin.types import CONSISTENCY_COLUMN, PAIR_TEXT_COLUMNS, REF_COLUMNS
 
 log = logging.getLogger("cream.train")
 
-PAIR_COLUMNS = ("prompt", "chosen", "rejected", "consistency")
+PAIR_COLUMNS = (*PAIR_TEXT_COLUMNS, CONSISTENCY_COLUMN)
 
 
 def pairs_dataset(pairs: list[dict[str, Any]]) -> Any:
