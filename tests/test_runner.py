@@ -207,3 +207,56 @@ def test_every_rank_takes_the_main_processs_branch(tmp_path) -> None:
     spec = MainOnly()
     Runner(ctx).run(spec)
     assert rank.barriers == [1] and spec.calls == 0  # waited, and left the work to the main
+
+
+class Doubled(StageSpec):
+    """Reads an upstream stage's result: its digest is this stage's input without any code
+    naming it."""
+
+    step = "doubled"
+
+    def __init__(self, source: StageSpec, name: str = "doubled") -> None:
+        super().__init__(name)
+        self.source = source
+
+    def upstream(self) -> dict[str, Any]:
+        return {"source": self.source}
+
+    def compute(self, ctx: RunContext) -> Output:
+        return Output(rows=[{**r, "v": 2 * r["v"]} for r in ctx.result(self.source).read_rows()])
+
+
+def test_plan_says_what_a_graph_run_would_reuse_and_recompute_and_why(tmp_path) -> None:
+    numbers = Numbers()
+    doubled = Doubled(numbers)
+    again = Doubled(doubled, "quadrupled")
+    graph = [numbers, doubled, again]
+
+    def plan(seed: int | None = None) -> list[tuple[str, str, str]]:
+        config = RunConfig() if seed is None else RunConfig(seed=seed)
+        runner = Runner(FakeContext(tmp_path, config))
+        return [(p.spec.name, p.action, p.reason) for p in runner.plan(graph)]
+
+    assert plan() == [(n, "compute", "artifact missing") for n in ("numbers", "doubled",
+                                                                   "quadrupled")]
+    assert list(tmp_path.iterdir()) == [], "planning wrote to the run folder"
+    runner = Runner(FakeContext(tmp_path))
+    results = runner.run_graph(graph)
+    assert results["quadrupled"].inputs == {"source": results["doubled"].digest}
+    assert [r["v"] for r in results["quadrupled"].read_rows()] == [
+        4 * r["v"] for r in results["numbers"].read_rows()]
+
+    assert plan() == [(n, "reuse", "complete") for n in ("numbers", "doubled", "quadrupled")]
+    assert plan(seed=3) == [
+        ("numbers", "compute", "setting changed: seed"),
+        ("doubled", "compute", "upstream recomputed: numbers"),
+        ("quadrupled", "compute", "upstream recomputed: doubled"),
+    ]
+    (tmp_path / "doubled.jsonl").unlink()
+    assert plan()[1:] == [("doubled", "compute", "artifact missing"),
+                          ("quadrupled", "compute", "upstream recomputed: doubled")]
+    Runner(FakeContext(tmp_path)).run_graph(graph[:2])  # doubled again, from the same input
+    manifest = json.loads((tmp_path / "quadrupled.manifest.json").read_text())
+    manifest["inputs"] = {"source": "another"}
+    (tmp_path / "quadrupled.manifest.json").write_text(json.dumps(manifest))
+    assert plan()[2] == ("quadrupled", "compute", "input changed: source")

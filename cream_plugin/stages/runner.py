@@ -92,7 +92,10 @@ class Runner:
             self.specs[spec.name] = spec
             deps = [*spec.upstream_stages(), *(by_name[k] for k in spec.models() if k in by_name)]
             stale = [d.name for d in deps if planned[d.name].action != "reuse"]
-            if stale:
+            on_disk = Artifact(self.ctx.run_dir, spec.name, "").manifest() or {}
+            if on_disk.get("complete") is not True:
+                planned[spec.name] = Planned(spec, "compute", "artifact missing")
+            elif stale:
                 planned[spec.name] = Planned(spec, "compute", f"upstream recomputed: {stale[0]}"
                                              + (f" (+{len(stale) - 1})" if len(stale) > 1 else ""))
             else:
