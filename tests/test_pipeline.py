@@ -366,6 +366,41 @@ def test_dry_run_names_the_stages_a_changed_setting_recomputes(reference, run_en
     assert plan["cream/iter1/pairs"] == ("reuse", "complete")
 
 
+def test_implicit_beta_applies_to_the_rewards_of_a_run(reference, run_env, tmp_path,
+                                                      monkeypatch) -> None:
+    """The run's implicit reward goes through the registered rewarder with its options: on a
+    copy of the smoke run, beta=0.5 recomputes the implicit rewards stages alone (from the
+    stored log-probs: no model loaded) and halves every reward of the table."""
+    import argparse
+
+    import numpy as np
+
+    from cream_plugin.commands.run import add_arguments, build_config
+    from cream_plugin.pipeline import Pipeline
+
+    for key in ("CREAM_DATA_DIR", "CREAM_CACHE_DIR"):
+        monkeypatch.setenv(key, run_env[key])
+    out = tmp_path / "run"
+    shutil.copytree(reference, out)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    config = build_config(parser.parse_args([
+        "--preset", "smoke", "--method", "cream", "--output", str(out),
+        "--set", "rewarder.options={implicit: {beta: 0.5}}"]))
+    pipe = Pipeline(config)
+    graph = pipe.graph().whole_run()
+    names = ("shared/iter1/rewards-implicit-M1", "shared/iter1/rewards-implicit-M0")
+    upto = list(graph.nodes).index(names[1]) + 1
+    with pipe.session():
+        pipe.run_graph(list(graph)[:upto])
+    assert pipe.runner.ran == list(names), pipe.runner.ran
+    for name in names:
+        before = np.array([r["rewards"] for r in rows_of(reference / f"{name}.jsonl")])
+        after = np.array([r["rewards"] for r in rows_of(out / f"{name}.jsonl")])
+        np.testing.assert_allclose(after, 0.5 * before, equal_nan=True)
+        assert np.isfinite(before).any()
+
+
 def test_subset_of_methods_then_new_settings_resumes(run_env, tmp_path) -> None:
     """Running one method on a finished two-method folder keeps the other method's final
     checkpoint; a later evaluation-limit change re-evaluates every model (training pruned
