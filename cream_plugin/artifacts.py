@@ -7,9 +7,9 @@ temporary name and renamed, and the manifest goes last, so an artifact only read
 once all of it is on disk. Every temporary name is noted in the run folder's journal
 (:class:`TempJournal`) before it is created, so clean-up after a kill deletes exactly the files
 cream made and nothing else. The manifest records the size and sha256 of every file; a reused
-artifact is checked against them (:meth:`Stage.verify`) so a hand-edited or truncated file is an
-error, never a silent input. A stage is complete when its manifest says so with the same config
-hash and the same input digests; a stage's ``digest`` feeds its dependents' ``inputs``, so a
+artifact is checked against them (:meth:`Artifact.verify`) so a hand-edited or truncated file
+is an error, never a silent input. A stage is complete when its manifest says so with the same
+config hash and the same input digests; a stage's ``digest`` feeds its dependents' ``inputs``, so a
 changed upstream setting or content invalidates everything downstream of it.
 """
 
@@ -25,21 +25,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cream_plugin.data import read_jsonl
 from cream_plugin.errors import DataError
 from cream_plugin.files import (
     JOURNAL_NAME,
     TempJournal,
-    append_jsonl,
     atomic_write_text,
+    cached_sha256,
     file_sha256,
-    json_line,
+    remember_sha256,
 )
+from cream_plugin.jsonl import append_jsonl, json_line, read_jsonl
 
 __all__ = [
     "JOURNAL_NAME",
     "MANIFEST_SUFFIX",
-    "Stage",
+    "Artifact",
     "TempJournal",
     "append_jsonl",
     "atomic_write_text",
@@ -50,11 +50,9 @@ __all__ = [
 ]
 
 MANIFEST_SUFFIX = ".manifest.json"
-_VERIFIED: set[tuple[str, str]] = set()
-"""(path, sha256) pairs already hashed by this process: each file is hashed once per process."""
 
 
-class Stage:
+class Artifact:
     """One stage's artifact (rows or a folder) under ``run_dir`` and its manifest.
 
     ``name`` may contain ``/`` (e.g. ``cream/iter2/samples``) to group a method's stages.
@@ -80,7 +78,7 @@ class Stage:
         self._started = time.perf_counter()
 
     def __repr__(self) -> str:
-        return f"Stage({self.name!r}, config_hash={self.config_hash!r})"
+        return f"Artifact({self.name!r}, config_hash={self.config_hash!r})"
 
     # -- state ---------------------------------------------------------------------------
     def manifest(self) -> dict[str, Any] | None:
@@ -148,10 +146,8 @@ class Stage:
                 raise DataError(
                     f"{path}: {path.stat().st_size} bytes, its manifest says {size} ({hint})"
                 )
-            if sha and (str(path), sha) not in _VERIFIED:
-                if file_sha256(path) != sha:
-                    raise DataError(f"{path}: sha256 differs from its manifest ({hint})")
-                _VERIFIED.add((str(path), sha))
+            if sha and cached_sha256(path) != sha:  # hashed once per process
+                raise DataError(f"{path}: sha256 differs from its manifest ({hint})")
 
     def invalidate(self) -> None:
         """Forget the stage (manifest first, so a crash in between leaves nothing complete)."""
@@ -228,8 +224,8 @@ class Stage:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        remember_sha256(self.rows_path, sha.hexdigest())
         self._write_manifest("rows", count, sha.hexdigest(), size=size, **extra)
-        _VERIFIED.add((str(self.rows_path), sha.hexdigest()))
         return self.digest
 
     def read_rows(self) -> list[dict[str, Any]]:
@@ -274,9 +270,8 @@ class Stage:
         files = []
         for p in sorted(self.folder_path.rglob("*")):
             if p.is_file():
-                sha = file_sha256(p)
+                sha = cached_sha256(p)
                 files.append((str(p.relative_to(self.folder_path)), p.stat().st_size, sha))
-                _VERIFIED.add((str(p), sha))
         content = hashlib.sha256(json.dumps(files).encode()).hexdigest()
         self._write_manifest("folder", None, content, files=files, **extra)
         return self.folder_path
@@ -300,7 +295,7 @@ def prune_checkpoints(run_dir: str | os.PathLike[str], keep: Collection[str]) ->
     """Delete every checkpoint folder stage whose name is not in ``keep``; returns their names.
 
     The manifest stays (marked ``pruned``), so dependents keep their digests and the stage
-    still counts as complete; ``Stage.is_available()`` tells whether the files are still there.
+    still counts as complete; ``Artifact.is_available()`` tells whether the files are still there.
     A later run that needs a pruned checkpoint trains it again (cream_plugin.stages.runner).
     """
     run_dir = Path(run_dir)

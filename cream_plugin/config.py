@@ -18,15 +18,15 @@ from typing import Any
 import yaml
 
 from cream_plugin.config_values import (
-    _check_range,
-    _coerce,
-    _deep_merge,
-    _one_line,
-    _type_name,
+    check_range,
+    coerce,
+    deep_merge,
+    error_text,
     load_yaml,
     merge_overrides,
     parse_key_values,
     parse_override,
+    type_name,
 )
 from cream_plugin.errors import ConfigError
 
@@ -313,8 +313,8 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
         if dataclasses.is_dataclass(tp):
             kwargs[name] = _build(tp, value, key)  # type: ignore[arg-type]
             continue
-        value = _coerce(value, tp, key)
-        _check_range(value, fields[name].metadata, key)
+        value = coerce(value, tp, key)
+        check_range(value, fields[name].metadata, key)
         kwargs[name] = value
     return cls(**kwargs)
 
@@ -325,13 +325,13 @@ def load_config(
     base: dict[str, Any] | None = None,
 ) -> RunConfig:
     """Build a validated :class:`RunConfig` from a preset/base dict, a YAML file and overrides."""
-    data: dict[str, Any] = _deep_merge({}, base or {})
+    data: dict[str, Any] = deep_merge({}, base or {})
     if path is not None:
         path = Path(path)
         loaded = _read_yaml(path)
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path}: expected a mapping at the top level")
-        data = _deep_merge(data, loaded)
+        data = deep_merge(data, loaded)
     data = merge_overrides(data, overrides or [])
     try:
         return typing.cast(RunConfig, _build(RunConfig, data, ""))
@@ -356,7 +356,7 @@ def _read_yaml(path: Path) -> Any:
     try:
         return load_yaml(text) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {_one_line(exc)}") from None
+        raise ConfigError(f"config file {path} is not valid YAML: {error_text(exc)}") from None
     except RecursionError:
         raise ConfigError(f"config file {path} is nested too deeply") from None
 
@@ -381,5 +381,5 @@ def explain(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str, Any
         if meta.get("hi") is not None:
             bounds.append(f"<= {meta['hi']}")
         doc = meta.get("doc", "") + (f" [{'; '.join(bounds)}]" if bounds else "")
-        rows.append((key, _type_name(tp), default, doc))
+        rows.append((key, type_name(tp), default, doc))
     return rows

@@ -16,11 +16,11 @@ import yaml
 from cream_plugin.errors import ConfigError
 
 
-def _type_name(tp: Any) -> str:
+def type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
-def _coerce(value: Any, tp: Any, key: str) -> Any:
+def coerce(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against the annotation ``tp``; return it (ints widen to float)."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
@@ -32,15 +32,15 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             if option is type(None):
                 continue
             try:
-                return _coerce(value, option, key)
+                return coerce(value, option, key)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        raise ConfigError(f"{key}: expected {type_name(tp)}, got {value!r}")
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
         (item_tp,) = typing.get_args(tp)
-        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+        return [coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}")
@@ -90,7 +90,7 @@ def _number(value: Any, key: str) -> float:
     return number
 
 
-def _check_range(value: Any, meta: typing.Mapping[str, Any], key: str) -> None:
+def check_range(value: Any, meta: typing.Mapping[str, Any], key: str) -> None:
     if value is None:
         return
     choices = meta.get("choices")
@@ -148,7 +148,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     try:
         value = load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
-        raise ConfigError(f"override {text!r}: the value is not valid YAML ({_one_line(exc)})"
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({error_text(exc)})"
                           ) from None
     return key.strip().split("."), value
 
@@ -166,7 +166,7 @@ def parse_key_values(items: list[str], flag: str = "--set") -> dict[str, Any]:
     return out
 
 
-def _one_line(exc: BaseException) -> str:
+def error_text(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
@@ -182,10 +182,10 @@ def merge_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-def _deep_merge(into: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(into: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
     for key, value in other.items():
         if isinstance(value, dict) and isinstance(into.get(key), dict):
-            _deep_merge(into[key], value)
+            deep_merge(into[key], value)
         else:
             into[key] = copy.deepcopy(value) if isinstance(value, (dict, list)) else value
     return into

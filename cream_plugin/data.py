@@ -6,13 +6,13 @@ either, benchmarks load from the Hub data sets that lm-eval's stock tasks use.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from cream_plugin.errors import DataError
+from cream_plugin.jsonl import read_jsonl
 
 ENV_DATA_DIR = "CREAM_DATA_DIR"
 
@@ -83,50 +83,6 @@ def resolve_data_dir(configured: str | os.PathLike[str] | None = None) -> Path |
         source = "data.data_dir" if configured else ENV_DATA_DIR
         raise DataError(f"{source} points to {path}, which is not a folder")
     return path
-
-
-def read_jsonl(
-    path: str | os.PathLike[str],
-    check: Callable[[dict[str, Any]], str | None] | None = None,
-) -> list[dict[str, Any]]:
-    """Read a JSON-lines file; a malformed row raises DataError naming the file and line.
-
-    Lines are decoded one by one, so bytes that are not UTF-8 are reported with their line.
-    JSON's ``NaN`` / ``Infinity`` literals are read as floats: the readers of each kind of file
-    decide whether a non-finite value is allowed where it occurs.
-    """
-    path = Path(path)
-    if path.is_dir():
-        raise DataError(f"{path}: is a folder, expected a JSON-lines file")
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    rows: list[dict[str, Any]] = []
-    try:
-        handle = path.open("rb")
-    except OSError as exc:
-        raise DataError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-    with handle:
-        for lineno, raw in enumerate(handle, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise DataError(
-                    f"{path}:{lineno}: not UTF-8 text (byte {exc.start} of the line)") from None
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-            except (ValueError, RecursionError) as exc:  # huge integers, absurd nesting
-                raise DataError(f"{path}:{lineno}: not usable JSON ({exc})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object")
-            problem = check(row) if check else None
-            if problem:
-                raise DataError(f"{path}:{lineno}: {problem}")
-            rows.append(row)
-    return rows
 
 
 def ensure_writable(path: str | os.PathLike[str], what: str = "output") -> Path:

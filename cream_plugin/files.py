@@ -6,15 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import shutil
 import uuid
-from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
-
-from cream_plugin.errors import DataError
 
 JOURNAL_NAME = "cream-pending.txt"
 
@@ -93,47 +88,6 @@ def atomic_write_text(path: Path, text: str, journal: TempJournal | None = None)
         raise
 
 
-def append_jsonl(path: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]]) -> None:
-    """Append rows to a JSON-lines table (results, timings, consistency), one line each."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with path.open("a", encoding="utf-8") as handle:
-            for row in rows:
-                handle.write(json_line(row))
-    except OSError as exc:
-        if exc.filename is None:
-            exc.filename = str(path)  # a failed write (full disk, ulimit -f) names its file
-        raise
-
-
-def json_line(row: Mapping[str, Any]) -> str:
-    """One JSON line. NaN is kept (the documented "no value" of a reward or a C that is
-    undefined); +-inf is refused, naming the field: it only ever comes from a broken number."""
-    bad = [str(k) for k, v in row.items() if _has_inf(v)]
-    if bad:
-        raise DataError(f"non-finite (infinite) value in field(s) {', '.join(bad)}")
-    return json.dumps(row, ensure_ascii=False, default=_json_default) + "\n"
-
-
-def _has_inf(value: Any) -> bool:
-    if hasattr(value, "tolist"):
-        value = value.tolist()
-    if isinstance(value, float):
-        return value in (math.inf, -math.inf)
-    if isinstance(value, (list, tuple)):
-        return any(_has_inf(v) for v in value)
-    if isinstance(value, dict):
-        return any(_has_inf(v) for v in value.values())
-    return False
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "tolist"):  # numpy scalars and arrays
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
 def file_sha256(path: Path) -> str:
     sha = hashlib.sha256()
     with path.open("rb") as handle:
@@ -163,3 +117,63 @@ def apply_umask(path: str | os.PathLike[str]) -> None:
         if entry.is_symlink():
             continue
         entry.chmod((0o777 if entry.is_dir() else 0o666) & ~mask)
+
+
+FileKey = tuple[str, int, int]
+SHA256_MEMO: dict[FileKey, str] = {}
+"""The one file-hash memo: sha256 by (resolved path, size, mtime_ns), so a file is hashed once
+per process (artifacts verified on reuse, model and data files of a stage's identity)."""
+_PERSISTED: set[FileKey] = set()
+_loaded_persisted = False
+
+
+def file_key(path: Path) -> FileKey:
+    stat = path.stat()
+    return (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+def remember_sha256(path: Path, sha: str) -> None:
+    """Note the sha256 a writer computed while writing ``path`` (verifying it re-reads nothing)."""
+    SHA256_MEMO[file_key(path)] = sha
+
+
+def cached_sha256(path: Path, persist: bool = False) -> str:
+    """sha256 of a file from the memo, hashing it on a miss. ``persist`` also keeps the entry
+    under the cache folder, so a 0.5 GB base model costs its hash once per change, not once
+    per run (run artifacts are not kept there: their manifests hold their hashes)."""
+    if persist:
+        _load_persisted()
+    key = file_key(path)
+    if key not in SHA256_MEMO:
+        SHA256_MEMO[key] = file_sha256(path)
+    if persist and key not in _PERSISTED:
+        _PERSISTED.add(key)
+        try:
+            rows = [[*k, SHA256_MEMO[k]] for k in sorted(_PERSISTED)]
+            atomic_write_text(_persisted_path(), json.dumps(rows))
+        except OSError:
+            pass  # a read-only cache only costs a re-hash next time
+    return SHA256_MEMO[key]
+
+
+def _persisted_path() -> Path:
+    from cream_plugin.models import cache_dir
+
+    return cache_dir() / "file-digests.json"
+
+
+def _load_persisted() -> None:
+    global _loaded_persisted
+    if _loaded_persisted:
+        return
+    _loaded_persisted = True
+    try:
+        raw = json.loads(_persisted_path().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if isinstance(raw, list):
+        for item in raw:
+            if isinstance(item, list) and len(item) == 4:
+                key = (str(item[0]), int(item[1]), int(item[2]))
+                SHA256_MEMO.setdefault(key, str(item[3]))
+                _PERSISTED.add(key)

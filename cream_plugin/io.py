@@ -1,10 +1,10 @@
-"""Reading and writing row files (JSON lines or parquet) for the command-line tools: one place
-for the formats, the atomic write (temporary name, then rename) and the error messages that
-name the file. Run artifacts use the same JSON-lines rules (cream_plugin.artifacts)."""
+"""Reading and writing row files (JSON lines or parquet) for the command-line tools: the
+formats and the error messages that name the file. JSON lines are read and written by
+:mod:`cream_plugin.jsonl` (its atomic writer and its NaN rule, as for run artifacts); parquet,
+which has no NaN literal of its own for a missing value, stores it as null."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import tempfile
@@ -13,12 +13,11 @@ from typing import Any
 
 from cream_plugin.errors import DataError
 from cream_plugin.files import apply_umask
+from cream_plugin.jsonl import read_jsonl, write_jsonl
 
 
 def read_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Rows of a jsonl or parquet file; errors name the file (and line for jsonl)."""
-    from cream_plugin.data import read_jsonl
-
     path = Path(path)
     if path.suffix == ".parquet":
         if not path.is_file():
@@ -45,13 +44,19 @@ def _jsonable(value: Any) -> Any:
 
 
 def write_rows(path: str | os.PathLike[str], rows: list[dict[str, Any]]) -> Path:
-    """Write rows as jsonl or parquet (by suffix), atomically; NaN becomes null.
+    """Write rows as jsonl or parquet (by suffix), atomically (parquet: NaN becomes null).
 
     A location that cannot be written is a :class:`DataError` naming the path.
     """
     from cream_plugin.data import ensure_writable
 
     path = ensure_writable(path)
+    if path.suffix != ".parquet":
+        try:
+            write_jsonl(path, rows)
+        except OSError as exc:
+            raise DataError(f"output {path}: cannot be written ({exc.strerror or exc})") from None
+        return path
     clean = [_jsonable(row) for row in rows]
     try:
         fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
@@ -59,20 +64,15 @@ def write_rows(path: str | os.PathLike[str], rows: list[dict[str, Any]]) -> Path
     except OSError as exc:
         raise DataError(f"output {path}: cannot be written ({exc.strerror or exc})") from None
     try:
-        if path.suffix == ".parquet":
-            import pyarrow as pa
-            import pyarrow.parquet as pq
+        import pyarrow as pa
+        import pyarrow.parquet as pq
 
-            try:
-                table = pa.Table.from_pylist(clean)
-            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-                raise DataError(
-                    f"{path}: rows cannot be stored as parquet ({exc}); use .jsonl") from None
-            pq.write_table(table, tmp)
-        else:
-            with open(tmp, "w", encoding="utf-8") as handle:
-                for row in clean:
-                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        try:
+            table = pa.Table.from_pylist(clean)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise DataError(
+                f"{path}: rows cannot be stored as parquet ({exc}); use .jsonl") from None
+        pq.write_table(table, tmp)
         apply_umask(tmp)  # mkstemp made it 0600
         os.replace(tmp, path)
     except OSError as exc:

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import Any
 
-from cream_plugin.artifacts import atomic_write_text
-from cream_plugin.data import read_jsonl
+from cream_plugin.jsonl import read_jsonl, write_jsonl
 from cream_plugin.types import Prompt
 
 CacheKey = tuple[str, str, str]
@@ -66,12 +64,11 @@ class LogProbCache:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the cache as JSON lines, atomically (a temporary file renamed into place)."""
-        lines = (
-            json.dumps({"model": model, "prompt": prompt, "response": response, "sum": total,
-                        "num_tokens": count}, ensure_ascii=False) + "\n"
+        write_jsonl(path, (
+            {"model": model, "prompt": prompt, "response": response, "sum": total,
+             "num_tokens": count}
             for (model, prompt, response), (total, count) in self._data.items()
-        )
-        atomic_write_text(Path(path), "".join(lines))
+        ))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> LogProbCache:

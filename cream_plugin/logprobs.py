@@ -153,7 +153,7 @@ def ensure_fused_lm_head(model: Any) -> Any:
     return target
 
 
-def _plain_head(model: Any) -> bool:
+def plain_head(model: Any) -> bool:
     """Whether the LM head is a plain projection (no logit scale or soft-capping to reproduce)."""
     cfg = model.config
     cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
@@ -167,7 +167,7 @@ def _completion_logp_sums(model: Any, input_ids: Any, attention: Any, labels: An
     import torch
 
     target = model.get_base_model() if hasattr(model, "get_base_model") else model
-    if not _plain_head(target):
+    if not plain_head(target):
         ensure_fused_lm_head(model)
         out = model(input_ids=input_ids, attention_mask=attention, labels=labels,
                     fused_lm_head=True, use_cache=False)
@@ -229,7 +229,7 @@ def _score_batches(
     model.eval()
     target = model.get_base_model() if hasattr(model, "get_base_model") else model
     batches: list[Any]
-    if _plain_head(target) and takes_tree_mask(target):  # each prompt once, responses as branches
+    if plain_head(target) and takes_tree_mask(target):  # each prompt once, responses as branches
         batches = plan_prompt_trees(sequences, order, batch_size)
 
         def score(batch: Any) -> dict[int, tuple[float, int]]:

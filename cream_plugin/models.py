@@ -171,7 +171,7 @@ def _ensure(folder: Path) -> Path:
     return folder
 
 
-def _torch_dtype(dtype: str) -> Any:
+def torch_dtype(dtype: str) -> Any:
     import torch
 
     return "auto" if dtype == "auto" else getattr(torch, dtype)
@@ -234,7 +234,7 @@ def load_model(
     path, gguf = resolve_model_path(name, gguf_file)
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            path, gguf_file=gguf, dtype=_torch_dtype(dtype), trust_remote_code=trust_remote_code
+            path, gguf_file=gguf, dtype=torch_dtype(dtype), trust_remote_code=trust_remote_code
         )
     except OSError as exc:
         raise ModelLoadError(

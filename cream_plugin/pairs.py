@@ -21,7 +21,7 @@ import numpy as np
 
 from cream_plugin.errors import DataError
 from cream_plugin.logprobs import SequenceLogProbs
-from cream_plugin.types import Prompt
+from cream_plugin.types import PAIR_TEXT_COLUMNS, REF_COLUMNS, Prompt
 
 
 def _as_completion(prompt: Prompt, text: str) -> Any:
@@ -132,8 +132,6 @@ def build_pairs(
     return pairs
 
 
-PAIR_TEXT_COLUMNS = ("prompt", "chosen", "rejected")
-REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
 
 
 def _kind(value: Any) -> str | None:

@@ -20,14 +20,12 @@ from cream_plugin import hookspecs
 ENTRY_POINT_GROUP = "cream"
 ENV_RESTRICT = "CREAM_PLUGINS"
 
-DEFAULT_PLUGINS: tuple[str, ...] = (
-    "cream_plugin.default_plugins.consistency",
-    "cream_plugin.default_plugins.samplers",
-    "cream_plugin.default_plugins.trainers",
-    "cream_plugin.default_plugins.methods",
-    "cream_plugin.rewarders.default_plugin",
-    "cream_plugin.evaluators.default_plugin",
+DEFAULT_PLUGINS: tuple[str, ...] = tuple(
+    f"cream_plugin.default_plugins.{name}"
+    for name in ("consistency", "samplers", "trainers", "methods", "rewarders", "evaluators")
 )
+"""Every built-in component is registered by one module of :mod:`cream_plugin.default_plugins`,
+through the same hooks as a third-party plugin."""
 
 
 class PluginError(RuntimeError):

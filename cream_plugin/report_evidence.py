@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from cream_plugin.artifacts import Stage, TempJournal, atomic_write_text, read_manifests
+from cream_plugin.artifacts import Artifact, TempJournal, atomic_write_text, read_manifests
 from cream_plugin.instruments.evidence import Evidence
 
 INSTRUMENTS_FILE = "instruments.json"
@@ -49,7 +49,7 @@ def item_scores_by_model(run_dir: Path) -> dict[tuple[str, str], dict[str, dict[
         key=lambda n: (manifests[n].get("method") != "sft", manifests[n].get("iteration", 0), n),
     )
     for name in order:
-        rows = Stage(run_dir, name, "").read_rows()
+        rows = Artifact(run_dir, name, "").read_rows()
         if settings and any(r.get("eval_settings") not in (None, settings) for r in rows
                             if r.get("kind") != "item"):
             continue
@@ -99,7 +99,7 @@ def collect(run_dir: Path, seed: int = 0) -> Evidence:
     parts = []
     for name, m in read_manifests(run_dir).items():
         if m.get("step") in ("evidence", "movement", "same-prompt-pool"):
-            for row in Stage(run_dir, name, "").read_rows():
+            for row in Artifact(run_dir, name, "").read_rows():
                 parts.append(row["evidence"])
     parts.append(comparisons(run_dir).to_dict())
     return merge(parts)

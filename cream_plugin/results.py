@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from cream_plugin.artifacts import atomic_write_text
-from cream_plugin.data import read_jsonl
 from cream_plugin.errors import DataError
+from cream_plugin.jsonl import read_jsonl
 
 RESULTS_FILE = "results.jsonl"
 KEY = ("method", "iteration", "task", "metric", "eval_settings")

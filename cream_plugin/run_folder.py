@@ -30,7 +30,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cream_plugin.artifacts import JOURNAL_NAME, MANIFEST_SUFFIX, Stage, TempJournal, read_manifests
+from cream_plugin.artifacts import (
+    JOURNAL_NAME,
+    MANIFEST_SUFFIX,
+    Artifact,
+    TempJournal,
+    read_manifests,
+)
 from cream_plugin.errors import ConfigError, CreamError
 from cream_plugin.tracking import TB_FOLDER
 
@@ -220,7 +226,7 @@ class RunFolder:
         """Every file and folder cream wrote here and can name."""
         paths: list[Path] = []
         for name, m in read_manifests(self.path).items():
-            stage = Stage(self.path, name, "")
+            stage = Artifact(self.path, name, "")
             if m.get("kind") == "folder":
                 paths += stage.files()  # the files it lists, not the folder: yours stay
             else:
@@ -270,5 +276,5 @@ class RunFolder:
         if not (self.path / f"{name}{MANIFEST_SUFFIX}").is_file():
             known = ", ".join(sorted(read_manifests(self.path))) or "none"
             raise RunFolderError(f"{self.path}: no stage {name!r}; stages here: {known}")
-        Stage(self.path, name, "").invalidate()
+        Artifact(self.path, name, "").invalidate()
         return [name]

@@ -42,7 +42,6 @@ from cream_plugin.rewarders.pairwise_judge import (
 from cream_plugin.scir_judge import (
     JUDGE_IDS,
     JUDGE_MASK,
-    TEXT_COLUMNS,
     PairJudgeCollator,
     judge_preference_from_batch,
     response_text,
@@ -56,7 +55,7 @@ from cream_plugin.scir_losses import (
     selected_dpo_loss,
 )
 from cream_plugin.trainer import CREAMConfig, CREAMTrainer
-from cream_plugin.trainer_utils import CONSISTENCY_COLUMN, REF_COLUMNS
+from cream_plugin.types import CONSISTENCY_COLUMN, PAIR_TEXT_COLUMNS, REF_COLUMNS
 
 CONSISTENCY_GRADS = ("both", "dpo", "gen")
 _NON_MODEL_KEYS = frozenset({"completion_mask", CONSISTENCY_COLUMN, JUDGE_IDS, JUDGE_MASK,
@@ -194,7 +193,8 @@ class SCIRTrainer(CREAMTrainer):
         DPOTrainer._set_signature_columns_if_needed(self)  # CREAM's would keep 'consistency'
         columns = self._signature_columns
         if columns is not None:
-            self._signature_columns = [*columns, *(c for c in TEXT_COLUMNS if c not in columns)]
+            missing = [c for c in PAIR_TEXT_COLUMNS if c not in columns]
+            self._signature_columns = [*columns, *missing]
 
     def compute_ref_log_probs(self, model: Any, inputs: dict[str, Any]) -> Any:
         inputs = {k: v for k, v in inputs.items() if k not in (JUDGE_IDS, JUDGE_MASK)}
@@ -284,7 +284,7 @@ def internal_consistency(model: Any, tokenizer: Any, pairs: Any, *, beta: float,
         return {"rate": float("nan"), "n": 0, "ties_dpo": 0, "mean_p_dpo": float("nan"),
                 "mean_p_gen": float("nan")}
     for i, row in enumerate(rows):
-        missing = [c for c in TEXT_COLUMNS if c not in row]
+        missing = [c for c in PAIR_TEXT_COLUMNS if c not in row]
         if missing:
             raise DataError(f"pairs row {i + 1}: missing {', '.join(missing)}")
     eos = getattr(tokenizer, "eos_token", None)

@@ -20,11 +20,10 @@ from cream_plugin.rewarders.pairwise_judge import (
     order_averaged,
     paired_verdict_probs,
 )
-from cream_plugin.trainer_utils import CONSISTENCY_COLUMN
+from cream_plugin.types import CONSISTENCY_COLUMN, PAIR_TEXT_COLUMNS
 
 JUDGE_IDS = "scir_judge_input_ids"
 JUDGE_MASK = "scir_judge_attention_mask"
-TEXT_COLUMNS = ("prompt", "chosen", "rejected")
 
 
 def response_text(value: Any, eos: str | None = None) -> str:
@@ -63,7 +62,7 @@ class PairJudgeCollator:
         forward, backward, stripped = [], [], []
         eos = getattr(self.tokenizer, "eos_token", None)
         for i, example in enumerate(examples):
-            missing = [c for c in TEXT_COLUMNS if c not in example]
+            missing = [c for c in PAIR_TEXT_COLUMNS if c not in example]
             if missing:
                 raise DataError(f"batch example {i}: SCIR needs the text columns "
                                 f"{', '.join(missing)} for its judge prompt")
@@ -74,7 +73,7 @@ class PairJudgeCollator:
             backward.append(encode_pair_prompt(self.tokenizer, example["prompt"], rejected,
                                                chosen, **self.judge_options))
             stripped.append({k: v for k, v in example.items()
-                             if k not in (*TEXT_COLUMNS, CONSISTENCY_COLUMN)})
+                             if k not in (*PAIR_TEXT_COLUMNS, CONSISTENCY_COLUMN)})
         batch = self.inner(stripped)
         sequences = forward + backward
         width = max(len(s) for s in sequences)

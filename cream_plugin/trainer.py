@@ -50,7 +50,6 @@ from cream_plugin.packing import install_on_trainer
 from cream_plugin.trainer_utils import (
     CONSISTENCY_COLUMN,
     CONSISTENCY_MODES,
-    REF_COLUMNS,
     ConsistencyCollator,
     NonFiniteGuard,
     cream_loss,
@@ -58,6 +57,7 @@ from cream_plugin.trainer_utils import (
     validate_consistency,
     validate_ref_logps,
 )
+from cream_plugin.types import REF_COLUMNS
 
 logger = logging.getLogger(__name__)
 

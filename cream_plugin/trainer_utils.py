@@ -14,9 +14,8 @@ import torch.nn.functional as F
 from transformers import TrainerCallback
 
 from cream_plugin.errors import CreamError, DataError
+from cream_plugin.types import CONSISTENCY_COLUMN, REF_COLUMNS
 
-CONSISTENCY_COLUMN = "consistency"
-REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
 CONSISTENCY_MODES = ("dynamic", "average", "none")
 
 

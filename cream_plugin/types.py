@@ -12,6 +12,13 @@ Message = dict[str, str]
 Prompt = str | list[Message]
 """A chat prompt: a message list (``[{"role": "user", "content": ...}]``) or a plain string."""
 
+PAIR_TEXT_COLUMNS = ("prompt", "chosen", "rejected")
+"""The text columns of a preference pair row (a string each, or chat message lists)."""
+CONSISTENCY_COLUMN = "consistency"
+"""The pair row column holding C, the pair's weight in the CREAM loss."""
+REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
+"""The optional columns of a pair row holding the DPO reference model's summed log-probs."""
+
 
 @dataclass
 class RewardResult:

@@ -4,3 +4,8 @@
 ``cream_cot_benchmarks`` with the CREAM paper's zero-shot CoT protocol); pass it to
 ``lm_eval --include_path`` (``cream tasks-path`` prints it).
 """
+
+from pathlib import Path
+
+TASKS_PATH = str(Path(__file__).resolve().parent / "tasks")
+"""The task YAMLs folder (``lm_eval --include_path``)."""

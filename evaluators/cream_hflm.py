@@ -204,7 +204,7 @@ class CreamHFLM(DecodeLoopHFLM):
         (a plain head); other heads (logit scaling, soft-capping) run the whole model."""
         import torch
 
-        from cream_plugin.logprobs import _plain_head
+        from cream_plugin.logprobs import plain_head
 
         device = self.device
         inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device),
@@ -213,7 +213,7 @@ class CreamHFLM(DecodeLoopHFLM):
             device_type=self.device.type, dtype=self.mixed_precision_dtype,
             enabled=self.mixed_precision_dtype is not None,
         ):
-            if _plain_head(self.model):
+            if plain_head(self.model):
                 hidden = self.model.base_model(**inputs).last_hidden_state
                 picked = hidden[rows.to(device), cols.to(device)]
                 return self.model.get_output_embeddings()(picked)

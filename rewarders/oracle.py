@@ -160,13 +160,13 @@ class RewardModelRewarder:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         from cream_plugin.errors import ModelLoadError
-        from cream_plugin.models import _torch_dtype, pick_device
+        from cream_plugin.models import pick_device, torch_dtype
 
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(
                 path, trust_remote_code=trust_remote_code)
             self.model = AutoModelForSequenceClassification.from_pretrained(
-                path, dtype=_torch_dtype(dtype), trust_remote_code=trust_remote_code)
+                path, dtype=torch_dtype(dtype), trust_remote_code=trust_remote_code)
         except OSError as exc:
             raise ModelLoadError(f"could not load reward model {path!r}: {exc}") from exc
         if self.tokenizer.pad_token is None:

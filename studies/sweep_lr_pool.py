@@ -72,9 +72,7 @@ def run_base(out: Path, prompts: int, seed: int) -> Path:
     prompts with their correctness and the log-probs iteration 1 needs."""
     from cream_plugin.pipeline import Pipeline
     from cream_plugin.stages.correctness import CorrectnessStage
-    from cream_plugin.stages.prompts import PromptsStage
     from cream_plugin.stages.sample import SampleStage
-    from cream_plugin.stages.sft import SFTStage
 
     base = out / f"base-p{prompts}"
     first = next((p for p in sorted(out.glob("base-p*")) if (p / "M1.manifest.json").exists()),
@@ -84,19 +82,15 @@ def run_base(out: Path, prompts: int, seed: int) -> Path:
         link_tree(first / "M1", base / "M1")
         os.link(first / "M1.manifest.json", base / "M1.manifest.json")
     pipe = Pipeline(cell_config(prompts, 1e-6, seed), base)
-    pipe._prepare(fresh=False, adopt=True)
-    try:
-        run = pipe.runner.run
-        stage = run(PromptsStage())
-        run(SFTStage())
-        for t in (1, 2):
-            rows = [r for r in stage.read_rows() if r["iteration"] == t]
-            scope = "shared/iter1" if t == 1 else "baseline/iter2"
-            samples = run(SampleStage(scope, "M1", stage, rows, t))
-            run(CorrectnessStage(scope, samples, t))
-        pipe.ctx.release()
-    finally:
-        pipe.folder.release()
+    graph = pipe.graph()
+    graph.prompts()
+    graph.sft()
+    for t in (1, 2):
+        scope = "shared/iter1" if t == 1 else "baseline/iter2"
+        samples = graph.add(SampleStage(scope, "M1", graph.prompts(), t))
+        graph.add(CorrectnessStage(scope, samples, t))
+    with pipe.session(adopt=True):
+        pipe.run_graph(graph)
     return base
 
 
@@ -108,24 +102,16 @@ def run_cell(out: Path, base: Path, prompts: int, lr: float, seed: int) -> dict[
     cell = out / f"p{prompts}-lr{lr:g}"
     link_tree(base, cell)
     pipe = Pipeline(cell_config(prompts, lr, seed), cell)
-    pipe._prepare(fresh=False, adopt=True)
-    try:
-        run = pipe.runner.run
-        from cream_plugin.stages.prompts import PromptsStage
-
-        stage = run(PromptsStage())
-        key = pipe.iteration(METHOD, 1, stage)
-        rows = [r for r in stage.read_rows() if r["iteration"] == 2]
-        base_samples = run(SampleStage("baseline/iter2", "M1", stage, rows, 2))
-        before = run(CorrectnessStage("baseline/iter2", base_samples, 2))
-        scope = f"{METHOD}/iter2"
-        samples = run(SampleStage(scope, key, stage, rows, 2))
-        pipe.samples[(METHOD, 2)] = (scope, samples)
-        after = run(CorrectnessStage(scope, samples, 2))
-        pipe.movement(METHOD, 1)
-        pipe.ctx.release()
-    finally:
-        pipe.folder.release()
+    graph = pipe.graph()
+    key = graph.iteration(METHOD, 1)
+    base_samples = graph.add(SampleStage("baseline/iter2", "M1", graph.prompts(), 2))
+    before_stage = graph.add(CorrectnessStage("baseline/iter2", base_samples, 2))
+    samples = graph.sample(METHOD, 2, key)
+    after_stage = graph.add(CorrectnessStage(f"{METHOD}/iter2", samples, 2))
+    graph.movement(METHOD, 1)
+    with pipe.session(adopt=True):
+        results = pipe.run_graph(graph)
+    before, after = results[before_stage.name], results[after_stage.name]
     movement = json.loads((cell / METHOD / "iter1" / "movement.jsonl").read_text().splitlines()[0])
     moved = movement["evidence"]["movement"][0]["movement"]
     kl = moved["kl_forward"]  # exact, over the whole vocabulary, on M2's samples
@@ -139,8 +125,8 @@ def run_cell(out: Path, base: Path, prompts: int, lr: float, seed: int) -> dict[
         "pool_accuracy_m2": float(np.nanmean(acc_after)),
         "difference": paired_difference(acc_after, acc_before),
         "responses": int(np.isfinite(acc_after).sum()) * pipe.config.sampling.num_responses,
-        "chars_m1": mean_chars(base_samples),
-        "chars_m2": mean_chars(samples),
+        "chars_m1": mean_chars(results[base_samples.name]),
+        "chars_m2": mean_chars(results[samples.name]),
     }
 
 

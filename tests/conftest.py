@@ -61,11 +61,11 @@ def tiny_run_dir(tmp_path, tiny_model_dir) -> Path:
     """A small run folder in the pipeline's format (cards and push tests): config.json, the SFT
     checkpoint M1, iteration 1's samples, consistency and pairs of method cream, the checkpoint
     cream/M2 trained on them, an empty pairs artifact (a method that found no pairs) and
-    results rows for M1 and cream/M2. Written with the real Stage API."""
+    results rows for M1 and cream/M2. Written with the real Artifact API."""
     import json
     import shutil
 
-    from cream_plugin.artifacts import Stage
+    from cream_plugin.artifacts import Artifact
     from cream_plugin.config import load_config
     from cream_plugin.results import append_results
     from cream_plugin.testing import PAIR_BAD, PAIR_GOOD, PAIR_PROMPTS
@@ -78,24 +78,24 @@ def tiny_run_dir(tmp_path, tiny_model_dir) -> Path:
     def copy_model(folder: Path) -> None:
         shutil.copytree(tiny_model_dir, folder, dirs_exist_ok=True)
 
-    m1 = Stage(run, "M1", "h-sft", {"base": "M0:abc123"})
+    m1 = Artifact(run, "M1", "h-sft", {"base": "M0:abc123"})
     m1.write_folder(copy_model, method="sft", iteration=1, step="sft", examples=8)
     prompts = [[{"role": "user", "content": p}] for p in PAIR_PROMPTS]
-    samples = Stage(run, "shared/iter1/samples", "h-s", {"model": m1.digest})
+    samples = Artifact(run, "shared/iter1/samples", "h-s", {"model": m1.digest})
     samples.write_rows(
         [{"prompt_id": f"p{i}", "prompt": p, "source": "arc_easy", "reference": "B",
           "iteration": 1, "responses": [PAIR_GOOD[i], PAIR_BAD[i], "x"]}
          for i, p in enumerate(prompts)],
         method="shared", iteration=1, step="sample",
     )
-    cons = Stage(run, "cream/iter1/consistency", "h-c", {"logps": samples.digest + ":implicit"})
+    cons = Artifact(run, "cream/iter1/consistency", "h-c", {"logps": samples.digest + ":implicit"})
     cons.write_rows(
         [{"prompt_id": f"p{i}", "C": c} for i, c in enumerate((0.2, 0.6, 0.9, 1.0))],
         method="cream", iteration=1, step="consistency",
         summary={"C": {"mean": 0.675, "std": 0.3, "n": 4},
                  "kendall": {"mean": 0.35, "std": 0.6, "n": 4}},
     )
-    pairs = Stage(run, "cream/iter1/pairs", "h-p",
+    pairs = Artifact(run, "cream/iter1/pairs", "h-p",
                   {"samples": samples.digest, "consistency": cons.digest})
     pairs.write_rows(
         [{"prompt_id": f"p{i}", "prompt": p,
@@ -106,10 +106,10 @@ def tiny_run_dir(tmp_path, tiny_model_dir) -> Path:
          for i, (p, c) in enumerate(zip(prompts, (0.2, 0.6, 0.9, 1.0), strict=True))],
         method="cream", iteration=1, step="pairs", prompts=4, skipped=0,
     )
-    Stage(run, "oracle/iter1/pairs", "h-o", {"samples": samples.digest}).write_rows(
+    Artifact(run, "oracle/iter1/pairs", "h-o", {"samples": samples.digest}).write_rows(
         [], method="oracle", iteration=1, step="pairs", prompts=4, skipped=4
     )
-    m2 = Stage(run, "cream/M2", "h-train", {"pairs": pairs.digest, "base": m1.digest})
+    m2 = Artifact(run, "cream/M2", "h-train", {"pairs": pairs.digest, "base": m1.digest})
     m2.write_folder(copy_model, method="cream", iteration=1, step="train", pairs=4,
                     mode="dynamic")
     (run / "cream" / "M2.train_log.json").write_text(json.dumps([{"loss": 0.69, "step": 1}]))

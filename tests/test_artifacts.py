@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from cream_plugin.artifacts import Stage, append_jsonl, prune_checkpoints
+from cream_plugin.artifacts import Artifact, append_jsonl, prune_checkpoints
 from cream_plugin.errors import DataError
 
 ROWS = [{"prompt_id": f"p{i}", "responses": ["a", "b"], "score": i * 0.5} for i in range(5)]
@@ -18,7 +18,7 @@ def _rows_then_crash(n):
 
 
 def test_round_trip_and_manifest(tmp_path):
-    stage = Stage(tmp_path, "cream/iter1/samples", "cfg1", {"prompts": "d0"})
+    stage = Artifact(tmp_path, "cream/iter1/samples", "cfg1", {"prompts": "d0"})
     assert not stage.is_complete()
     digest = stage.write_rows(iter(ROWS), empty=0)
     assert stage.is_complete() and stage.digest == digest
@@ -38,12 +38,12 @@ def test_round_trip_and_manifest(tmp_path):
 
 
 def test_crash_mid_write_leaves_nothing_complete(tmp_path):
-    stage = Stage(tmp_path, "samples", "cfg1")
+    stage = Artifact(tmp_path, "samples", "cfg1")
     stage.write_rows(ROWS)
-    again = Stage(tmp_path, "samples", "cfg1")
+    again = Artifact(tmp_path, "samples", "cfg1")
     with pytest.raises(RuntimeError, match="killed"):
         again.write_rows(_rows_then_crash(3))
-    assert not again.is_complete() and not Stage(tmp_path, "samples", "cfg1").is_complete()
+    assert not again.is_complete() and not Artifact(tmp_path, "samples", "cfg1").is_complete()
     with pytest.raises(DataError, match="no complete artifact"):
         again.read_rows()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
@@ -54,7 +54,7 @@ def test_crash_mid_write_leaves_nothing_complete(tmp_path):
 
 
 def test_crash_inside_checkpoint_folder(tmp_path):
-    stage = Stage(tmp_path, "cream/iter1/checkpoint", "cfg")
+    stage = Artifact(tmp_path, "cream/iter1/checkpoint", "cfg")
 
     def half(folder):
         (folder / "model.safetensors").write_bytes(b"x" * 10)
@@ -70,37 +70,37 @@ def test_crash_inside_checkpoint_folder(tmp_path):
 
 def test_config_change_invalidates_stage_and_dependents(tmp_path):
     def chain(sample_cfg):
-        samples = Stage(tmp_path, "samples", sample_cfg)
+        samples = Artifact(tmp_path, "samples", sample_cfg)
         if not samples.is_complete():
             samples.write_rows(ROWS)
-        rewards = Stage(tmp_path, "rewards", "r1", {"samples": samples.digest})
+        rewards = Artifact(tmp_path, "rewards", "r1", {"samples": samples.digest})
         return samples, rewards
 
     samples, rewards = chain("s1")
     rewards.write_rows([{"x": 1}])
     first_digest = samples.digest
     assert chain("s1")[1].is_complete()  # restart with the same config: skipped
-    assert not Stage(tmp_path, "samples", "s2").is_complete()
+    assert not Artifact(tmp_path, "samples", "s2").is_complete()
     samples2, rewards2 = chain("s2")  # upstream redone with a new config
     assert samples2.digest != first_digest
     assert not samples.is_complete()  # the old config's artifact no longer counts
     assert not rewards2.is_complete()
-    assert not Stage(tmp_path, "rewards", "r2", {"samples": samples2.digest}).is_complete()
+    assert not Artifact(tmp_path, "rewards", "r2", {"samples": samples2.digest}).is_complete()
 
 
 def test_prune_checkpoints(tmp_path):
     for t in (1, 2, 3):
-        Stage(tmp_path, f"cream/iter{t}/checkpoint", "c").write_folder(
+        Artifact(tmp_path, f"cream/iter{t}/checkpoint", "c").write_folder(
             lambda f: (f / "w.bin").write_bytes(b"0" * 100)
         )
-    Stage(tmp_path, "cream/iter1/samples", "c").write_rows(ROWS)
+    Artifact(tmp_path, "cream/iter1/samples", "c").write_rows(ROWS)
     pruned = prune_checkpoints(tmp_path, keep={"cream/iter3/checkpoint"})
     assert pruned == ["cream/iter1/checkpoint", "cream/iter2/checkpoint"]
-    one = Stage(tmp_path, "cream/iter1/checkpoint", "c")
+    one = Artifact(tmp_path, "cream/iter1/checkpoint", "c")
     assert one.is_complete() and not one.is_available() and not one.folder_path.exists()
     assert one.digest  # dependents keep a valid input digest
-    assert Stage(tmp_path, "cream/iter3/checkpoint", "c").is_available()
-    assert Stage(tmp_path, "cream/iter1/samples", "c").read_rows() == ROWS
+    assert Artifact(tmp_path, "cream/iter3/checkpoint", "c").is_available()
+    assert Artifact(tmp_path, "cream/iter1/samples", "c").read_rows() == ROWS
     assert prune_checkpoints(tmp_path, keep=()) == ["cream/iter3/checkpoint"]
 
 
@@ -111,4 +111,4 @@ def test_append_jsonl_and_bad_names(tmp_path):
     append_jsonl(tmp_path / "t.jsonl", [{"v": 2}])
     assert [json.loads(x)["v"] for x in (tmp_path / "t.jsonl").read_text().splitlines()] == [0.5, 2]
     with pytest.raises(ValueError):
-        Stage(tmp_path, "../escape", "c")
+        Artifact(tmp_path, "../escape", "c")

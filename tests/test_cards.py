@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cream_plugin.artifacts import Stage
+from cream_plugin.artifacts import Artifact
 from cream_plugin.cards import (
     Lineage,
     folder_digest,
@@ -126,7 +126,7 @@ def test_dataset_card_covers_every_artifact_of_the_folder(tiny_run_dir) -> None:
     import datasets
 
     folder = tiny_run_dir / "shared" / "iter1"
-    Stage(tiny_run_dir, "shared/iter1/pairs", "h", {}).write_rows(
+    Artifact(tiny_run_dir, "shared/iter1/pairs", "h", {}).write_rows(
         [{"prompt_id": "p0", "prompt": "q", "chosen": "a", "rejected": "b", "consistency": 1.0}],
         method="shared", iteration=1, step="pairs",
     )

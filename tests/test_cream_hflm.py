@@ -207,7 +207,7 @@ def test_evaluator_uses_cream_hflm_unless_both_fast_paths_are_off(tiny_model, ti
 def test_plain_lm_eval_cli_with_cream_hf(command: list[str], tiny_model_dir: Path,
                                          data_dir: Path, tmp_path: Path) -> None:
     """The documented `lm_eval run --model cream-hf ...` on a saved checkpoint, offline."""
-    from cream_plugin.evaluators.default_plugin import TASKS_PATH
+    from cream_plugin.evaluators import TASKS_PATH
 
     env = {**os.environ, "CREAM_DATA_DIR": str(data_dir), "HF_HUB_OFFLINE": "1",
            "HF_DATASETS_OFFLINE": "1"}

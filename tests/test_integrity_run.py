@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from test_runner import Checkpoint, FakeContext
 
 from cream_plugin import artifacts
-from cream_plugin.artifacts import Stage
+from cream_plugin.artifacts import Artifact
 from cream_plugin.cli import build_parser, main
 from cream_plugin.config import explain, load_config
 from cream_plugin.errors import ConfigError, CreamError, DataError, ModelLoadError
@@ -74,7 +74,8 @@ def test_adopt_dir_still_takes_a_folder_without_cream_names(tmp_path) -> None:
 def test_fresh_deletes_only_what_manifests_name(tmp_path) -> None:
     folder = RunFolder(tmp_path)
     folder.claim()
-    Stage(tmp_path, "M1", "c").write_folder(lambda f: (f / "model.safetensors").write_bytes(b"0"))
+    Artifact(tmp_path, "M1", "c").write_folder(
+        lambda f: (f / "model.safetensors").write_bytes(b"0"))
     (tmp_path / "tb" / "M1").mkdir(parents=True)
     (tmp_path / "tb" / "M1" / "events.out.tfevents.1").write_bytes(b"cream's")
     (tmp_path / "plots").mkdir()
@@ -94,8 +95,8 @@ def test_fresh_deletes_only_what_manifests_name(tmp_path) -> None:
 # -- 2. preflight checks everything a run loads --------------------------------------------------
 def finished_looking_run(folder: Path) -> dict[str, bytes]:
     RunFolder(folder).claim()
-    Stage(folder, "prompts", "c").write_rows([{"a": 1}])
-    Stage(folder, "M1", "c").write_folder(lambda f: (f / "model.safetensors").write_bytes(b"0"))
+    Artifact(folder, "prompts", "c").write_rows([{"a": 1}])
+    Artifact(folder, "M1", "c").write_folder(lambda f: (f / "model.safetensors").write_bytes(b"0"))
     (folder / "results.jsonl").write_text("{}\n")
     return tree(folder)
 

@@ -50,7 +50,7 @@ def test_forward_tokens_are_the_minimum(tiny_model, tiny_tokenizer):
 def test_completion_only_head_equals_trl_fused_head(tiny_model, tiny_tokenizer, monkeypatch):
     ours = response_logps(tiny_model, tiny_tokenizer, CHATS, RESPONSES, batch_size=4,
                           progress=False)
-    monkeypatch.setattr(logprobs, "_plain_head", lambda model: False)
+    monkeypatch.setattr(logprobs, "plain_head", lambda model: False)
     fused = response_logps(tiny_model, tiny_tokenizer, CHATS, RESPONSES, batch_size=4,
                            progress=False)
     assert ours.sum == pytest.approx(fused.sum, abs=1e-4)

@@ -7,6 +7,7 @@ is made once per module in a subprocess and shared by the kill, seed and invalid
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import math
 import os
@@ -223,6 +224,7 @@ FAULTS = [
     "shared/iter1/samples",
     "shared/iter1/logps-M1",
     "shared/iter1/logps-M0",
+    "shared/iter1/rewards-implicit-M1",
     "cream/iter1/consistency",
     "cream/iter1/pairs",
     "cream/M2",
@@ -288,6 +290,8 @@ def test_changed_setting_reruns_that_stage_and_later_only(reference, run_env, tm
         "shared/iter1/samples",
         "shared/iter1/logps-M1",
         "shared/iter1/logps-M0",
+        "shared/iter1/rewards-implicit-M1",
+        "shared/iter1/rewards-implicit-M0",
         "cream/iter1/consistency",
         "cream/iter1/pairs",
         "shared/iter1/correctness",
@@ -307,6 +311,100 @@ def test_changed_setting_reruns_that_stage_and_later_only(reference, run_env, tm
     for name in rerun:
         assert new[name] != old[name], f"{name} was not re-run after training.beta changed"
         assert new[name]["created"] >= old[name]["created"], name
+
+
+def folder_state(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every path under a folder with its size and modification time."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in folder.rglob("*")}
+
+
+def dry_run(out: Path, env: dict[str, str], *args: str) -> dict[str, tuple[str, str]]:
+    """``cream run --dry-run`` (the reference run's flags): stage -> (action, reason)."""
+    done = cream_run(out, env, "--dry-run", *args)
+    ok(done)
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith(f"stage graph of {out}:"), done.stdout
+    plan = {}
+    for line in lines[1:]:
+        action, name, rest = line.split(None, 2)
+        plan[name] = (action, rest[1:rest.index("]")])
+    return plan
+
+
+def test_dry_run_of_a_fresh_folder_plans_every_stage_and_creates_nothing(
+        run_env, tmp_path) -> None:
+    out = tmp_path / "new"
+    plan = dry_run(out, run_env)
+    assert not out.exists(), "a dry run created the run folder"
+    assert plan and all(v == ("compute", "artifact missing") for v in plan.values()), plan
+    names = list(plan)
+    for stage in FAULTS[:-1]:  # the run order: every faulted stage is in the graph, in order
+        assert any(fnmatch.fnmatch(n, stage) for n in names), stage
+    assert names.index("prompts") < names.index("shared/iter1/samples") < names.index(
+        "shared/iter1/rewards-implicit-M1") < names.index("cream/iter1/pairs") < names.index(
+        "cream/M2")
+
+
+def test_dry_run_of_a_complete_folder_reuses_everything_and_writes_nothing(
+        reference, run_env) -> None:
+    before = folder_state(reference)
+    plan = dry_run(reference, run_env)
+    assert folder_state(reference) == before, "a dry run wrote to the run folder"
+    assert set(plan) <= {n for n in manifests(reference)}
+    assert {a for a, _ in plan.values()} == {"reuse"}, plan
+
+
+def test_dry_run_names_the_stages_a_changed_setting_recomputes(reference, run_env) -> None:
+    """training.beta: M2 (setting changed) and everything downstream of it (upstream
+    recomputed); iteration 1's samples, log-probs, rewards and pairs are reused."""
+    before = folder_state(reference)
+    plan = dry_run(reference, run_env, "--set", "training.beta=0.3")
+    assert folder_state(reference) == before
+    assert plan["cream/M2"] == ("compute", "setting changed: training, consistency, seed")
+    for name in ("cream/iter2/samples", "cream/iter2/pairs", "cream/M3", "evals/cream-M2",
+                 "cream/iter1/movement"):
+        action, reason = plan[name]
+        assert action == "compute" and reason.startswith("upstream recomputed"), (name, reason)
+    for name in ("prompts", "M1", "evals/sft-M1", "shared/iter1/samples",
+                 "shared/iter1/rewards-implicit-M1", "cream/iter1/pairs"):
+        assert plan[name][0] == "reuse", name
+    assert plan["cream/iter1/pairs"] == ("reuse", "complete")
+
+
+def test_implicit_beta_applies_to_the_rewards_of_a_run(reference, run_env, tmp_path,
+                                                      monkeypatch) -> None:
+    """The run's implicit reward goes through the registered rewarder with its options: on a
+    copy of the smoke run, beta=0.5 recomputes the implicit rewards stages alone (from the
+    stored log-probs: no model loaded) and halves every reward of the table."""
+    import argparse
+
+    import numpy as np
+
+    from cream_plugin.commands.run import add_arguments, build_config
+    from cream_plugin.pipeline import Pipeline
+
+    for key in ("CREAM_DATA_DIR", "CREAM_CACHE_DIR"):
+        monkeypatch.setenv(key, run_env[key])
+    out = tmp_path / "run"
+    shutil.copytree(reference, out)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    config = build_config(parser.parse_args([
+        "--preset", "smoke", "--method", "cream", "--output", str(out),
+        "--set", "rewarder.options={implicit: {beta: 0.5}}"]))
+    pipe = Pipeline(config)
+    graph = pipe.graph().whole_run()
+    names = ("shared/iter1/rewards-implicit-M1", "shared/iter1/rewards-implicit-M0")
+    upto = list(graph.nodes).index(names[1]) + 1
+    with pipe.session():
+        pipe.run_graph(list(graph)[:upto])
+    assert pipe.runner.ran == list(names), pipe.runner.ran
+    for name in names:
+        before = np.array([r["rewards"] for r in rows_of(reference / f"{name}.jsonl")])
+        after = np.array([r["rewards"] for r in rows_of(out / f"{name}.jsonl")])
+        np.testing.assert_allclose(after, 0.5 * before, equal_nan=True)
+        assert np.isfinite(before).any()
 
 
 def test_subset_of_methods_then_new_settings_resumes(run_env, tmp_path) -> None:

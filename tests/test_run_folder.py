@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from cream_plugin.artifacts import Stage
+from cream_plugin.artifacts import Artifact
 from cream_plugin.config import load_config
 from cream_plugin.errors import ConfigError, CreamError
 from cream_plugin.pipeline import Pipeline, last_checkpoints
@@ -39,11 +39,11 @@ def test_adopted_folder_keeps_user_files_through_cleanup_and_fresh(tmp_path) -> 
     before = user_files(tmp_path)
     folder = RunFolder(tmp_path)
     folder.claim(adopt=True)
-    Stage(tmp_path, "prompts", "c").write_rows([{"a": 1}])
-    Stage(tmp_path, "M1", "c").write_folder(lambda f: (f / "w.bin").write_bytes(b"0"))
+    Artifact(tmp_path, "prompts", "c").write_rows([{"a": 1}])
+    Artifact(tmp_path, "M1", "c").write_folder(lambda f: (f / "w.bin").write_bytes(b"0"))
     (tmp_path / "report.md").write_text("# report")
     # A killed run's temp file (journaled) next to a user's hidden temp file.
-    leftover = Stage(tmp_path, "shared/iter1/samples", "c").journal.temp_path(
+    leftover = Artifact(tmp_path, "shared/iter1/samples", "c").journal.temp_path(
         tmp_path / "shared/iter1/samples.jsonl"
     )
     leftover.parent.mkdir(parents=True, exist_ok=True)
@@ -136,7 +136,7 @@ def test_read_only_output_folder_names_the_path(tmp_path) -> None:
 
 def test_pruning_keeps_every_methods_latest_checkpoint(tmp_path) -> None:
     for name in ("M1", "srlm/M2", "srlm/M3", "cream/M2", "cream/M3"):
-        Stage(tmp_path, name, "c").write_folder(lambda f: (f / "w").write_bytes(b"0"))
+        Artifact(tmp_path, name, "c").write_folder(lambda f: (f / "w").write_bytes(b"0"))
     assert last_checkpoints(tmp_path) == {"M1", "srlm/M3", "cream/M3"}
 
 
@@ -145,7 +145,7 @@ def test_cream_clean_forgets_a_stage_and_removes_leftovers(tmp_path, capsys) -> 
 
     folder = RunFolder(tmp_path)
     folder.claim()
-    stage = Stage(tmp_path, "cream/iter1/pairs", "c")
+    stage = Artifact(tmp_path, "cream/iter1/pairs", "c")
     stage.write_rows([{"a": 1}])
     leftover = stage.journal.temp_path(tmp_path / "M1")
     leftover.mkdir()

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from cream_plugin.artifacts import Stage, prune_checkpoints
+from cream_plugin.artifacts import Artifact, prune_checkpoints
 from cream_plugin.config import RunConfig
 from cream_plugin.distributed import DistContext
 from cream_plugin.errors import DataError
@@ -95,9 +95,9 @@ def test_hand_edited_artifact_is_an_error_naming_the_file(tmp_path) -> None:
     rows = [json.loads(x) for x in path.read_text().splitlines()]
     rows[0], rows[1] = rows[1], rows[0]  # still valid JSON, same size, other content
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    from cream_plugin import artifacts
+    from cream_plugin.files import SHA256_MEMO
 
-    artifacts._VERIFIED.clear()  # a new process
+    SHA256_MEMO.clear()  # a new process
     with pytest.raises(DataError, match=r"numbers\.jsonl: sha256 differs.*--fresh"):
         Runner(ctx).run(Numbers())
 
@@ -123,10 +123,10 @@ def test_bad_output_leaves_nothing_complete(tmp_path) -> None:
 
     with pytest.raises(ValueError, match="shape"):
         Runner(ctx).run(Broken())
-    assert not Stage(tmp_path, "numbers", "").manifest_path.exists()
+    assert not Artifact(tmp_path, "numbers", "").manifest_path.exists()
     with pytest.raises(DataError, match=r"infinite.*field\(s\) v"):
         Runner(ctx).run(Numbers(rows=[{"v": 1.0}, {"v": float("inf")}]))
-    assert not Stage(tmp_path, "numbers", "").manifest_path.exists()
+    assert not Artifact(tmp_path, "numbers", "").manifest_path.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
     good = Numbers()
     Runner(ctx).run(good)
@@ -207,3 +207,56 @@ def test_every_rank_takes_the_main_processs_branch(tmp_path) -> None:
     spec = MainOnly()
     Runner(ctx).run(spec)
     assert rank.barriers == [1] and spec.calls == 0  # waited, and left the work to the main
+
+
+class Doubled(StageSpec):
+    """Reads an upstream stage's result: its digest is this stage's input without any code
+    naming it."""
+
+    step = "doubled"
+
+    def __init__(self, source: StageSpec, name: str = "doubled") -> None:
+        super().__init__(name)
+        self.source = source
+
+    def upstream(self) -> dict[str, Any]:
+        return {"source": self.source}
+
+    def compute(self, ctx: RunContext) -> Output:
+        return Output(rows=[{**r, "v": 2 * r["v"]} for r in ctx.result(self.source).read_rows()])
+
+
+def test_plan_says_what_a_graph_run_would_reuse_and_recompute_and_why(tmp_path) -> None:
+    numbers = Numbers()
+    doubled = Doubled(numbers)
+    again = Doubled(doubled, "quadrupled")
+    graph = [numbers, doubled, again]
+
+    def plan(seed: int | None = None) -> list[tuple[str, str, str]]:
+        config = RunConfig() if seed is None else RunConfig(seed=seed)
+        runner = Runner(FakeContext(tmp_path, config))
+        return [(p.spec.name, p.action, p.reason) for p in runner.plan(graph)]
+
+    assert plan() == [(n, "compute", "artifact missing") for n in ("numbers", "doubled",
+                                                                   "quadrupled")]
+    assert list(tmp_path.iterdir()) == [], "planning wrote to the run folder"
+    runner = Runner(FakeContext(tmp_path))
+    results = runner.run_graph(graph)
+    assert results["quadrupled"].inputs == {"source": results["doubled"].digest}
+    assert [r["v"] for r in results["quadrupled"].read_rows()] == [
+        4 * r["v"] for r in results["numbers"].read_rows()]
+
+    assert plan() == [(n, "reuse", "complete") for n in ("numbers", "doubled", "quadrupled")]
+    assert plan(seed=3) == [
+        ("numbers", "compute", "setting changed: seed"),
+        ("doubled", "compute", "upstream recomputed: numbers"),
+        ("quadrupled", "compute", "upstream recomputed: doubled"),
+    ]
+    (tmp_path / "doubled.jsonl").unlink()
+    assert plan()[1:] == [("doubled", "compute", "artifact missing"),
+                          ("quadrupled", "compute", "upstream recomputed: doubled")]
+    Runner(FakeContext(tmp_path)).run_graph(graph[:2])  # doubled again, from the same input
+    manifest = json.loads((tmp_path / "quadrupled.manifest.json").read_text())
+    manifest["inputs"] = {"source": "another"}
+    (tmp_path / "quadrupled.manifest.json").write_text(json.dumps(manifest))
+    assert plan()[2] == ("quadrupled", "compute", "input changed: source")

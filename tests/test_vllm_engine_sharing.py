@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from cream_plugin.artifacts import Stage
 from cream_plugin.config import load_config
 from cream_plugin.distributed import DistContext
 from cream_plugin.hookspecs import hookimpl
@@ -23,6 +22,7 @@ from cream_plugin.stages.evaluate import EvaluateStage
 from cream_plugin.stages.runner import Runner
 from cream_plugin.stages.sample import SampleStage
 from cream_plugin.stages.train import TrainStage
+from cream_plugin.testing import given_rows
 
 
 class FakeEngine:
@@ -116,31 +116,28 @@ def ctx(fresh_plugins, tmp_path, tiny_tokenizer, data_dir, monkeypatch) -> FakeC
     return context
 
 
-class FakePrompts:
-    digest = "prompts-digest"
-
-
 ROWS = [{"prompt_id": f"p{i}", "prompt": q, "iteration": 1}
         for i, q in enumerate(["Name a prime.", "Give me a fruit."])]
 
 
-def no_pairs(ctx: RunContext, t: int) -> Stage:
-    """An empty pairs artifact: training then saves M_t as M_t+1 after loading it."""
-    stage = Stage(ctx.run_dir, f"cream/iter{t}/pairs", "x", {})
-    stage.start()
-    stage.write_rows([], expected_rows=0)
-    return stage
+def no_pairs(runner: Runner, t: int) -> Any:
+    """An empty pairs result: training then saves M_t as M_t+1 after loading it."""
+    pairs = given_rows(f"cream/iter{t}/pairs", [])
+    runner.run(pairs)
+    return pairs
 
 
 def test_one_engine_per_checkpoint_across_evaluate_and_sample(ctx) -> None:
     runner = Runner(ctx)
+    prompts = given_rows("prompts", ROWS + [{**r, "iteration": 2} for r in ROWS])
+    runner.run(prompts)
     manifests = []
     for t in (1, 2):
         key, new_key = f"M{t}", f"M{t + 1}"
         manifests.append(runner.run(EvaluateStage("cream", t, key)).manifest())
-        manifests.append(runner.run(SampleStage(f"cream/iter{t}", key, FakePrompts(), ROWS,
+        manifests.append(runner.run(SampleStage(f"cream/iter{t}", key, prompts,
                                                 t)).manifest())
-        runner.run(TrainStage("cream", t, key, new_key, no_pairs(ctx, t), "cream", "none"))
+        runner.run(TrainStage("cream", t, key, new_key, no_pairs(runner, t), "cream", "none"))
     ctx.release()
 
     assert ctx.events == [

@@ -17,8 +17,8 @@ from cream_plugin.cards.model import (
     PAIRS_COLUMNS,
     SAMPLES_COLUMNS,
     TAGS,
-    _fmt,
-    _front_matter,
+    card_value,
+    front_matter,
     human_size,
 )
 from cream_plugin.errors import DataError
@@ -52,7 +52,7 @@ def _first_row_columns(path: Path) -> list[str]:
     return list(row) if isinstance(row, dict) else []
 
 
-def _read_manifest(path: Path) -> dict[str, Any] | None:
+def read_manifest(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -68,7 +68,7 @@ def dataset_entry(
     if not jsonl.is_file():
         raise DataError(f"{jsonl}: no such JSON-lines file")
     rel = jsonl.resolve().relative_to(root.resolve()).as_posix()
-    manifest = _read_manifest(jsonl.with_name(jsonl.name[: -len(".jsonl")] + MANIFEST_SUFFIX))
+    manifest = read_manifest(jsonl.with_name(jsonl.name[: -len(".jsonl")] + MANIFEST_SUFFIX))
     m = manifest or {}
     step = str(m.get("step") or "rows")
     kind = {"sample": "samples"}.get(step, step)
@@ -146,8 +146,9 @@ def dataset_card_text(
     ]
     for e in entries:
         lines.append(
-            f"| {e.config_name} | `{e.path}` | {e.kind} | {_fmt(e.method)} | {_fmt(e.iteration)} "
-            f"| {_fmt(e.rows)} | {human_size(e.bytes)} | `{e.digest or '?'}` |"
+            f"| {e.config_name} | `{e.path}` | {e.kind} | {card_value(e.method)} "
+            f"| {card_value(e.iteration)} | {card_value(e.rows)} | {human_size(e.bytes)} "
+            f"| `{e.digest or '?'}` |"
         )
     for kind, docs in (("pairs", PAIRS_COLUMNS), ("samples", SAMPLES_COLUMNS)):
         cols = list(dict.fromkeys(c for e in entries if e.kind == kind for c in e.columns))
@@ -177,7 +178,7 @@ def dataset_card_text(
         f'df = pd.read_json("{first.path}", lines=True)',
         "```",
     ]
-    return _front_matter(meta, "\n".join(lines))
+    return front_matter(meta, "\n".join(lines))
 
 
 def write_dataset_card(
@@ -205,7 +206,7 @@ def write_dataset_card(
     elif not path.is_dir():
         raise DataError(f"{path}: no such artifact or folder")
     for candidate in sorted(folder.glob("*.jsonl")):
-        manifest = _read_manifest(candidate.with_name(candidate.stem + MANIFEST_SUFFIX))
+        manifest = read_manifest(candidate.with_name(candidate.stem + MANIFEST_SUFFIX))
         if candidate not in files and manifest and manifest.get("step") in steps:
             files.append(candidate)
     if not files:

@@ -11,7 +11,7 @@ from typing import Any
 
 from cream_plugin.artifacts import MANIFEST_SUFFIX
 from cream_plugin.cards.dataset import (
-    _read_manifest,
+    read_manifest,
     write_dataset_card,
 )
 from cream_plugin.cards.model import (
@@ -21,8 +21,8 @@ from cream_plugin.cards.model import (
     TAGS,
     ArtifactRef,
     Lineage,
-    _fmt,
-    _front_matter,
+    card_value,
+    front_matter,
     hub_model_id,
     read_card_metadata,
     write_model_card,
@@ -39,14 +39,14 @@ def read_manifests(run_dir: str | os.PathLike[str]) -> dict[str, dict[str, Any]]
         rel = path.relative_to(run_dir).as_posix()
         if any(part.startswith(".") for part in Path(rel).parts):
             continue
-        manifest = _read_manifest(path)
+        manifest = read_manifest(path)
         if manifest is not None:
             out[rel[: -len(MANIFEST_SUFFIX)]] = manifest
     return out
 
 
 def _run_config(run_dir: Path) -> dict[str, Any]:
-    data = _read_manifest(run_dir / "config.json")
+    data = read_manifest(run_dir / "config.json")
     return data or {}
 
 
@@ -252,7 +252,8 @@ def run_card_text(
     ]
     for lin in lineages:
         lines.append(f"| [{lin.checkpoint}]({lin.checkpoint}/README.md) | {lin.method} | "
-                     f"{_fmt(lin.iteration)} | {_fmt(lin.parent)} | `{lin.digest or '?'}` |")
+                     f"{card_value(lin.iteration)} | {card_value(lin.parent)} | "
+                     f"`{lin.digest or '?'}` |")
     example = checkpoints[0] if checkpoints else "M1"
     lines += [
         "",
@@ -269,18 +270,14 @@ def run_card_text(
                   "`timings.jsonl`; the run config: `config.json`."]
     if dataset_repo_id:
         lines += ["", f"Samples and preference pairs: the data set `{dataset_repo_id}`."]
-    return _front_matter(meta, "\n".join(lines))
+    return front_matter(meta, "\n".join(lines))
 
 
 def file_digest(path: str | os.PathLike[str]) -> str:
     """First 16 hex digits of a file's sha256 (the length of the run manifests' digests)."""
-    import hashlib
+    from cream_plugin.files import cached_sha256
 
-    sha = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            sha.update(block)
-    return sha.hexdigest()[:16]
+    return cached_sha256(Path(path))[:16]
 
 
 def folder_digest(folder: str | os.PathLike[str]) -> str:
@@ -289,7 +286,7 @@ def folder_digest(folder: str | os.PathLike[str]) -> str:
     import hashlib
 
     folder = Path(folder)
-    manifest = _read_manifest(folder.with_name(folder.name + MANIFEST_SUFFIX))
+    manifest = read_manifest(folder.with_name(folder.name + MANIFEST_SUFFIX))
     if manifest and manifest.get("digest"):
         return str(manifest["digest"])
     sha = hashlib.sha256()
@@ -313,10 +310,10 @@ def standalone_lineage(
     from the file's ``consistency`` column."""
     import statistics
 
-    from cream_plugin.data import read_jsonl
+    from cream_plugin.jsonl import read_jsonl
 
     pairs_path = Path(pairs_file)
-    manifest = _read_manifest(pairs_path.with_name(pairs_path.stem + MANIFEST_SUFFIX)) or {}
+    manifest = read_manifest(pairs_path.with_name(pairs_path.stem + MANIFEST_SUFFIX)) or {}
     rows = read_jsonl(pairs_path)
     values = [float(r["consistency"]) for r in rows if r.get("consistency") is not None]
     consistency = None

@@ -132,7 +132,7 @@ def human_size(size: int | None) -> str:
     return f"{size} B"  # pragma: no cover
 
 
-def _fmt(value: Any) -> str:
+def card_value(value: Any) -> str:
     if value is None:
         return "–"
     if isinstance(value, float):
@@ -151,7 +151,7 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, A
             yield name, value
 
 
-def _front_matter(meta: Mapping[str, Any], body: str) -> str:
+def front_matter(meta: Mapping[str, Any], body: str) -> str:
     text = yaml.safe_dump(_jsonable(meta), sort_keys=False, allow_unicode=True, width=1000)
     return f"---\n{text}---\n\n{body.rstrip()}\n"
 
@@ -202,40 +202,40 @@ def model_card_text(lineage: Lineage) -> str:
         "",
         "| | |",
         "|---|---|",
-        f"| method | {_fmt(lin.method)} |",
-        f"| checkpoint | {_fmt(lin.checkpoint)} (digest `{lin.digest or '?'}`) |",
+        f"| method | {card_value(lin.method)} |",
+        f"| checkpoint | {card_value(lin.checkpoint)} (digest `{lin.digest or '?'}`) |",
     ]
     if lin.iteration is not None:
         lines.append(f"| iteration | {lin.iteration}: trained on iteration {lin.iteration}'s "
                      "pairs from its parent |")
     if lin.parent:
-        lines.append(f"| parent checkpoint | {_fmt(lin.parent)} (digest "
+        lines.append(f"| parent checkpoint | {card_value(lin.parent)} (digest "
                      f"`{lin.parent_digest or '?'}`) |")
-    lines.append(f"| base model | {_fmt(base or lin.base_model)} |")
+    lines.append(f"| base model | {card_value(base or lin.base_model)} |")
     if lin.pairs:
         p = lin.pairs
         lines.append(
-            f"| preference pairs | `{p.path}`: {_fmt(p.rows)} rows, {human_size(p.bytes)}, "
+            f"| preference pairs | `{p.path}`: {card_value(p.rows)} rows, {human_size(p.bytes)}, "
             f"digest `{p.digest}` |"
         )
     if lin.run_name:
-        lines.append(f"| run | {_fmt(lin.run_name)} |")
+        lines.append(f"| run | {card_value(lin.run_name)} |")
     if lin.consistency:
         lines += ["", "## Ranking consistency of the training pairs", "",
                   "| metric | mean | std | n |", "|---|---|---|---|"]
         for metric, s in lin.consistency.items():
-            lines.append(f"| {metric} | {_fmt(s.get('mean'))} | {_fmt(s.get('std'))} "
-                         f"| {_fmt(s.get('n'))} |")
+            lines.append(f"| {metric} | {card_value(s.get('mean'))} | {card_value(s.get('std'))} "
+                         f"| {card_value(s.get('n'))} |")
     if lin.training:
         lines += ["", "## Training settings", "", "| setting | value |", "|---|---|"]
-        lines += [f"| {k} | {_fmt(v)} |" for k, v in _flatten(lin.training)]
+        lines += [f"| {k} | {card_value(v)} |" for k, v in _flatten(lin.training)]
     if lin.benchmarks:
         lines += ["", "## Benchmarks", "", "| task | metric | value |", "|---|---|---|"]
         for task, metrics in lin.benchmarks.items():
-            lines += [f"| {task} | {m} | {_fmt(v)} |" for m, v in metrics.items()]
+            lines += [f"| {task} | {m} | {card_value(v)} |" for m, v in metrics.items()]
     if lin.instruments:
         lines += ["", "## Instruments", "", "| measure | value |", "|---|---|"]
-        lines += [f"| {k} | {_fmt(v)} |" for k, v in _flatten(lin.instruments)]
+        lines += [f"| {k} | {card_value(v)} |" for k, v in _flatten(lin.instruments)]
     lines += [
         "",
         "## Use",
@@ -249,7 +249,7 @@ def model_card_text(lineage: Lineage) -> str:
         "",
         "The same lineage is machine-readable under the `cream` key of this card's metadata.",
     ]
-    return _front_matter(meta, "\n".join(lines))
+    return front_matter(meta, "\n".join(lines))
 
 
 def write_model_card(folder: str | os.PathLike[str], lineage: Lineage) -> Path:

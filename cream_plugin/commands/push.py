@@ -225,10 +225,10 @@ def plan_push(
 def verify_artifacts(root: Path, names: Sequence[str]) -> None:
     """Each artifact to upload matches its manifest (sizes always, sha256 once per process): a
     truncated checkpoint or an edited pairs file is an error naming it, never an upload."""
-    from cream_plugin.artifacts import Stage
+    from cream_plugin.artifacts import Artifact
 
     for name in names:
-        Stage(root, name, "").verify()
+        Artifact(root, name, "").verify()
 
 
 def _json(path: Path) -> dict[str, Any]:

@@ -69,6 +69,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--launch-arg=--main_process_port=29501",
     )
     parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the stage graph and, for an existing run folder, which stages would be "
+        "reused or recomputed and why; writes nothing, takes no lock",
+    )
+    parser.add_argument(
         "--adopt-dir",
         action="store_true",
         help="use an existing non-empty folder that is not a cream run folder (refused when "
@@ -123,6 +129,8 @@ def run(args: argparse.Namespace) -> int:
     from cream_plugin.pipeline import Pipeline
 
     config = build_config(args)  # validated before any work starts
+    if args.dry_run:
+        return dry_run(config)
     if args.accelerate_config:
         relaunch(args.accelerate_config, sys.argv[1:], args.num_processes, args.launch_args)
     check_launch_env()
@@ -133,6 +141,26 @@ def run(args: argparse.Namespace) -> int:
     run_dir = pipeline.run(fresh=args.fresh, adopt=args.adopt_dir, break_lock=args.break_lock)
     if pipeline.dist.is_main:
         print(f"run finished: {run_dir}; report: {run_dir / 'report.md'}")
+    return 0
+
+
+def dry_run(config: RunConfig) -> int:
+    """Print what ``cream run`` would do with this config, seed by seed; nothing is written."""
+    import dataclasses
+
+    from cream_plugin.pipeline import Pipeline
+    from cream_plugin.seeds_report import seed_dir
+    from cream_plugin.stages.graph import format_plan
+
+    if config.seeds:
+        top = Path(config.output_dir).expanduser()
+        configs = [dataclasses.replace(config, seed=s, seeds=[], output_dir=str(seed_dir(top, s)))
+                   for s in config.seeds]
+    else:
+        configs = [config]
+    for one in configs:
+        pipeline = Pipeline(one)
+        print(format_plan(pipeline.run_dir, pipeline.plan()), end="")
     return 0
 
 

@@ -100,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
     from cream_plugin.models import load_model, load_tokenizer
     from cream_plugin.pairs import validate_pair_rows
     from cream_plugin.registry import get_trainer
-    from cream_plugin.trainer_utils import REF_COLUMNS, NonFiniteGuard
+    from cream_plugin.trainer_utils import NonFiniteGuard
+    from cream_plugin.types import REF_COLUMNS
 
     try:
         trainer_cls, config_cls = get_trainer(args.trainer)

@@ -7,7 +7,7 @@ skips, verifies, times, injects faults, writes and synchronises processes, for e
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -38,11 +38,14 @@ class Output:
 
 
 class StageSpec:
-    """One stage instance of a run (e.g. ``cream/iter2/pairs``).
+    """One stage instance of a run (e.g. ``cream/iter2/pairs``), a node of the stage graph.
 
-    Subclasses set the class attributes and implement :meth:`inputs` and :meth:`compute`.
-    ``settings`` are the dotted config keys the result depends on; ``version`` is the code
-    version of the stage (bump it when its output changes for the same inputs).
+    Subclasses set the class attributes and implement :meth:`upstream` (the stages whose
+    results they read: the graph's edges) and :meth:`compute`. ``settings`` are the dotted
+    config keys the result depends on; ``version`` is the code version of the stage (bump it
+    when its output changes for the same inputs). A stage reads an upstream result with
+    ``ctx.result(stage)``; the runner resolves it, and the upstream digests become this
+    stage's identity without any code naming them (:meth:`inputs`).
     """
 
     step: ClassVar[str] = ""
@@ -63,9 +66,31 @@ class StageSpec:
         """Checkpoint keys this stage loads when it computes (made available first)."""
         return ()
 
-    def inputs(self, ctx: RunContext) -> dict[str, str]:
-        """Digests of everything the stage reads besides config settings."""
+    def upstream(self) -> dict[str, StageSpec | Sequence[StageSpec] | None]:
+        """The stages whose results this one reads, by input name (a sequence joins their
+        digests in order; None is an absent edge and adds nothing)."""
         return {}
+
+    def upstream_stages(self) -> list[StageSpec]:
+        """Every upstream stage, flattened (the graph's edges into this node)."""
+        found: list[StageSpec] = []
+        for value in self.upstream().values():
+            if isinstance(value, StageSpec):
+                found.append(value)
+            elif value is not None:
+                found.extend(value)
+        return found
+
+    def inputs(self, ctx: RunContext) -> dict[str, str]:
+        """Digests of everything the stage reads besides config settings: by default its
+        upstream results' digests; stages that read files or models add theirs."""
+        digests: dict[str, str] = {}
+        for name, value in self.upstream().items():
+            if isinstance(value, StageSpec):
+                digests[name] = ctx.result(value).digest
+            elif value is not None:
+                digests[name] = ":".join(ctx.result(s).digest for s in value)
+        return digests
 
     def compute(self, ctx: RunContext) -> Output:
         raise NotImplementedError

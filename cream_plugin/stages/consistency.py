@@ -43,19 +43,22 @@ class ConsistencyStage(StageSpec):
     parallel = Parallel.REPLICATED
     settings = ("consistency.metric",)
 
-    def __init__(self, method: str, iteration: int, rewards: np.ndarray, previous: np.ndarray,
-                 ids: list[str], reward_inputs: dict[str, str]) -> None:
+    def __init__(self, method: str, iteration: int, rewards: StageSpec,
+                 previous: StageSpec) -> None:
         super().__init__(f"{method}/iter{iteration}/consistency", method, iteration)
         self.rewards = rewards
         self.previous = previous
-        self.ids = ids
-        self.reward_inputs = reward_inputs
 
-    def inputs(self, ctx: RunContext) -> dict[str, str]:
-        return dict(self.reward_inputs)
+    def upstream(self) -> dict[str, Any]:
+        return {"rewards": self.rewards, "prev": self.previous}
 
     def compute(self, ctx: RunContext) -> Output:
+        from cream_plugin.stages.rewards import rewards_table
+
+        current = ctx.result(self.rewards)
+        ids = [r["prompt_id"] for r in current.read_rows()]
         rows, summary = consistency_rows(
-            self.rewards, self.previous, self.ids, ctx.config.consistency.metric
+            rewards_table(current), rewards_table(ctx.result(self.previous)), ids,
+            ctx.config.consistency.metric,
         )
         return Output(rows=rows, manifest={"summary": summary})

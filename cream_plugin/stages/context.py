@@ -16,6 +16,8 @@ from cream_plugin.distributed import DistContext
 from cream_plugin.errors import ConfigError
 
 if TYPE_CHECKING:
+    from cream_plugin.artifacts import Artifact
+    from cream_plugin.stages.base import StageSpec
     from cream_plugin.stages.runner import Runner
 
 
@@ -36,6 +38,13 @@ class RunContext:
         self._components: dict[tuple[str, str], Any] = {}
         self._engine: Any = None
         self._engine_path: str | None = None
+
+    # -- upstream results ------------------------------------------------------------------
+    def result(self, spec: StageSpec) -> Artifact:
+        """The stored result of an upstream stage of the graph, as the runner resolved it."""
+        if self.runner is None:
+            raise ConfigError(f"stage {spec.name}: no runner resolves upstream results")
+        return self.runner.result(spec)
 
     # -- models ----------------------------------------------------------------------------
     @cached_property
@@ -60,9 +69,9 @@ class RunContext:
 
             m = self.config.model
             return f"M0:{self.config.section_hash('model')}:{model_digest(m.name, m.gguf_file)}"
-        from cream_plugin.artifacts import Stage
+        from cream_plugin.artifacts import Artifact
 
-        manifest = Stage(self.run_dir, key, "").manifest()
+        manifest = Artifact(self.run_dir, key, "").manifest()
         if not manifest or manifest.get("complete") is not True:
             raise ConfigError(f"checkpoint {key} of {self.run_dir} is not complete")
         return str(manifest["digest"])

@@ -3,9 +3,11 @@ a gold answer): the ground truth the instruments measure rewards and the policy 
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from cream_plugin.artifacts import Stage
+from cream_plugin.artifacts import Artifact
 from cream_plugin.stages.base import Output, Parallel, StageSpec
 from cream_plugin.stages.context import RunContext
 
@@ -14,17 +16,17 @@ class CorrectnessStage(StageSpec):
     step = "correctness"
     parallel = Parallel.REPLICATED
 
-    def __init__(self, scope: str, samples: Stage, iteration: int) -> None:
+    def __init__(self, scope: str, samples: StageSpec, iteration: int) -> None:
         super().__init__(f"{scope}/correctness", method=scope.split("/")[0], iteration=iteration)
         self.samples = samples
 
-    def inputs(self, ctx: RunContext) -> dict[str, str]:
-        return {"samples": self.samples.digest}
+    def upstream(self) -> dict[str, Any]:
+        return {"samples": self.samples}
 
     def compute(self, ctx: RunContext) -> Output:
         from cream_plugin.instruments.reward_quality import answer_key_correctness
 
-        rows = self.samples.read_rows()
+        rows = ctx.result(self.samples).read_rows()
         table = answer_key_correctness(
             [r["prompt"] for r in rows],
             [r["responses"] for r in rows],
@@ -37,5 +39,5 @@ class CorrectnessStage(StageSpec):
                                           "correct": int(np.nansum(table))})
 
 
-def correctness_table(stage: Stage) -> np.ndarray:
+def correctness_table(stage: Artifact) -> np.ndarray:
     return np.array([r["correct"] for r in stage.read_rows()], dtype=np.float64)

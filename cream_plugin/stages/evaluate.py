@@ -35,7 +35,7 @@ def evaluator_resources(ctx: RunContext) -> dict[str, Any]:
 
 def tasks_code_digest() -> str:
     """The task YAMLs are code the scores depend on."""
-    from cream_plugin.evaluators.default_plugin import TASKS_PATH
+    from cream_plugin.evaluators import TASKS_PATH
     from cream_plugin.stages.identity import code_digest
 
     return code_digest(Path(TASKS_PATH))

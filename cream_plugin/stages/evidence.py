@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from cream_plugin.artifacts import Stage
+from cream_plugin.artifacts import Artifact
 from cream_plugin.stages.base import Output, Parallel, StageSpec
 from cream_plugin.stages.context import RunContext
 
@@ -18,47 +18,53 @@ class EvidenceStage(StageSpec):
     parallel = Parallel.REPLICATED
     settings = ("seed",)
 
-    def __init__(self, method: str, iteration: int, samples: Stage, correctness: Stage,
-                 rewards: dict[str, np.ndarray], reward_inputs: dict[str, str],
-                 pair_reward: str, consistency: Stage | None, lengths: np.ndarray | None) -> None:
+    def __init__(self, method: str, iteration: int, samples: StageSpec, correctness: StageSpec,
+                 rewards: dict[str, StageSpec], pair_reward: str,
+                 consistency: StageSpec | None) -> None:
+        """``rewards``: the reward results by the name the report gives them, the one that
+        ranked the pairs (``pair_reward``) first and M_{t-1}'s second when there is one."""
         super().__init__(f"{method}/iter{iteration}/evidence", method, iteration)
-        self.samples = samples
+        self.samples = samples  # read for the responses; its digest is in correctness's
         self.correctness = correctness
         self.rewards = rewards
-        self.reward_inputs = reward_inputs
         self.pair_reward = pair_reward
         self.consistency = consistency
-        self.lengths = lengths
 
-    def inputs(self, ctx: RunContext) -> dict[str, str]:
-        inputs = {"correctness": self.correctness.digest, **self.reward_inputs}
-        if self.consistency is not None:
-            inputs["consistency"] = self.consistency.digest
-        return inputs
+    def upstream(self) -> dict[str, Any]:
+        stages = list(self.rewards.values())
+        return {"correctness": self.correctness, "rewards": stages[0],
+                "prev": stages[1] if len(stages) > 1 else None,
+                "consistency": self.consistency}
+
+    def upstream_stages(self) -> list[StageSpec]:
+        return [self.samples, *super().upstream_stages()]
 
     def compute(self, ctx: RunContext) -> Output:
         from cream_plugin.instruments.collect import iteration_evidence
         from cream_plugin.stages.correctness import correctness_table
+        from cream_plugin.stages.pairs import consistency_map
+        from cream_plugin.stages.rewards import rewards_table
 
-        rows = self.samples.read_rows()
+        rows = ctx.result(self.samples).read_rows()
         c = None
         if self.consistency is not None:
-            by_id = {str(r["prompt_id"]): float(r["C"]) for r in self.consistency.read_rows()}
+            by_id = consistency_map(ctx.result(self.consistency))
             c = np.array([by_id[str(r["prompt_id"])] for r in rows], dtype=np.float64)
+        lengths = np.array([[len(x) for x in r["responses"]] for r in rows], dtype=float)
         evidence = iteration_evidence(
             self.method,
             self.iteration,
-            correctness_table(self.correctness),
-            self.rewards,
+            correctness_table(ctx.result(self.correctness)),
+            {name: rewards_table(ctx.result(s)) for name, s in self.rewards.items()},
             pair_reward=self.pair_reward,
             consistency=c,
-            lengths=self.lengths,
+            lengths=lengths,
             responses=[r["responses"] for r in rows],
             seed=ctx.config.seed,
         )
         return Output(rows=[{"evidence": evidence.to_dict()}])
 
 
-def read_evidence(stage: Stage) -> dict[str, Any]:
+def read_evidence(stage: Artifact) -> dict[str, Any]:
     rows = stage.read_rows()
     return dict(rows[0]["evidence"]) if rows else {}

@@ -4,10 +4,10 @@ a dedicated pass holding both models (see :mod:`cream_plugin.exact_kl`)."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 
-from cream_plugin.artifacts import Stage
 from cream_plugin.stages.base import Output, Parallel, StageSpec
 from cream_plugin.stages.context import RunContext
 
@@ -21,7 +21,8 @@ class ExactKLStage(StageSpec):
     parallel = Parallel.SHARDED
     settings = ("rewarder.batch_size", "training.max_length")
 
-    def __init__(self, method: str, iteration: int, old: str, new: str, samples: Stage) -> None:
+    def __init__(self, method: str, iteration: int, old: str, new: str,
+                 samples: StageSpec) -> None:
         super().__init__(f"{method}/iter{iteration}/exact-kl", method, iteration)
         self.old, self.new = old, new
         self.samples = samples
@@ -29,14 +30,17 @@ class ExactKLStage(StageSpec):
     def models(self) -> tuple[str, ...]:
         return (self.new, self.old)
 
+    def upstream(self) -> dict[str, Any]:
+        return {"samples": self.samples}
+
     def inputs(self, ctx: RunContext) -> dict[str, str]:
-        return {"samples": self.samples.digest, "new": ctx.model_digest(self.new),
+        return {**super().inputs(ctx), "new": ctx.model_digest(self.new),
                 "old": ctx.model_digest(self.old)}
 
     def compute(self, ctx: RunContext) -> Output:
         from cream_plugin.exact_kl import exact_kl
 
-        rows = self.samples.read_rows()
+        rows = ctx.result(self.samples).read_rows()
         lockstep = ctx.scoring_sharded
         new = ctx.load(self.new, sharded=lockstep)
         old = ctx.load(self.old, sharded=lockstep, beside=True)

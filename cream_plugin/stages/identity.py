@@ -2,7 +2,8 @@
 model files it reads, so a changed file (not only a changed setting) invalidates it.
 
 A file is hashed once and its sha256 remembered under the cache folder by (path, size,
-mtime), so a 0.5 GB checkpoint costs its hash once per change, not once per run.
+mtime) (:func:`cream_plugin.files.cached_sha256`), so a 0.5 GB checkpoint costs its hash once
+per change, not once per run.
 """
 
 from __future__ import annotations
@@ -13,43 +14,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from cream_plugin.artifacts import atomic_write_text, file_sha256
-
-_MEMO: dict[tuple[str, int, int], str] = {}
-
-
-def _memo_path() -> Path:
-    from cream_plugin.models import cache_dir
-
-    return cache_dir() / "file-digests.json"
-
-
-def _load_memo() -> None:
-    if _MEMO:
-        return
-    try:
-        raw = json.loads(_memo_path().read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return
-    if isinstance(raw, list):
-        for item in raw:
-            if isinstance(item, list) and len(item) == 4:
-                _MEMO[(str(item[0]), int(item[1]), int(item[2]))] = str(item[3])
-
-
-def cached_sha256(path: Path) -> str:
-    """sha256 of a file, remembered by (resolved path, size, mtime_ns)."""
-    _load_memo()
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _MEMO:
-        _MEMO[key] = file_sha256(path)
-        try:
-            rows = [[*k, v] for k, v in _MEMO.items()]
-            atomic_write_text(_memo_path(), json.dumps(rows))
-        except OSError:
-            pass  # a read-only cache only costs a re-hash next time
-    return _MEMO[key]
+from cream_plugin.files import cached_sha256
 
 
 def files_digest(paths: Iterable[Path], root: Path | None = None) -> str:
@@ -57,7 +22,7 @@ def files_digest(paths: Iterable[Path], root: Path | None = None) -> str:
     parts = []
     for path in sorted(paths):
         name = str(path.relative_to(root)) if root else path.name
-        parts.append((name, cached_sha256(path)))
+        parts.append((name, cached_sha256(path, persist=True)))
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 

@@ -5,7 +5,8 @@ the responses); the generative one is M_t judging the pair in both orders. Repor
 
 from __future__ import annotations
 
-from cream_plugin.artifacts import Stage
+from typing import Any
+
 from cream_plugin.stages.base import Output, Parallel, StageSpec
 from cream_plugin.stages.context import RunContext
 
@@ -15,7 +16,7 @@ class InternalConsistencyStage(StageSpec):
     parallel = Parallel.MAIN
     settings = ("training.beta", "training.max_length", "rewarder.batch_size")
 
-    def __init__(self, method: str, iteration: int, model_key: str, pairs: Stage) -> None:
+    def __init__(self, method: str, iteration: int, model_key: str, pairs: StageSpec) -> None:
         super().__init__(f"{method}/iter{iteration}/internal-consistency", method, iteration)
         self.model_key = model_key
         self.pairs = pairs
@@ -23,13 +24,16 @@ class InternalConsistencyStage(StageSpec):
     def models(self) -> tuple[str, ...]:
         return (self.model_key,)
 
+    def upstream(self) -> dict[str, Any]:
+        return {"pairs": self.pairs}
+
     def inputs(self, ctx: RunContext) -> dict[str, str]:
-        return {"pairs": self.pairs.digest, "model": ctx.model_digest(self.model_key)}
+        return {**super().inputs(ctx), "model": ctx.model_digest(self.model_key)}
 
     def compute(self, ctx: RunContext) -> Output:
         from cream_plugin.scir import internal_consistency
 
-        pairs = self.pairs.read_rows()
+        pairs = ctx.result(self.pairs).read_rows()
         cfg = ctx.config
         # pairs carry ref = log pi_t and reward = log pi_t - log pi_{t-1}: recover pi_{t-1}.
         result = internal_consistency(

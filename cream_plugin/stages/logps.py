@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 
-from cream_plugin.artifacts import Stage
 from cream_plugin.errors import DataError
 from cream_plugin.logprobs import SequenceLogProbs
 from cream_plugin.stages.base import Output, Parallel, StageSpec
@@ -30,7 +29,7 @@ class LogpsStage(StageSpec):
     parallel = Parallel.SHARDED
     settings = ("rewarder.batch_size", "training.max_length")
 
-    def __init__(self, scope: str, model_key: str, samples: Stage, iteration: int) -> None:
+    def __init__(self, scope: str, model_key: str, samples: StageSpec, iteration: int) -> None:
         super().__init__(
             f"{scope}/logps-{model_key.replace('/', '-')}",
             method=scope.split("/")[0],
@@ -42,13 +41,16 @@ class LogpsStage(StageSpec):
     def models(self) -> tuple[str, ...]:
         return (self.model_key,)
 
+    def upstream(self) -> dict[str, Any]:
+        return {"samples": self.samples}
+
     def inputs(self, ctx: RunContext) -> dict[str, str]:
-        return {"samples": self.samples.digest, "model": ctx.model_digest(self.model_key)}
+        return {**super().inputs(ctx), "model": ctx.model_digest(self.model_key)}
 
     def compute(self, ctx: RunContext) -> Output:
         from cream_plugin.logprobs import response_logps
 
-        rows = self.samples.read_rows()
+        rows = ctx.result(self.samples).read_rows()
         # Replica: each rank scores its batches. Sharded: the model is split across the ranks,
         # so all of them step through every batch together and each holds the whole table.
         lockstep = ctx.scoring_sharded

@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cream_plugin.artifacts import Stage
 from cream_plugin.stages.base import Output, Parallel, StageSpec
 from cream_plugin.stages.context import RunContext
 from cream_plugin.stages.logps import logps_table
@@ -23,9 +22,9 @@ class MovementStage(StageSpec):
     step = "movement"
     parallel = Parallel.REPLICATED
 
-    def __init__(self, method: str, iteration: int, on_old: tuple[Stage, Stage] | None,
-                 on_new: tuple[Stage, Stage] | None, train_log: Path,
-                 old_samples: Stage | None = None, kl: Stage | None = None,
+    def __init__(self, method: str, iteration: int, on_old: tuple[StageSpec, StageSpec] | None,
+                 on_new: tuple[StageSpec, StageSpec] | None, train_log: Path,
+                 old_samples: StageSpec | None = None, kl: StageSpec | None = None,
                  kl_on: str = "") -> None:
         super().__init__(f"{method}/iter{iteration}/movement", method, iteration)
         self.on_old = on_old
@@ -34,17 +33,9 @@ class MovementStage(StageSpec):
         self.old_samples = old_samples if on_old is None else None
         self.kl, self.kl_on = kl, kl_on
 
-    def inputs(self, ctx: RunContext) -> dict[str, str]:
-        inputs = {}
-        if self.on_old is not None:
-            inputs["old"] = ":".join(s.digest for s in self.on_old)
-        if self.on_new is not None:
-            inputs["new"] = ":".join(s.digest for s in self.on_new)
-        if self.old_samples is not None:
-            inputs["old_samples"] = self.old_samples.digest
-        if self.kl is not None:
-            inputs["kl"] = self.kl.digest
-        return inputs
+    def upstream(self) -> dict[str, Any]:
+        return {"old": self.on_old, "new": self.on_new, "old_samples": self.old_samples,
+                "kl": self.kl}
 
     def compute(self, ctx: RunContext) -> Output:
         from cream_plugin.instruments.estimate import undefined
@@ -54,25 +45,26 @@ class MovementStage(StageSpec):
 
         kwargs: dict[str, Any] = {}
         if self.on_old is not None:
-            old_on_old = logps_table(self.on_old[0].read_rows())
-            new_on_old = logps_table(self.on_old[1].read_rows())
+            old_on_old = logps_table(ctx.result(self.on_old[0]).read_rows())
+            new_on_old = logps_table(ctx.result(self.on_old[1]).read_rows())
             kwargs |= {
                 "old_on_old": old_on_old.sum,
                 "new_on_old": new_on_old.sum,
                 "tokens_old": old_on_old.num_tokens,
             }
         if self.on_new is not None:
-            new_on_new = logps_table(self.on_new[0].read_rows())
-            old_on_new = logps_table(self.on_new[1].read_rows())
+            new_on_new = logps_table(ctx.result(self.on_new[0]).read_rows())
+            old_on_new = logps_table(ctx.result(self.on_new[1]).read_rows())
             kwargs |= {
                 "new_on_new": new_on_new.sum,
                 "old_on_new": old_on_new.sum,
                 "tokens_new": new_on_new.num_tokens,
             }
         if self.old_samples is not None:
-            kwargs["lengths_old"] = response_token_counts(ctx, self.old_samples.read_rows())
+            old_rows = ctx.result(self.old_samples).read_rows()
+            kwargs["lengths_old"] = response_token_counts(ctx, old_rows)
         if self.kl is not None:
-            kl_rows = self.kl.read_rows()
+            kl_rows = ctx.result(self.kl).read_rows()
             kwargs |= {name: [r[name] for r in kl_rows]
                        for name in ("kl_forward", "kl_reverse")}
             kwargs |= {"kl_tokens": [r["num_tokens"] for r in kl_rows], "kl_on": self.kl_on}

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from cream_plugin.artifacts import Stage
+from cream_plugin.artifacts import Artifact
 from cream_plugin.stages.base import Output, Parallel, StageSpec
 from cream_plugin.stages.context import RunContext
 
@@ -20,9 +20,8 @@ CONSTANT_C_NOTE = ("the reward does not depend on the model, so M_t and M_(t-1) 
                    "its unregularised ablation (cream = cream-no-rc)")
 
 
-def consistency_map(stage: Stage | None) -> dict[str, float] | None:
-    if stage is None:
-        return None
+def consistency_map(stage: Artifact) -> dict[str, float]:
+    """C by prompt id from a consistency result (the one definition of this map)."""
     return {str(r["prompt_id"]): float(r["C"]) for r in stage.read_rows()}
 
 
@@ -31,57 +30,62 @@ class PairsStage(StageSpec):
     parallel = Parallel.REPLICATED
     settings = ("consistency", "rewarder")
 
-    def __init__(self, method: str, iteration: int, samples: Stage, rewards: np.ndarray,
-                 reward_inputs: dict[str, str], consistency: Stage | None, regularised: bool,
-                 ref_logps: np.ndarray | None, model_independent: bool = False) -> None:
+    def __init__(self, method: str, iteration: int, samples: StageSpec, rewards: StageSpec,
+                 previous: StageSpec | None, consistency: StageSpec | None, regularised: bool,
+                 ref_logps: StageSpec | None, model_independent: bool = False) -> None:
+        """``previous`` (M_{t-1}'s rewards) is an edge only: C comes from ``consistency``;
+        ``ref_logps`` is M_t's log-prob stage, stored as the DPO reference when given."""
         super().__init__(f"{method}/iter{iteration}/pairs", method, iteration)
         self.samples = samples
         self.rewards = rewards
-        self.reward_inputs = reward_inputs
+        self.previous = previous
         self.consistency = consistency
         self.regularised = regularised
         self.ref_logps = ref_logps
         self.model_independent = model_independent
 
-    def inputs(self, ctx: RunContext) -> dict[str, str]:
-        inputs = {"samples": self.samples.digest, **self.reward_inputs}
-        if self.consistency is not None:
-            inputs["consistency"] = self.consistency.digest
-        return inputs
+    def upstream(self) -> dict[str, Any]:
+        return {"samples": self.samples, "rewards": self.rewards, "prev": self.previous,
+                "consistency": self.consistency, "ref": self.ref_logps}
 
     def compute(self, ctx: RunContext) -> Output:
         from cream_plugin.logprobs import SequenceLogProbs
         from cream_plugin.pairs import build_pairs
+        from cream_plugin.stages.logps import logps_table
+        from cream_plugin.stages.rewards import rewards_table
 
-        rows = self.samples.read_rows()
+        rows = ctx.result(self.samples).read_rows()
         ref = None
         if self.ref_logps is not None:
-            ref = SequenceLogProbs(
-                sum=self.ref_logps, num_tokens=np.ones_like(self.ref_logps, dtype=np.int64)
-            )
+            ref_sum = logps_table(ctx.result(self.ref_logps).read_rows()).sum
+            ref = SequenceLogProbs(sum=ref_sum, num_tokens=np.ones_like(ref_sum, dtype=np.int64))
+        consistency = None
+        if self.regularised and self.consistency is not None:
+            consistency = consistency_map(ctx.result(self.consistency))
         stats: Counter[str] = Counter()
+        rewards = rewards_table(ctx.result(self.rewards))
         pairs: list[dict[str, Any]] = build_pairs(
             [r["prompt_id"] for r in rows],
             [r["prompt"] for r in rows],
             [r["responses"] for r in rows],
-            self.rewards,
-            consistency_map(self.consistency) if self.regularised else None,
+            rewards,
+            consistency,
             ref_logps=ref,
             stats=stats,
         )
         manifest: dict[str, Any] = {"prompts": len(rows), "pairs": len(pairs),
                                     "skipped": len(rows) - len(pairs)}
         if not pairs:
-            self._no_pairs(ctx, len(rows))
+            self._no_pairs(ctx, len(rows), rewards)
             manifest["no_pairs"] = True
         if self.regularised and self.model_independent:
             log.warning("%s: %s", self.name, CONSTANT_C_NOTE)
             manifest["constant_consistency"] = True
         return Output(rows=pairs, manifest=manifest)
 
-    def _no_pairs(self, ctx: RunContext, prompts: int) -> None:
-        finite = np.isfinite(self.rewards)
-        why = (f"{prompts} prompts, {int(finite.sum())} of {self.rewards.size} responses "
+    def _no_pairs(self, ctx: RunContext, prompts: int, rewards: np.ndarray) -> None:
+        finite = np.isfinite(rewards)
+        why = (f"{prompts} prompts, {int(finite.sum())} of {rewards.size} responses "
                "scored; every prompt's best and worst reward tie or are unscored")
         if ctx.config.training.require_pairs:
             from cream_plugin.errors import DataError

@@ -1,5 +1,7 @@
 """Rewards for every sample: from a rewarder plugin (judge, oracle, third-party), or the DPO
-implicit reward computed from the log-prob stages by the registered rewarder's own formula."""
+implicit reward, which goes through its registered rewarder too (its options, e.g. beta,
+apply as in ``cream reward``) but reads the log-prob stages' results instead of scoring again
+(each (model, sample) log-prob is computed once)."""
 
 from __future__ import annotations
 
@@ -8,11 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from cream_plugin.artifacts import Stage
+from cream_plugin.artifacts import Artifact
 from cream_plugin.distributed import DistContext, map_sharded
-from cream_plugin.logprobs import SequenceLogProbs
 from cream_plugin.stages.base import Output, Parallel, StageSpec
 from cream_plugin.stages.context import RunContext
+from cream_plugin.stages.logps import LogpsStage
 
 ROW_DETAILS = ("argmax", "valid_mass")
 """Per-response details a rewarder may return (the probability-scored judge's most likely score
@@ -63,19 +65,6 @@ def tie_counts(rewards: np.ndarray) -> dict[str, int]:
     return {"prompts_all_tied": all_tied, "prompts_with_ties": with_ties}
 
 
-def implicit_pair(
-    current: SequenceLogProbs,
-    previous: SequenceLogProbs,
-    before_previous: SequenceLogProbs | None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(r_t, r_{t-1}) for CREAM: r_t = log pi_t - log pi_{t-1}; r_{t-1} = log pi_{t-1} -
-    log pi_{t-2}, or the mean log-likelihood when M_{t-1} is M0 (no reference). NaN where a
-    response has no token (the registered ``implicit`` rewarder's rule)."""
-    from cream_plugin.rewarders.implicit import implicit_rewards
-
-    return implicit_rewards(current, previous), implicit_rewards(previous, before_previous)
-
-
 def is_implicit(rewarder_name: str) -> bool:
     """Whether a rewarder is the log-prob based implicit reward (computed from log-prob
     stages, so each (model, sample) log-prob is computed once per iteration)."""
@@ -95,7 +84,7 @@ class RewardsStage(StageSpec):
     parallel = Parallel.SHARDED
     settings = ("rewarder", "seed")
 
-    def __init__(self, scope: str, rewarder: str, model_key: str | None, samples: Stage,
+    def __init__(self, scope: str, rewarder: str, model_key: str | None, samples: StageSpec,
                  iteration: int) -> None:
         tag = f"{rewarder}-{model_key.replace('/', '-')}" if model_key else rewarder
         super().__init__(f"{scope}/rewards-{tag}", method=scope.split("/")[0],
@@ -107,14 +96,17 @@ class RewardsStage(StageSpec):
     def models(self) -> tuple[str, ...]:
         return (self.model_key,) if self.model_key else ()
 
+    def upstream(self) -> dict[str, Any]:
+        return {"samples": self.samples}
+
     def inputs(self, ctx: RunContext) -> dict[str, str]:
         model = ctx.model_digest(self.model_key) if self.model_key else "none"
-        return {"samples": self.samples.digest, "model": model}
+        return {**super().inputs(ctx), "model": model}
 
     def compute(self, ctx: RunContext) -> Output:
         cfg = ctx.config
         key = self.model_key
-        rows = self.samples.read_rows()
+        rows = ctx.result(self.samples).read_rows()
         rewarder = ctx.component(
             "rewarder",
             self.rewarder,
@@ -137,5 +129,85 @@ class RewardsStage(StageSpec):
         return Output(rows=out, manifest=manifest)
 
 
-def rewards_table(stage: Stage) -> np.ndarray:
+class NotLoaded:
+    """Stands in for a model the implicit rewarder never runs: every log-prob it asks for is
+    already in its cache (from the log-prob stages); touching it is a bug, said plainly."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(f"model {self.key} is not loaded: its log-probs come from the "
+                           f"log-prob stage, yet the rewarder asked for {name!r}")
+
+
+class ImplicitRewardsStage(StageSpec):
+    """The implicit reward of ``policy``'s log-probs against ``reference``'s (none: M0, the
+    mean log-likelihood), computed by the registered rewarder from the log-prob results."""
+
+    step = "reward"
+    parallel = Parallel.REPLICATED
+    settings = ("rewarder", "training.max_length")
+
+    def __init__(self, scope: str, rewarder: str, samples: StageSpec, policy: LogpsStage,
+                 reference: LogpsStage | None, iteration: int) -> None:
+        tag = policy.model_key.replace("/", "-")
+        super().__init__(f"{scope}/rewards-{rewarder}-{tag}", method=scope.split("/")[0],
+                         iteration=iteration)
+        self.rewarder = rewarder
+        self.samples = samples
+        self.policy = policy
+        self.reference = reference
+
+    def upstream(self) -> dict[str, Any]:
+        return {"samples": self.samples, "policy": self.policy, "reference": self.reference}
+
+    def compute(self, ctx: RunContext) -> Output:
+        from cream_plugin.logprobs import LogProbCache
+        from cream_plugin.rewarders import score_rewarder
+
+        cfg = ctx.config
+        rows = ctx.result(self.samples).read_rows()
+        max_length = cfg.training.max_length
+        cache = LogProbCache()
+        tables = {"policy": self.policy, "reference": self.reference}
+        for key, stage in tables.items():
+            if stage is not None:
+                fill_cache(cache, f"{key}@max{max_length}", rows, ctx.result(stage).read_rows())
+        ref_key = self.reference.model_key if self.reference is not None else None
+        rewarder = ctx.component(
+            "rewarder",
+            self.rewarder,
+            {
+                "model": lambda: NotLoaded(self.policy.model_key),
+                "ref_model": lambda: NotLoaded(ref_key) if ref_key else None,
+                "tokenizer": lambda: ctx.tokenizer,
+                "cache": lambda: cache,
+                "model_key": lambda: "policy",
+                "ref_key": lambda: "reference",
+                "batch_size": lambda: cfg.rewarder.batch_size,
+                "progress": lambda: False,
+            },
+            options={"max_length": max_length,
+                     **dict(cfg.rewarder.options.get(self.rewarder, {}) or {})},
+        )
+        result = score_rewarder(rewarder, [r["prompt"] for r in rows],
+                                [r["responses"] for r in rows],
+                                [r.get("reference") for r in rows])
+        out = [{"prompt_id": r["prompt_id"], "rewards": result.rewards[i].tolist()}
+               for i, r in enumerate(rows)]
+        return Output(rows=out, manifest={"counts": dict(result.counts),
+                                          "cache_misses": cache.misses})
+
+
+def fill_cache(cache: Any, model_key: str, samples: list[dict[str, Any]],
+               logps: list[dict[str, Any]]) -> None:
+    """Put a log-prob stage's rows into a log-prob cache under ``model_key``."""
+    for sample, scored in zip(samples, logps, strict=True):
+        for j, response in enumerate(sample["responses"]):
+            key = cache.key(model_key, sample["prompt"], response)
+            cache.put(key, (scored["logps"][j], scored["num_tokens"][j]))
+
+
+def rewards_table(stage: Artifact) -> np.ndarray:
     return np.array([r["rewards"] for r in stage.read_rows()], dtype=np.float64)

@@ -32,12 +32,13 @@ class SampleStage(StageSpec):
     parallel = Parallel.SHARDED
     settings = ("sampling", "seed")
 
-    def __init__(self, scope: str, model_key: str, prompts: Any, rows: list[dict[str, Any]],
-                 iteration: int) -> None:
+    def __init__(self, scope: str, model_key: str, prompts: StageSpec, iteration: int) -> None:
         super().__init__(f"{scope}/samples", method=scope.split("/")[0], iteration=iteration)
         self.model_key = model_key
         self.prompts = prompts
-        self.rows = rows
+
+    def upstream(self) -> dict[str, Any]:
+        return {"prompts": self.prompts}
 
     def models(self) -> tuple[str, ...]:
         return (self.model_key,)
@@ -45,7 +46,7 @@ class SampleStage(StageSpec):
     def inputs(self, ctx: RunContext) -> dict[str, str]:
         return {
             "model": ctx.model_digest(self.model_key),
-            "prompts": f"{self.prompts.digest}:{self.iteration}",
+            "prompts": f"{ctx.result(self.prompts).digest}:{self.iteration}",
         }
 
     @staticmethod
@@ -63,6 +64,7 @@ class SampleStage(StageSpec):
 
         s = ctx.config.sampling
         key = self.model_key
+        mine = [r for r in ctx.result(self.prompts).read_rows() if r["iteration"] == self.iteration]
         # A sampler registered with vllm_engine=True gets the run's open engine on this model
         # as its model_path (started here, or left open by this model's evaluation).
         shared = bool(get_component("sampler", s.backend).extra.get("vllm_engine"))
@@ -95,7 +97,7 @@ class SampleStage(StageSpec):
             if sampler is not None:
                 responses = sample_responses(
                     sampler,
-                    [r["prompt"] for r in self.rows],
+                    [r["prompt"] for r in mine],
                     s.num_responses,
                     sampling_seed(ctx.config.seed, self.iteration),
                     None if self._main_only(ctx) else ctx.dist,
@@ -111,5 +113,5 @@ class SampleStage(StageSpec):
         start = sum(engine_start) if engine_start else getattr(sampler, "start_seconds", None)
         if start is not None:  # 0 where the engine was already open
             manifest["engine_start_seconds"] = round(float(start), 3)
-        rows = [{**row, "responses": resp} for row, resp in zip(self.rows, responses, strict=True)]
+        rows = [{**row, "responses": resp} for row, resp in zip(mine, responses, strict=True)]
         return Output(rows=rows, manifest=manifest)

@@ -10,16 +10,16 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from cream_plugin.artifacts import Stage, atomic_write_text
+from cream_plugin.artifacts import atomic_write_text
 from cream_plugin.config import RunConfig
 from cream_plugin.stages.base import Output, Parallel, StageSpec
 from cream_plugin.stages.context import RunContext
 from cream_plugin.stages.sft import save_checkpoint, whole_batches
+from cream_plugin.types import CONSISTENCY_COLUMN, PAIR_TEXT_COLUMNS, REF_COLUMNS
 
 log = logging.getLogger("cream.train")
 
-PAIR_COLUMNS = ("prompt", "chosen", "rejected", "consistency")
-REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
+PAIR_COLUMNS = (*PAIR_TEXT_COLUMNS, CONSISTENCY_COLUMN)
 
 
 def pairs_dataset(pairs: list[dict[str, Any]]) -> Any:
@@ -98,7 +98,7 @@ class TrainStage(StageSpec):
     kind = "folder"
     parallel = Parallel.DDP
 
-    def __init__(self, method: str, iteration: int, base_key: str, new_key: str, pairs: Stage,
+    def __init__(self, method: str, iteration: int, base_key: str, new_key: str, pairs: StageSpec,
                  trainer: str, mode: str, extra_settings: tuple[str, ...] = ()) -> None:
         super().__init__(new_key, method, iteration)
         self.base_key = base_key
@@ -110,8 +110,11 @@ class TrainStage(StageSpec):
     def models(self) -> tuple[str, ...]:
         return (self.base_key,)
 
+    def upstream(self) -> dict[str, Any]:
+        return {"pairs": self.pairs}
+
     def inputs(self, ctx: RunContext) -> dict[str, str]:
-        return {"pairs": self.pairs.digest, "base": ctx.model_digest(self.base_key)}
+        return {**super().inputs(ctx), "base": ctx.model_digest(self.base_key)}
 
     def compute(self, ctx: RunContext) -> Output:
         from cream_plugin.launch import check_engine, gathered_state_dict, saveable_model
@@ -121,7 +124,7 @@ class TrainStage(StageSpec):
 
         cfg = ctx.config
         tr = cfg.training
-        pairs = self.pairs.read_rows()
+        pairs = ctx.result(self.pairs).read_rows()
         model = ctx.load(self.base_key)
         scratch = ctx.scratch_dir(self.name)
         history: list[dict[str, Any]] = []

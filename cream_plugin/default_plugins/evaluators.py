@@ -5,12 +5,10 @@ Factories import lm-eval only when called, so ``cream plugins`` stays fast.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
+from cream_plugin.evaluators import TASKS_PATH
 from cream_plugin.hookspecs import hookimpl
-
-TASKS_PATH = str(Path(__file__).resolve().parent / "tasks")
 
 
 def lm_eval_factory(**config: Any) -> Any:
