@@ -56,7 +56,7 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return value
     if tp is float:
-        return _number(value, key)
+        return parse_number(value, key)
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
@@ -64,7 +64,7 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"{key}: unsupported type {tp}")  # pragma: no cover - programming error
 
 
-def _number(value: Any, key: str) -> float:
+def parse_number(value: Any, key: str) -> float:
     """A finite float from a number or a numeric string.
 
     YAML 1.1 reads ``1e-6`` (no dot) as a string, so numeric strings are accepted; NaN and

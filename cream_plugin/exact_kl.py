@@ -53,10 +53,10 @@ def position_kl(logits_p: Any, logits_q: Any) -> tuple[Any, Any]:
 def _scored_states(model: Any, input_ids: Any, attention: Any, mask: Any) -> Any:
     """A callable giving the logits of scored positions [k, k + size): through the bare LM head
     for plain heads; otherwise the model's own logits (built for this batch only)."""
-    from cream_plugin.logprobs import _plain_head
+    from cream_plugin.logprobs import plain_head
 
     target = _base(model)
-    if _plain_head(target):
+    if plain_head(target):
         hidden = target.base_model(input_ids=input_ids, attention_mask=attention,
                                    use_cache=False).last_hidden_state[:, :-1][mask]
         head = target.get_output_embeddings()
@@ -149,14 +149,14 @@ def exact_kl(
     from tqdm.auto import tqdm
 
     from cream_plugin.decoding import length_groups
-    from cream_plugin.logprobs import _check_table, _plain_head, scored_sequence, tokenize_prompt
+    from cream_plugin.logprobs import check_table, plain_head, scored_sequence, tokenize_prompt
     from cream_plugin.placement import root_gathered
     from cream_plugin.prefix_tree import takes_tree_mask
     from cream_plugin.prompt_trees import plan_prompt_trees
 
     if not 0 <= shard[0] < shard[1]:
         raise ValueError(f"shard must be (rank, world) with 0 <= rank < world, got {shard}")
-    n = _check_table(prompts, responses)
+    n = check_table(prompts, responses)
     shape = (len(prompts), n)
     table = KLTable(np.zeros(shape), np.zeros(shape), np.zeros(shape, dtype=np.int64))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (
@@ -174,7 +174,7 @@ def exact_kl(
     if not sequences:
         return table
     device = next(model_p.parameters()).device
-    trees = all(_plain_head(_base(m)) and takes_tree_mask(_base(m)) for m in (model_p, model_q))
+    trees = all(plain_head(_base(m)) and takes_tree_mask(_base(m)) for m in (model_p, model_q))
     plan: list[Any]
     if trees:
         longest = sorted(range(len(sequences)), key=lambda i: -len(sequences[i][0]))

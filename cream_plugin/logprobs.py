@@ -124,7 +124,7 @@ def scored_sequence(tokenizer: Any, prompt: Prompt, response: str, prompt_ids: l
     return ids, min(max(start, 1), len(ids))
 
 
-def _check_table(prompts: Sequence[Prompt], responses: Sequence[Sequence[str]]) -> int:
+def check_table(prompts: Sequence[Prompt], responses: Sequence[Sequence[str]]) -> int:
     if len(prompts) != len(responses):
         raise DataError(f"{len(prompts)} prompts but {len(responses)} response lists")
     if not responses:
@@ -307,7 +307,7 @@ def response_logps(
         raise ValueError(f"shard must be (rank, world) with 0 <= rank < world, got {shard}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    n = _check_table(prompts, responses)
+    n = check_table(prompts, responses)
     p = len(prompts)
     total = np.zeros((p, n), dtype=np.float64)
     counts = np.zeros((p, n), dtype=np.int64)

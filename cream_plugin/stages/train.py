@@ -78,7 +78,7 @@ def numbers_as_floats(config_cls: type, values: dict[str, Any]) -> dict[str, Any
     not str"); the run's own float settings accept it the same way."""
     import typing
 
-    from cream_plugin.config_values import _number
+    from cream_plugin.config_values import parse_number
 
     try:
         hints = typing.get_type_hints(config_cls)
@@ -89,7 +89,7 @@ def numbers_as_floats(config_cls: type, values: dict[str, Any]) -> dict[str, Any
         hint = hints.get(key)
         options = set(typing.get_args(hint)) or {hint}
         if float in options and options <= {float, int, type(None)} and isinstance(value, str):
-            out[key] = _number(value, f"training.{key}")  # ConfigError naming the key
+            out[key] = parse_number(value, f"training.{key}")  # ConfigError naming the key
     return out
 
 
