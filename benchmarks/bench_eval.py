@@ -110,7 +110,7 @@ def main() -> None:
     from cream_plugin.evaluators.cream_hflm import CreamHFLM
     from cream_plugin.evaluators.decode_loop_hflm import DecodeLoopHFLM
     from cream_plugin.evaluators.lm_eval_evaluator import LMEvalEvaluator
-    from cream_plugin.models import load_model, load_tokenizer
+    from cream_plugin.forward.models import load_model, load_tokenizer
 
     tok = load_tokenizer()
     model = load_model(device="cpu").eval()

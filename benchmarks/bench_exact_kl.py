@@ -23,7 +23,7 @@ def _direct(model_p: Any, model_q: Any, tokenizer: Any, prompt: Any, response: s
     import torch
     import torch.nn.functional as F
 
-    from cream_plugin.logprobs import scored_sequence, tokenize_prompt
+    from cream_plugin.forward.logprobs import scored_sequence, tokenize_prompt
 
     ids, start = scored_sequence(tokenizer, prompt, response, tokenize_prompt(tokenizer, prompt),
                                  None)
@@ -39,9 +39,9 @@ def main() -> None:
     import torch
     from bench_rewards import _seed_table
 
-    from cream_plugin.exact_kl import exact_kl
-    from cream_plugin.logprobs import response_logps
-    from cream_plugin.models import load_model, load_tokenizer
+    from cream_plugin.forward.exact_kl import exact_kl
+    from cream_plugin.forward.logprobs import response_logps
+    from cream_plugin.forward.models import load_model, load_tokenizer
     from cream_plugin.testing import perturbed_copy
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -37,7 +37,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 def load_samples(run_dir: Path, limit: int) -> list[dict[str, Any]]:
     """The run's sampled rows (prompt, responses, reference), iteration order, first ``limit``."""
-    from cream_plugin.artifacts import Stage, read_manifests
+    from cream_plugin.loop.artifacts import Stage, read_manifests
 
     names = sorted((m.get("iteration", 0), name) for name, m in read_manifests(run_dir).items()
                    if m.get("step") == "sample" and m.get("complete", True))

@@ -44,7 +44,7 @@ def _loop_baseline(model: Any, tokenizer: Any, prompts: list[Any], responses: li
     """One sequence at a time: full logits, log_softmax, gather the completion tokens."""
     import torch
 
-    from cream_plugin.logprobs import tokenize_example
+    from cream_plugin.forward.logprobs import tokenize_example
 
     out = np.zeros((len(prompts), len(responses[0])))
     tokens = 0
@@ -80,13 +80,13 @@ def bench_model(p: int, n: int, batch_size: int, repeats: int) -> None:
 
     import torch
 
-    from cream_plugin.logprobs import (
+    from cream_plugin.forward.logprobs import (
         FORWARD_STATS,
         LogProbCache,
         response_logps,
         tokenize_example,
     )
-    from cream_plugin.models import load_model, load_tokenizer
+    from cream_plugin.forward.models import load_model, load_tokenizer
 
     torch.manual_seed(0)
     tokenizer = load_tokenizer()
@@ -139,8 +139,8 @@ def bench_model(p: int, n: int, batch_size: int, repeats: int) -> None:
 
 
 def bench_tables(p: int, n: int) -> None:
-    from cream_plugin.consistency import consistency_rate
-    from cream_plugin.pairs import build_pairs
+    from cream_plugin.ranking.consistency import consistency_rate
+    from cream_plugin.ranking.pairs import build_pairs
 
     rng = np.random.default_rng(0)
     current = rng.normal(size=(p, n)).round(1)  # rounding gives ties

@@ -59,7 +59,7 @@ def naive_generate(model: Any, tok: Any, texts: list[str], args: Any) -> float:
 
 
 def sampler_rate(model: Any, tok: Any, prompts: list[Any], args: Any) -> tuple[float, Any]:
-    from cream_plugin.sampling import HFSampler
+    from cream_plugin.forward.sampling import HFSampler
 
     sampler = HFSampler(model, tok, temperature=args.temperature, top_p=args.top_p,
                         max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
@@ -74,7 +74,13 @@ def reference_outputs(model: Any, tok: Any, prompts: list[Any], args: Any) -> li
     import torch
     from transformers import LogitsProcessorList
 
-    from cream_plugin.sampling import HFSampler, _RowSampler, prompt_keys, render_prompt, row_seed
+    from cream_plugin.forward.sampling import (
+        HFSampler,
+        _RowSampler,
+        prompt_keys,
+        render_prompt,
+        row_seed,
+    )
 
     class Reference:
         def __init__(self, seeds: list[int]) -> None:
@@ -118,8 +124,8 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from cream_plugin.models import load_model, load_tokenizer
-    from cream_plugin.sampling import render_prompt
+    from cream_plugin.forward.models import load_model, load_tokenizer
+    from cream_plugin.forward.sampling import render_prompt
 
     torch.manual_seed(0)
     tok = load_tokenizer()

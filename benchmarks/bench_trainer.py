@@ -7,8 +7,8 @@ interleaved ``--repeats`` times so load from other processes hits both alike. A 
 CREAMTrainer on precomputed reference log-probs (no reference forward at all).
 
 ``--paths``: tokens/s of today's path (padded batches, every position through the LM head) and
-of the fast path (``padding_free`` packed rows + ``compact_lm_head``, cream_plugin.packing) for
-SFT (the seed set), CREAM on precomputed reference columns (the pipeline's implicit-reward
+of the fast path (``padding_free`` packed rows + ``compact_lm_head``, cream_plugin.forward.packing)
+for SFT (the seed set), CREAM on precomputed reference columns (the pipeline's implicit-reward
 methods), CREAM with a reference forward per step (judge / oracle rewarders) and, with
 ``--kinds ...,scir``, SCIR; same data, same order, same seed, and the per-step losses of the two
 paths side by side. ``--pairs`` takes a run's pairs.jsonl (real lengths, so real padding).
@@ -60,7 +60,7 @@ def load(name: str) -> tuple[Any, Any]:
 
         tok = build_tiny_tokenizer()
         return build_tiny_model(tok, hidden_size=64), tok
-    from cream_plugin.models import load_model, load_tokenizer
+    from cream_plugin.forward.models import load_model, load_tokenizer
 
     return load_model(name, device="cpu"), load_tokenizer(name)
 
@@ -70,7 +70,7 @@ def time_steps(kind: str, base: Any, tok: Any, rows: list[dict[str, Any]], args:
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    from cream_plugin.trainer import CREAMConfig, CREAMTrainer
+    from cream_plugin.trainers.cream_trainer import CREAMConfig, CREAMTrainer
 
     common = dict(output_dir="/tmp/bench-trainer", use_cpu=True, bf16=False, report_to="none",
                   save_strategy="no", max_length=args.max_length, seed=0, disable_tqdm=True,
@@ -149,9 +149,9 @@ def run_path(kind: str, fast: bool, base: Any, tok: Any, data: list[dict[str, An
     """Train ``--steps`` + 1 steps on one path; the timed steps' seconds, tokens and losses."""
     from datasets import Dataset
 
-    from cream_plugin.scir import SCIRConfig, SCIRTrainer
-    from cream_plugin.sft import build_sft_trainer
-    from cream_plugin.trainer import CREAMConfig, CREAMTrainer
+    from cream_plugin.trainers.cream_trainer import CREAMConfig, CREAMTrainer
+    from cream_plugin.trainers.scir_trainer import SCIRConfig, SCIRTrainer
+    from cream_plugin.trainers.sft import build_sft_trainer
 
     clock = StepClock()
     model = copy.deepcopy(base).train()

@@ -49,7 +49,7 @@ def forward_floor(model: Any, tok: Any, prompts: list[Any], batch: int) -> float
     """Median tokens/s of 3 plain batched forwards over ``batch`` prompt sequences."""
     import torch
 
-    from cream_plugin.sampling import render_prompt
+    from cream_plugin.forward.sampling import render_prompt
 
     texts = [render_prompt(tok, prompts[i % len(prompts)]) for i in range(batch)]
     tok.padding_side = "right"
@@ -68,8 +68,8 @@ def hf_side(path: str, prompts: list[Any], args: Any, batch: int) -> dict[str, A
     """HFSampler at ``batch`` rows and the forward floor at ``batch`` sequences."""
     import torch
 
-    from cream_plugin.models import load_model, load_tokenizer
-    from cream_plugin.sampling import HFSampler
+    from cream_plugin.forward.models import load_model, load_tokenizer
+    from cream_plugin.forward.sampling import HFSampler
 
     started = time.perf_counter()
     model = load_model(path, dtype="float32", device="cpu").eval()
@@ -102,7 +102,7 @@ def run_hf(args: Any, batch: int) -> dict[str, Any]:
 
 
 def run_vllm(path: str, prompts: list[Any], args: Any, batch: int) -> dict[str, Any]:
-    from cream_plugin.sampling_vllm import VLLMSampler
+    from cream_plugin.forward.sampling_vllm import VLLMSampler
 
     with VLLMSampler(path, dtype="float32", max_num_seqs=batch, **_options(args)) as sampler:
         started = time.perf_counter()
@@ -128,7 +128,7 @@ def main() -> None:
     parser.add_argument("--hf-worker", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    from cream_plugin.models import resolve_model_path
+    from cream_plugin.forward.models import resolve_model_path
 
     path = resolve_model_path("smollm2-135m-instruct")[0]
     prompts = seed_prompts(args.prompts)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from cream_plugin.hookspecs import hookimpl
-from cream_plugin.plugins import get_plugin_manager
-from cream_plugin.registry import (
+from cream_plugin import moved_modules
+from cream_plugin.plugins.hookspecs import hookimpl
+from cream_plugin.plugins.interfaces import RewardResult
+from cream_plugin.plugins.manager import get_plugin_manager
+from cream_plugin.plugins.registry import (
     get_consistency_metric,
     get_evaluator,
     get_rewarder,
@@ -14,7 +16,8 @@ from cream_plugin.registry import (
     get_trainer,
     list_components,
 )
-from cream_plugin.types import RewardResult
+
+moved_modules.install()  # old flat module paths (cream_plugin.trainer, ...) keep importing
 
 __version__ = "0.1.0"
 
@@ -33,9 +36,9 @@ __all__ = [
 
 _LAZY = {
     # Heavy (torch / trl) names are imported on first use so `import cream_plugin` stays light.
-    "CREAMConfig": "cream_plugin.trainer",
-    "CREAMTrainer": "cream_plugin.trainer",
-    "consistency_rate": "cream_plugin.consistency",
+    "CREAMConfig": "cream_plugin.trainers.cream_trainer",
+    "CREAMTrainer": "cream_plugin.trainers.cream_trainer",
+    "consistency_rate": "cream_plugin.ranking.consistency",
 }
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from cream_plugin.config_values import (
+from cream_plugin.config_checks import (
     check_range,
     coerce,
     deep_merge,
@@ -85,7 +85,7 @@ class ModelConfig:
         choices=("auto", "replica", "sharded"),
         doc="log-prob scoring across processes: a whole model per process, rows split "
         "(replica), FSDP2-sharded with every process stepping through every batch (sharded), or "
-        "replica unless the weights exceed 60% of one GPU (auto; cream_plugin.placement)",
+        "replica unless the weights exceed 60% of one GPU (auto; cream_plugin.forward.placement)",
     )
     vllm_options: dict[str, Any] = _f(
         {},
@@ -175,7 +175,8 @@ class TrainingConfig:
     padding_free: bool = _f(
         True,
         doc="SFT and preference training pack each batch's sequences into unpadded rows "
-        "(cream_plugin.packing): the same losses within float rounding, no padding computed; "
+        "(cream_plugin.forward.packing): the same losses within float rounding, no padding "
+        "computed; "
         "the first batch is checked against the padded forward",
     )
     compact_lm_head: bool = _f(
@@ -192,7 +193,8 @@ class TrainingConfig:
     report_to: list[str] | str = _f(
         "none",
         doc="trackers for every trainer of the run: none, or a list of tensorboard, trackio, "
-        "wandb, ... (one tracker run per stage, grouped by run_name; cream_plugin.tracking)",
+        "wandb, ... (one tracker run per stage, grouped by run_name; "
+        "cream_plugin.trainers.tracking)",
     )
     run_name: str | None = _f(
         None, doc="name that groups the run's tracker runs; None = the run folder's name"

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from cream_plugin.errors import DataError
-from cream_plugin.jsonl import read_jsonl
+from cream_plugin.loop.jsonl import read_jsonl
 
 ENV_DATA_DIR = "CREAM_DATA_DIR"
 

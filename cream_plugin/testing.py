@@ -118,8 +118,8 @@ def save_tiny_model(folder: str | Path, seed: int = 0) -> Path:
 def add_test_plugin(module: Any, name: str) -> None:
     """Register ``module`` as a plugin of the current plugin manager (tests; no entry point)
     and forget the cached components, so the next lookup sees it."""
-    from cream_plugin.plugins import get_plugin_manager
-    from cream_plugin.registry import clear_cache
+    from cream_plugin.plugins.manager import get_plugin_manager
+    from cream_plugin.plugins.registry import clear_cache
 
     get_plugin_manager().add_plugin(module, name, "test")
     clear_cache()
@@ -177,7 +177,7 @@ def perturbed_copy(model: Any, scale: float = 0.05, seed: int = 1) -> Any:
 def given_rows(name: str, rows: list[dict[str, Any]]) -> Any:
     """A stage whose result is the given rows: the upstream node of a stage tested alone
     (run it through the runner first, like any stage of a graph)."""
-    from cream_plugin.stages.base import Output, StageSpec
+    from cream_plugin.loop.stage import Output, StageSpec
 
     class GivenRows(StageSpec):
         step = "given"

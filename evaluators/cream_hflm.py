@@ -23,8 +23,8 @@ Registered with lm-eval as ``cream-hf`` when this module is imported: in Python 
 ``LMEvalEvaluator``; from the shell, a plain ``lm_eval --model cream-hf`` finds it through the
 start-up hook the install ships (``_cream_lm_eval_hook``), or through
 ``python -m cream_plugin.lm_eval_cli``.
-The tree layout is :mod:`cream_plugin.prefix_tree`'s, which SCIR's judge pairs and packed DPO
-batches use too.
+The tree layout is :mod:`cream_plugin.forward.prefix_tree`'s, which SCIR's judge pairs and packed
+DPO batches use too.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
 from cream_plugin.evaluators.decode_loop_hflm import DecodeLoopHFLM
-from cream_plugin.prefix_tree import build_tree_rows, plain_attention
+from cream_plugin.forward.prefix_tree import build_tree_rows, plain_attention
 
 Request = tuple[Any, list[int], list[int]]
 """What ``_loglikelihood_tokens`` receives: ((context, continuation) or None, ids, ids)."""
@@ -204,7 +204,7 @@ class CreamHFLM(DecodeLoopHFLM):
         (a plain head); other heads (logit scaling, soft-capping) run the whole model."""
         import torch
 
-        from cream_plugin.logprobs import plain_head
+        from cream_plugin.forward.logprobs import plain_head
 
         device = self.device
         inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device),

@@ -46,7 +46,7 @@ _GREEDY_KEYS = {"do_sample", "temperature", "attention_mask"}
 
 
 class DecodeLoopHFLM(HFLM):
-    """HFLM whose greedy ``generate_until`` runs on ``cream_plugin.decoding.decode_stream``
+    """HFLM whose greedy ``generate_until`` runs on ``cream_plugin.forward.decoding.decode_stream``
     (or, where only HFLM's batches fit, ``decoding.decode`` per batch)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -117,7 +117,7 @@ class DecodeLoopHFLM(HFLM):
                 max_gen_toks: int, bar: Any) -> list[str] | None:
         import torch
 
-        from cream_plugin.decoding import decode_stream
+        from cream_plugin.forward.decoding import decode_stream
 
         contexts = [requests[i].args[0] for i in indices]
         max_ctx_len = self.max_length - max_gen_toks
@@ -174,7 +174,7 @@ class DecodeLoopHFLM(HFLM):
             return super()._model_generate(context, max_length, stop, **generation_kwargs)
         import torch
 
-        from cream_plugin.decoding import decode
+        from cream_plugin.forward.decoding import decode
 
         mask = generation_kwargs.get("attention_mask")
         if mask is None:

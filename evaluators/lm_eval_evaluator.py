@@ -104,7 +104,7 @@ class LMEvalEvaluator:
     def include_paths(self) -> list[str]:
         """This package's task folder plus every registered evaluator's ``tasks_path``."""
         if self._include_paths is None:
-            from cream_plugin.registry import task_paths
+            from cream_plugin.plugins.registry import task_paths
 
             self._include_paths = [str(TASKS_DIR)]
             self._include_paths += [p for p in task_paths() if p not in self._include_paths]

@@ -1,8 +1,8 @@
 """The same lm-eval tasks through lm-eval's vLLM backend, for a checkpoint on disk.
 
 vLLM loads weights itself, so this evaluator takes a checkpoint folder (or model spec) or an
-open :class:`cream_plugin.sampling_vllm.VLLMEngine`, never an in-memory model. Given a path it
-starts an engine, scores and shuts it down (``start_seconds`` is that start); given an engine
+open :class:`cream_plugin.forward.sampling_vllm.VLLMEngine`, never an in-memory model. Given a path
+it starts an engine, scores and shuts it down (``start_seconds`` is that start); given an engine
 (shared with the sampler of the same model) it scores on it and leaves it open. All task
 handling is LMEvalEvaluator's.
 """
@@ -17,7 +17,7 @@ from typing import Any
 
 from cream_plugin.errors import ConfigError
 from cream_plugin.evaluators.lm_eval_evaluator import LMEvalEvaluator
-from cream_plugin.sampling_vllm import VLLMEngine
+from cream_plugin.forward.sampling_vllm import VLLMEngine
 
 _PATCH_LOCK = threading.Lock()
 

@@ -13,7 +13,7 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from cream_plugin.registry import factory_parameters
+from cream_plugin.plugins.registry import factory_parameters
 
 RESOURCES: tuple[str, ...] = (
     "model", "tokenizer", "ref_model", "cache", "model_key", "ref_key", "batch_size", "seed",
@@ -30,8 +30,8 @@ def build_rewarder(
     resources: Mapping[str, Callable[[], Any]] | None = None,
     options: Mapping[str, Any] | None = None,
 ) -> Any:
-    """Build the rewarder registered as ``name`` (cream_plugin.registry.build's rules)."""
-    from cream_plugin.registry import build, get_component
+    """Build the rewarder registered as ``name`` (cream_plugin.plugins.registry.build's rules)."""
+    from cream_plugin.plugins.registry import build, get_component
 
     rewarder = build("rewarder", name, resources, options)
     component = get_component("rewarder", name)
@@ -49,7 +49,7 @@ def rewarder_label(rewarder: Any, name: str | None = None) -> str:
     if known:
         return known
     cls = type(rewarder)
-    from cream_plugin.registry import components
+    from cream_plugin.plugins.registry import components
 
     for comp in components("rewarder").values():  # a class registered as the factory
         if comp.obj is cls and (name is None or comp.name == name):
@@ -92,7 +92,7 @@ def score_rewarder(
     import numpy as np
 
     from cream_plugin.errors import CreamError, RewarderError
-    from cream_plugin.types import RewardResult
+    from cream_plugin.plugins.interfaces import RewardResult
 
     label = rewarder_label(rewarder, name)
     prompts = list(prompts)
@@ -109,7 +109,7 @@ def score_rewarder(
             f"{label}: score() raised {type(exc).__name__}: {exc}") from exc
     if not isinstance(result, RewardResult):
         raise RewarderError(f"{label}: score() returned {type(result).__name__}; expected a "
-                            "cream_plugin.types.RewardResult")
+                            "cream_plugin.plugins.interfaces.RewardResult")
     try:
         rewards = np.asarray(result.rewards, dtype=np.float64)
     except (TypeError, ValueError) as exc:

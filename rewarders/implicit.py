@@ -1,8 +1,8 @@
 """The DPO implicit reward, CREAM's self-reward: r(x, y) = beta * (log pi(y|x) - log pi_ref(y|x)).
 
 Log-probs are summed over exactly the response tokens DPO trains on (see
-:mod:`cream_plugin.logprobs`). Without a reference model (M0 has none) the reward is the mean
-per-token log-likelihood, so long answers are not penalised for their length alone. ``beta``
+:mod:`cream_plugin.forward.logprobs`). Without a reference model (M0 has none) the reward is the
+mean per-token log-likelihood, so long answers are not penalised for their length alone. ``beta``
 scales both forms; it does not change any ranking.
 """
 
@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from cream_plugin.logprobs import LogProbCache, SequenceLogProbs, response_logps
-from cream_plugin.types import Prompt, RewardResult
+from cream_plugin.forward.logprobs import LogProbCache, SequenceLogProbs, response_logps
+from cream_plugin.plugins.interfaces import Prompt, RewardResult
 
 
 def implicit_rewards(

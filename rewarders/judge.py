@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from cream_plugin.errors import ConfigError
+from cream_plugin.plugins.interfaces import Prompt, RewardResult
 from cream_plugin.rewarders.judge_probability import (
     MODES,
     cut_justification,
@@ -36,7 +37,6 @@ from cream_plugin.rewarders.judge_probability import (
     score_token_ids,
 )
 from cream_plugin.rewarders.judge_prompt import BREAK, encode_chat, neutralise
-from cream_plugin.types import Prompt, RewardResult
 
 RUBRIC = """\
 Review the user's request and the candidate response below, then grade the response with this \

@@ -3,8 +3,8 @@
 A judge whose verdict is read from logits (the probability-scored rubric judge, the pair judge)
 needs, for every judge prompt, the distribution of the token that would come next. The prompts of
 one request share their start (the rubric and the request, up to the response), so for models
-that take a tree mask (:func:`cream_plugin.prefix_tree.takes_tree_mask`) the prompts of a group
-form a prefix tree and that start runs once; other models get right-padded batches. Either way
+that take a tree mask (:func:`cream_plugin.forward.prefix_tree.takes_tree_mask`) the prompts of a
+group form a prefix tree and that start runs once; other models get right-padded batches. Either way
 only the last position of each prompt is projected through the LM head.
 """
 
@@ -52,7 +52,7 @@ def padded_last_logits(model: Any, chunk: Sequence[Sequence[int]], pad_id: int) 
 
 
 def _shared_start(sequences: Sequence[Sequence[int]]) -> int:
-    from cream_plugin.prefix_tree import common_prefix_length
+    from cream_plugin.forward.prefix_tree import common_prefix_length
 
     shared = min(len(s) for s in sequences) - 1
     for other in sequences[1:]:
@@ -64,7 +64,7 @@ def tree_last_logits(model: Any, groups: Sequence[Sequence[Sequence[int]]],
                      pad_id: int) -> torch.Tensor:
     """Full-vocabulary logits at the last token of every sequence of every group (groups in
     order, sequences in order), each group's common start run once (a prefix tree)."""
-    from cream_plugin.prefix_tree import build_tree_rows
+    from cream_plugin.forward.prefix_tree import build_tree_rows
 
     device = next(model.parameters()).device
     layout = []
@@ -92,7 +92,7 @@ def next_token_log_probs(model: Any, sequences: Sequence[Sequence[int]], token_i
     import torch
     from tqdm.auto import tqdm
 
-    from cream_plugin.prefix_tree import takes_tree_mask
+    from cream_plugin.forward.prefix_tree import takes_tree_mask
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from cream_plugin.types import Prompt, RewardResult
+from cream_plugin.plugins.interfaces import Prompt, RewardResult
 
 # ---------------------------------------------------------------- answer key
 
@@ -160,7 +160,7 @@ class RewardModelRewarder:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         from cream_plugin.errors import ModelLoadError
-        from cream_plugin.models import pick_device, torch_dtype
+        from cream_plugin.forward.models import pick_device, torch_dtype
 
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(

@@ -32,7 +32,7 @@ from cream_plugin.rewarders.next_token import logits_at, padded_last_logits
 if TYPE_CHECKING:  # torch / numpy are imported where used, so listing plugins stays fast
     import torch
 
-    from cream_plugin.types import Prompt, RewardResult
+    from cream_plugin.plugins.interfaces import Prompt, RewardResult
 
 logger = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ def first_verdict_probs(model: Any, sequences: Sequence[Sequence[int]],
     only the last real position of each row is projected through the LM head (a 2-D
     ``logits_to_keep``), so no (batch, length, vocab) tensor is built. Differentiable when grad
     is enabled. ``packed``: each batch's sequences share rows no wider than its longest
-    (:func:`cream_plugin.packing.plan_rows`, positions restarting per sequence, no mask, so
+    (:func:`cream_plugin.forward.packing.plan_rows`, positions restarting per sequence, no mask, so
     attention is block-diagonal), which skips the padding; only for models whose attention
     honours packed ``position_ids`` (the trainers check that on their first packed batch).
     """
@@ -194,7 +194,7 @@ def first_verdict_probs(model: Any, sequences: Sequence[Sequence[int]],
 def _packed_verdict_logits(model: Any, chunk: Sequence[Sequence[int]], verdicts: torch.Tensor,
                            pad_id: int) -> torch.Tensor:
     """The two verdict logits at each sequence's last token, from packed rows (float32)."""
-    from cream_plugin.packing import lay_out_packed
+    from cream_plugin.forward.packing import lay_out_packed
 
     ids, positions, starts = lay_out_packed(chunk, max(len(s) for s in chunk), pad_id,
                                             verdicts.device)
@@ -215,14 +215,14 @@ def paired_verdict_probs(model: Any, forward: Sequence[Sequence[int]],
     """``first_verdict_probs`` of both presentation orders of each pair, the tokens the two
     prompts share (the instructions and the request, up to the first response) run once.
 
-    Each pair is a prefix tree (:mod:`cream_plugin.prefix_tree`): its shared start, then the rest
-    of each order as a branch; pairs share rows when they fit. Only for models that take a tree
-    mask (:func:`cream_plugin.prefix_tree.takes_tree_mask`); ``batch_size`` counts judge
-    sequences, two per pair, as in ``first_verdict_probs``. Differentiable when grad is enabled.
-    """
+    Each pair is a prefix tree (:mod:`cream_plugin.forward.prefix_tree`): its shared start, then
+    the rest of each order as a branch; pairs share rows when they fit. Only for models that take a
+    tree mask (:func:`cream_plugin.forward.prefix_tree.takes_tree_mask`); ``batch_size`` counts
+    judge sequences, two per pair, as in ``first_verdict_probs``. Differentiable when grad is
+    enabled. """
     import torch
 
-    from cream_plugin.prefix_tree import build_tree_rows, common_prefix_length
+    from cream_plugin.forward.prefix_tree import build_tree_rows, common_prefix_length
 
     if len(forward) != len(backward):
         raise DataError(f"pair judge: {len(forward)} forward and {len(backward)} backward "
@@ -308,7 +308,7 @@ class PairwiseJudgeRewarder:
         import numpy as np
         import torch
 
-        from cream_plugin.types import RewardResult
+        from cream_plugin.plugins.interfaces import RewardResult
 
         if len(prompts) != len(responses):
             raise DataError(f"{len(prompts)} prompts but {len(responses)} response lists")

@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from cream_plugin.forward.logprobs import SequenceLogProbs
 from cream_plugin.instruments.estimate import Estimate
 from cream_plugin.instruments.fmt import interval, value
 from cream_plugin.instruments.intervals import t_interval
-from cream_plugin.logprobs import SequenceLogProbs
-from cream_plugin.stages.logps import logps_table
+from cream_plugin.loop.stages.logps import logps_table
 
 
 def read_logps(path: Path) -> SequenceLogProbs:

@@ -50,7 +50,7 @@ def link_tree(src: Path, dst: Path) -> None:
 
 def pool_accuracy(stage: Any) -> np.ndarray:
     """Per prompt, the share of correct responses (NaN where no response has a gold answer)."""
-    from cream_plugin.stages.correctness import correctness_table
+    from cream_plugin.loop.stages.correctness import correctness_table
 
     table = correctness_table(stage)
     with np.errstate(invalid="ignore"):
@@ -70,9 +70,9 @@ def paired_difference(after: np.ndarray, before: np.ndarray) -> dict[str, float]
 def run_base(out: Path, prompts: int, seed: int) -> Path:
     """Prompts, M1 (trained once, linked into later bases), M1's samples on both iterations'
     prompts with their correctness and the log-probs iteration 1 needs."""
-    from cream_plugin.pipeline import Pipeline
-    from cream_plugin.stages.correctness import CorrectnessStage
-    from cream_plugin.stages.sample import SampleStage
+    from cream_plugin.loop.pipeline import Pipeline
+    from cream_plugin.loop.stages.correctness import CorrectnessStage
+    from cream_plugin.loop.stages.sample import SampleStage
 
     base = out / f"base-p{prompts}"
     first = next((p for p in sorted(out.glob("base-p*")) if (p / "M1.manifest.json").exists()),
@@ -95,9 +95,9 @@ def run_base(out: Path, prompts: int, seed: int) -> Path:
 
 
 def run_cell(out: Path, base: Path, prompts: int, lr: float, seed: int) -> dict[str, Any]:
-    from cream_plugin.pipeline import Pipeline
-    from cream_plugin.stages.correctness import CorrectnessStage
-    from cream_plugin.stages.sample import SampleStage
+    from cream_plugin.loop.pipeline import Pipeline
+    from cream_plugin.loop.stages.correctness import CorrectnessStage
+    from cream_plugin.loop.stages.sample import SampleStage
 
     cell = out / f"p{prompts}-lr{lr:g}"
     link_tree(base, cell)

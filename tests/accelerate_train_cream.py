@@ -20,7 +20,7 @@ def main(model_dir: str, out_dir: str, per_device_batch: int) -> None:
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from cream_plugin.trainer import CREAMConfig, CREAMTrainer
+    from cream_plugin.trainers.cream_trainer import CREAMConfig, CREAMTrainer
 
     prompts = ["What is two plus three?", "Which gas do plants absorb?",
                "Write a short poem about the sea.", "Please answer step by step."]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cream_plugin.plugins import reset_plugin_manager
+from cream_plugin.plugins.manager import reset_plugin_manager
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -65,9 +65,9 @@ def tiny_run_dir(tmp_path, tiny_model_dir) -> Path:
     import json
     import shutil
 
-    from cream_plugin.artifacts import Artifact
     from cream_plugin.config import load_config
-    from cream_plugin.results import append_results
+    from cream_plugin.loop.artifacts import Artifact
+    from cream_plugin.report.results import append_results
     from cream_plugin.testing import PAIR_BAD, PAIR_GOOD, PAIR_PROMPTS
 
     run = tmp_path / "study-run"

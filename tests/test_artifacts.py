@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from cream_plugin.artifacts import Artifact, append_jsonl, prune_checkpoints
 from cream_plugin.errors import DataError
+from cream_plugin.loop.artifacts import Artifact, append_jsonl, prune_checkpoints
 
 ROWS = [{"prompt_id": f"p{i}", "responses": ["a", "b"], "score": i * 0.5} for i in range(5)]
 

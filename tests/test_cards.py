@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from cream_plugin.artifacts import Artifact
 from cream_plugin.cards import (
     Lineage,
     folder_digest,
@@ -20,6 +19,7 @@ from cream_plugin.cards import (
     write_run_cards,
 )
 from cream_plugin.errors import DataError
+from cream_plugin.loop.artifacts import Artifact
 
 
 def manifest(run: Path, name: str) -> dict:

@@ -93,7 +93,7 @@ def test_training_section_is_checked_against_the_trainers_config(overrides, mess
                                                                 tmp_path) -> None:
     """Keys beyond the run's own training settings are fields of the trainers' Config classes
     (one schema, bounds in the trainer's Config), checked before the run folder is touched."""
-    from cream_plugin.pipeline import Pipeline
+    from cream_plugin.loop.pipeline import Pipeline
 
     config = load_config(overrides=[*overrides, f"output_dir={tmp_path / 'run'}"])
     if message is None:

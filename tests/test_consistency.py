@@ -9,7 +9,7 @@ import pytest
 from scipy import stats
 
 from cream_plugin import consistency_rate, get_consistency_metric
-from cream_plugin.consistency import join_tables, kendall, spearman, toporder
+from cream_plugin.ranking.consistency import join_tables, kendall, spearman, toporder
 
 
 def _random_tables(n: int, rows: int = 300, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -115,8 +115,8 @@ def test_all_undefined_gives_the_fill_value():
 
 def test_plugin_metric_with_unit_scale(fresh_plugins):
     from cream_plugin import hookimpl
-    from cream_plugin.plugins import get_plugin_manager
-    from cream_plugin.registry import clear_cache
+    from cream_plugin.plugins.manager import get_plugin_manager
+    from cream_plugin.plugins.registry import clear_cache
 
     class Plugin:
         @staticmethod

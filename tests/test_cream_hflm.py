@@ -230,7 +230,7 @@ def test_smollm2_mc_loglikelihoods_and_scores_equal_hflm(data_dir) -> None:
     from lm_eval.models.huggingface import HFLM
 
     from cream_plugin.evaluators.cream_hflm import CreamHFLM
-    from cream_plugin.models import load_model, load_tokenizer
+    from cream_plugin.forward.models import load_model, load_tokenizer
 
     os.environ.setdefault("CREAM_CACHE_DIR", "/tmp/creamcache")
     tokenizer, model = load_tokenizer(), load_model(device="cpu").eval()

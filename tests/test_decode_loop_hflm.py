@@ -78,7 +78,7 @@ def test_smollm2_gsm8k_generations_and_scores_equal_stock(data_dir) -> None:
 
     from cream_plugin.evaluators.decode_loop_hflm import DecodeLoopHFLM
     from cream_plugin.evaluators.lm_eval_evaluator import LMEvalEvaluator
-    from cream_plugin.models import load_model, load_tokenizer
+    from cream_plugin.forward.models import load_model, load_tokenizer
 
     os.environ.setdefault("CREAM_CACHE_DIR", "/tmp/creamcache")
     tokenizer, model = load_tokenizer(), load_model(device="cpu").eval()

@@ -27,7 +27,7 @@ def _never(alive, out, step):
 def test_preallocated_layer_matches_dynamic_cache_through_drops(tiny_model, tiny_tokenizer):
     from transformers import DynamicCache
 
-    from cream_plugin.kv_cache import make_cache
+    from cream_plugin.forward.kv_cache import make_cache
 
     ids, mask = _batch(tiny_tokenizer, TEXTS)
     positions = (mask.cumsum(-1) - 1).clamp_min(0)
@@ -54,7 +54,7 @@ def test_preallocated_layer_matches_dynamic_cache_through_drops(tiny_model, tiny
 
 
 def test_decode_equals_greedy_generate(tiny_model, tiny_tokenizer):
-    from cream_plugin.decoding import decode
+    from cream_plugin.forward.decoding import decode
 
     ids, mask = _batch(tiny_tokenizer, TEXTS)
     out = decode(tiny_model, ids, mask, max_new_tokens=8, choose=_greedy, finished=_never)
@@ -66,7 +66,7 @@ def test_decode_equals_greedy_generate(tiny_model, tiny_tokenizer):
 
 
 def test_rows_from_one_prompt_share_its_prefill(tiny_model, tiny_tokenizer):
-    from cream_plugin.decoding import decode
+    from cream_plugin.forward.decoding import decode
 
     ids, mask = _batch(tiny_tokenizer, TEXTS[:2])
     source = torch.tensor([0, 0, 1, 0, 1])
@@ -78,7 +78,7 @@ def test_rows_from_one_prompt_share_its_prefill(tiny_model, tiny_tokenizer):
 
 
 def test_finished_rows_leave_the_batch_and_keep_their_last_token(tiny_model, tiny_tokenizer):
-    from cream_plugin.decoding import decode
+    from cream_plugin.forward.decoding import decode
 
     ids, mask = _batch(tiny_tokenizer, TEXTS)
     seen_rows: list[int] = []
@@ -99,7 +99,7 @@ def test_finished_rows_leave_the_batch_and_keep_their_last_token(tiny_model, tin
 
 
 def test_length_groups_bound_padding_and_run_long_rows_alone():
-    from cream_plugin.decoding import length_groups
+    from cream_plugin.forward.decoding import length_groups
 
     assert length_groups([10, 10, 10]) == [[0, 1, 2]]
     assert length_groups([5, 100, 98, 6]) == [[1, 2], [3, 0]]
@@ -113,7 +113,7 @@ def test_length_groups_bound_padding_and_run_long_rows_alone():
 
 
 def test_grouped_prefill_equals_one_padded_forward(tiny_model, tiny_tokenizer):
-    from cream_plugin.decoding import length_groups, prefill
+    from cream_plugin.forward.decoding import length_groups, prefill
 
     ids, mask = _batch(tiny_tokenizer, TEXTS)
     assert len(length_groups(mask.sum(-1).tolist())) > 1
@@ -134,7 +134,7 @@ def test_grouped_prefill_equals_one_padded_forward(tiny_model, tiny_tokenizer):
 def test_stream_with_refills_equals_each_prompt_decoded_alone(tiny_model, tiny_tokenizer):
     """Rows joining a running batch (padding added on either side, leading columns trimmed)
     get the tokens they get when decoded alone."""
-    from cream_plugin.decoding import decode, decode_stream
+    from cream_plugin.forward.decoding import decode, decode_stream
 
     texts = [*TEXTS, "z", "seven eight nine ten eleven twelve thirteen fourteen", "ok then"]
     prompts = [tiny_tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]

@@ -255,7 +255,7 @@ def test_metric_rows_keeps_filter_and_drops_missing_stderr() -> None:
 
 
 def test_registered_with_tasks_path(fresh_plugins: None) -> None:
-    from cream_plugin.registry import get_component, get_evaluator, task_paths
+    from cream_plugin.plugins.registry import get_component, get_evaluator, task_paths
 
     assert get_component("evaluator", "lm-eval").extra["tasks_path"] == str(TASKS_DIR)
     assert str(TASKS_DIR) in task_paths()
@@ -267,9 +267,9 @@ def test_registered_with_tasks_path(fresh_plugins: None) -> None:
 def test_plugin_evaluator_tasks_path(fresh_plugins: None, tmp_path: Path,
                                      capsys: pytest.CaptureFixture[str]) -> None:
     from cream_plugin.cli import main
-    from cream_plugin.hookspecs import hookimpl
-    from cream_plugin.plugins import get_plugin_manager
-    from cream_plugin.registry import clear_cache
+    from cream_plugin.plugins.hookspecs import hookimpl
+    from cream_plugin.plugins.manager import get_plugin_manager
+    from cream_plugin.plugins.registry import clear_cache
 
     tasks = tmp_path / "plugin_tasks"
     tasks.mkdir()
@@ -305,7 +305,7 @@ def test_plugin_evaluator_tasks_path(fresh_plugins: None, tmp_path: Path,
     indexed = TaskManager(include_path=merged, include_defaults=False).all_tasks
     assert {"plugin_yesno", "cream_arc_easy", "cream_benchmarks"} <= set(indexed)
 
-    from cream_plugin.registry import get_evaluator
+    from cream_plugin.plugins.registry import get_evaluator
 
     rows = get_evaluator("yesno").evaluate_lm(ScriptedLM(), bootstrap_iters=0)
     # The scripted LM prefers the shorter continuation, " no" (index 1): right for odd i.
@@ -318,7 +318,7 @@ def test_plugin_evaluator_tasks_path(fresh_plugins: None, tmp_path: Path,
 def test_cream_eval_writes_results_table(tiny_model_dir: Path, tmp_path: Path,
                                          data_dir: Path) -> None:
     from cream_plugin.cli import main
-    from cream_plugin.results import read_results
+    from cream_plugin.report.results import read_results
 
     argv = ["eval", "--model", str(tiny_model_dir), "--tasks", "cream_openbookqa",
             "--limit", "2", "--batch-size", "2", "--data-dir", str(data_dir),
@@ -382,7 +382,7 @@ def test_lm_eval_cli_offline(tiny_model_dir: Path, data_dir: Path, tmp_path: Pat
 @pytest.mark.slow
 def test_cream_eval_smollm2_arc_easy_above_chance(tmp_path: Path, data_dir: Path) -> None:
     from cream_plugin.cli import main
-    from cream_plugin.results import read_results
+    from cream_plugin.report.results import read_results
 
     os.environ.setdefault("CREAM_CACHE_DIR", "/tmp/creamcache")
     argv = ["eval", "--model", "smollm2-135m-instruct", "--tasks", "cream_arc_easy",
@@ -464,10 +464,10 @@ def test_the_evaluation_stage_depends_on_the_seed_and_passes_it(tmp_path: Path) 
     the evaluation stage's identity, so a resumed run with the same seed keeps its evaluation
     (and its items) and another seed re-evaluates on other items."""
     from cream_plugin.config import load_config
-    from cream_plugin.distributed import DistContext
-    from cream_plugin.registry import build
-    from cream_plugin.stages.context import RunContext
-    from cream_plugin.stages.evaluate import EvaluateStage, evaluator_resources
+    from cream_plugin.loop.context import RunContext
+    from cream_plugin.loop.distributed import DistContext
+    from cream_plugin.loop.stages.evaluate import EvaluateStage, evaluator_resources
+    from cream_plugin.plugins.registry import build
 
     ctx = RunContext(load_config(overrides=["seed=5", "evaluation.limit=3"]), tmp_path,
                      DistContext())

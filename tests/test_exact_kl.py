@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from cream_plugin.exact_kl import exact_kl, position_kl
-from cream_plugin.logprobs import scored_sequence, tokenize_prompt
+from cream_plugin.forward.exact_kl import exact_kl, position_kl
+from cream_plugin.forward.logprobs import scored_sequence, tokenize_prompt
 from cream_plugin.testing import perturbed_copy
 
 PROMPTS = [f"Question {i}: what is {i} plus {i * 3}?" for i in range(4)]
@@ -44,7 +44,7 @@ def _direct(model_p: Any, model_q: Any, tokenizer: Any) -> tuple[np.ndarray, np.
 def test_exact_kl_equals_a_direct_full_logits_computation(tiny_model, tiny_tokenizer, layout,
                                                           monkeypatch):
     if layout == "padded rows":  # as for a model that takes no tree mask
-        monkeypatch.setattr("cream_plugin.prefix_tree.takes_tree_mask", lambda model: False)
+        monkeypatch.setattr("cream_plugin.forward.prefix_tree.takes_tree_mask", lambda model: False)
     new = perturbed_copy(tiny_model, scale=0.05)
     table = exact_kl(new, tiny_model, tiny_tokenizer, PROMPTS, RESPONSES, **KW)
     forward, reverse = _direct(new, tiny_model, tiny_tokenizer)
@@ -94,7 +94,7 @@ def _free_port() -> int:
 def test_fsdp2_sharded_models_give_the_replica_table(tiny_model, tiny_tokenizer):
     import torch.distributed as dist
 
-    from cream_plugin.placement import shard_for_scoring
+    from cream_plugin.forward.placement import shard_for_scoring
 
     new = perturbed_copy(tiny_model, scale=0.05)
     replica = exact_kl(new, tiny_model, tiny_tokenizer, PROMPTS, RESPONSES, **KW)

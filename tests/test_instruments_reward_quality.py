@@ -15,7 +15,7 @@ from cream_plugin.instruments.reward_quality import (
     pool_accuracy,
     random_rewards,
 )
-from cream_plugin.pairs import build_pairs
+from cream_plugin.ranking.pairs import build_pairs
 
 NAN = np.nan
 

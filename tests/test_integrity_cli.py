@@ -15,8 +15,8 @@ import pytest
 from cream_plugin import hookimpl
 from cream_plugin.cli import main
 from cream_plugin.errors import RewarderError
+from cream_plugin.plugins.interfaces import RewardResult
 from cream_plugin.testing import PAIR_BAD, PAIR_GOOD, PAIR_PROMPTS
-from cream_plugin.types import RewardResult
 
 
 def run_cli(capsys: Any, *argv: str) -> tuple[int, str]:
@@ -230,7 +230,7 @@ def test_train_refuses_bad_pairs_naming_row_and_field(capsys, tmp_path, change, 
 
 def test_train_numeric_string_override_and_non_finite_override(capsys, tmp_path) -> None:
     from cream_plugin.commands.train import build_args, parse_overrides
-    from cream_plugin.trainer import CREAMConfig
+    from cream_plugin.trainers.cream_trainer import CREAMConfig
 
     args = build_args(CREAMConfig, str(tmp_path), parse_overrides(["learning_rate=1e-6"]))
     assert args.learning_rate == 1e-6
@@ -337,8 +337,8 @@ class BadRewarder:
 
 @pytest.fixture
 def bad_plugin(fresh_plugins):
-    from cream_plugin.plugins import get_plugin_manager
-    from cream_plugin.registry import clear_cache
+    from cream_plugin.plugins.manager import get_plugin_manager
+    from cream_plugin.plugins.registry import clear_cache
 
     module = types.ModuleType("cream_bad_rewarder_plugin")
 
@@ -361,7 +361,7 @@ RESPONSES = [["a", "b"], ["c", "d"], ["e", "f"]]
     ("raise", "score() raised KeyError"),
     ("short", "shape (2, 2); expected (3, 2)"),
     ("flat", "shape (6,); expected (3, 2)"),
-    ("list", "score() returned list; expected a cream_plugin.types.RewardResult"),
+    ("list", "score() returned list; expected a cream_plugin.plugins.interfaces.RewardResult"),
     ("inf", "1 infinite reward(s), first at prompt 1, response 0"),
     ("text", "rewards are not a numeric table"),
 ])
@@ -384,8 +384,9 @@ def test_score_rewarder_keeps_nan_as_unscored(bad_plugin) -> None:
 
 
 def test_score_rewarder_names_the_plugin_of_a_registry_built_rewarder(bad_plugin) -> None:
-    """The pipeline builds rewarders with cream_plugin.registry.build: the plugin is named."""
-    from cream_plugin.registry import build
+    """The pipeline builds rewarders with cream_plugin.plugins.registry.build: the plugin is
+    named."""
+    from cream_plugin.plugins.registry import build
     from cream_plugin.rewarders import score_rewarder
 
     with pytest.raises(RewarderError, match=r"^rewarder 'bad' \(plugin 'bad-plugin', bad-dist"):

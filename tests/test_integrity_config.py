@@ -47,7 +47,7 @@ def test_non_finite_trainer_settings_are_refused_before_work(key: str, value: st
                                                              tmp_path) -> None:
     """SCIR's thresholds are SCIRConfig fields written in the training section; they are
     checked by preflight (before the run folder exists) like the run's own floats."""
-    from cream_plugin.pipeline import Pipeline
+    from cream_plugin.loop.pipeline import Pipeline
 
     config = load_config(overrides=[f"training.{key}={value}", "methods=[scir]",
                                     f"output_dir={tmp_path / 'run'}"])

@@ -14,8 +14,8 @@ from datasets import Dataset
 
 from cream_plugin.errors import DataError
 from cream_plugin.testing import PAIR_BAD, PAIR_GOOD, PAIR_PROMPTS
-from cream_plugin.trainer import CREAMConfig, CREAMTrainer
-from cream_plugin.trainer_utils import NonFiniteError, NonFiniteGuard
+from cream_plugin.trainers.cream_trainer import CREAMConfig, CREAMTrainer
+from cream_plugin.trainers.cream_utils import NonFiniteError, NonFiniteGuard
 
 
 def rows(ref: bool = True) -> list[dict[str, Any]]:
@@ -89,7 +89,7 @@ def test_huge_learning_rate_stops_at_the_first_bad_step(tiny_model, tiny_tokeniz
 
 
 def test_scir_trainer_is_guarded(tiny_model, tiny_tokenizer, tmp_path) -> None:
-    from cream_plugin.scir import SCIRConfig, SCIRTrainer
+    from cream_plugin.trainers.scir_trainer import SCIRConfig, SCIRTrainer
 
     poison(tiny_model)
     args = SCIRConfig(output_dir=str(tmp_path / "s"), use_cpu=True, bf16=False, report_to="none",
@@ -103,7 +103,7 @@ def test_scir_trainer_is_guarded(tiny_model, tiny_tokenizer, tmp_path) -> None:
 
 
 def test_sft_trainer_is_guarded(tiny_model, tiny_tokenizer, tmp_path) -> None:
-    from cream_plugin.sft import build_sft_trainer
+    from cream_plugin.trainers.sft import build_sft_trainer
 
     poison(tiny_model)
     examples = [{"messages": [{"role": "user", "content": p},

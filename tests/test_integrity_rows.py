@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from cream_plugin.cli import main
 from cream_plugin.data import read_jsonl
 from cream_plugin.errors import CreamError
-from cream_plugin.pairs import validate_pair_rows
+from cream_plugin.ranking.pairs import validate_pair_rows
 
 FIELDS = ["prompt_id", "prompt", "responses", "rewards", "logps", "num_tokens", "reference",
           "chosen", "rejected", "consistency", "ref_chosen_logps", "ref_rejected_logps", "role",

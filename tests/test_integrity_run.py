@@ -19,14 +19,14 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from test_runner import Checkpoint, FakeContext
 
-from cream_plugin import artifacts
-from cream_plugin.artifacts import Artifact
 from cream_plugin.cli import build_parser, main
 from cream_plugin.config import explain, load_config
 from cream_plugin.errors import ConfigError, CreamError, DataError, ModelLoadError
-from cream_plugin.pipeline import Pipeline
-from cream_plugin.run_folder import LOCK, RunFolder, RunFolderError
-from cream_plugin.stages.runner import Runner
+from cream_plugin.loop import artifacts
+from cream_plugin.loop.artifacts import Artifact
+from cream_plugin.loop.pipeline import Pipeline
+from cream_plugin.loop.run_folder import LOCK, RunFolder, RunFolderError
+from cream_plugin.loop.runner import Runner
 
 
 def tree(folder: Path) -> dict[str, bytes]:
@@ -145,7 +145,7 @@ def test_prompts_too_long_for_the_model_are_refused_in_preflight(tmp_path, data_
 
 
 def test_sampler_refuses_a_prompt_longer_than_the_context(tiny_model, tiny_tokenizer) -> None:
-    from cream_plugin.sampling import HFSampler
+    from cream_plugin.forward.sampling import HFSampler
 
     sampler = HFSampler(tiny_model, tiny_tokenizer, max_new_tokens=8, progress=False)
     with pytest.raises(DataError, match=r"prompt 2 of 2: [0-9]+ tokens .*context of 1024"):
@@ -205,10 +205,10 @@ def test_empty_flag_values_are_errors(tmp_path, monkeypatch, capsys, flag, value
 
 # -- 5. numbers in trainer settings --------------------------------------------------------------
 def test_scientific_notation_in_a_trainers_own_setting() -> None:
-    from cream_plugin.methods import resolve_methods
-    from cream_plugin.preflight import check_trainer_args
-    from cream_plugin.registry import get_trainer
-    from cream_plugin.stages.train import trainer_arguments
+    from cream_plugin.loop.preflight import check_trainer_args
+    from cream_plugin.loop.stages.train import trainer_arguments
+    from cream_plugin.plugins.methods import resolve_methods
+    from cream_plugin.plugins.registry import get_trainer
 
     config = load_config(overrides=["methods=[scir]", "training.consistency_weight=2e-1",
                                     "training.weight_decay=1e-2"])
@@ -265,7 +265,7 @@ def test_break_lock_takes_over_another_hosts_lock(tmp_path) -> None:
 
 
 def test_empty_lock_is_not_taken_as_stale(tmp_path, monkeypatch) -> None:
-    import cream_plugin.run_folder as run_folder
+    import cream_plugin.loop.run_folder as run_folder
 
     monkeypatch.setattr(run_folder, "LOCK_WAIT_S", 0.3)
     (tmp_path / LOCK).write_text("")
@@ -401,7 +401,7 @@ def test_property_run_arguments_give_an_error_or_a_checked_run_and_never_write(
     """Random empty, missing and extreme values for ``cream run``'s flags, ``--set`` and a config
     file: the parser and the config loader (and preflight) end in a usage error (2), a one-line
     error (1) or a run whose every check passed; never a traceback, never a write."""
-    from cream_plugin import run_folder
+    from cream_plugin.loop import run_folder
 
     config_file = tmp_path_factory.mktemp("config") / "run.yaml"
     config_file.write_text(text, encoding="utf-8")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cream_plugin.errors import ConfigError
-from cream_plugin.pairs import build_pairs
+from cream_plugin.ranking.pairs import build_pairs
 from cream_plugin.rewarders.judge import POINTS, JudgeRewarder, build_judge_prompt
 from cream_plugin.rewarders.judge_probability import (
     cut_justification,

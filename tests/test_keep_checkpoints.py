@@ -8,7 +8,7 @@ import pytest
 
 from cream_plugin.config import load_config
 from cream_plugin.errors import ConfigError
-from cream_plugin.pipeline import kept_checkpoints
+from cream_plugin.loop.pipeline import kept_checkpoints
 
 # sft trains nothing after M1; cream and srlm train M2 and M3 (two iterations)
 METHODS = {"sft": SimpleNamespace(reward=None), "cream": SimpleNamespace(reward="implicit"),

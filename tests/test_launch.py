@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from cream_plugin.errors import ConfigError
-from cream_plugin.launch import (
+from cream_plugin.trainers.launch import (
     check_engine,
     check_launch_env,
     config_path,
@@ -147,7 +147,7 @@ def test_gathered_weights_save_as_the_same_checkpoint(tiny_model, tiny_tokenizer
     import torch
     from safetensors.torch import load_file
 
-    from cream_plugin.stages.sft import save_checkpoint
+    from cream_plugin.loop.stages.sft import save_checkpoint
 
     assert tiny_model.config.tie_word_embeddings  # the case that needs retie
     calls: list[Any] = []
@@ -189,7 +189,7 @@ def test_retie_leaves_untied_models_alone(tiny_model) -> None:
 def test_auto_and_cuda_mean_this_processes_gpu_under_a_launcher(monkeypatch) -> None:
     import torch
 
-    from cream_plugin.models import pick_device
+    from cream_plugin.forward.models import pick_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
@@ -208,9 +208,9 @@ def test_bf16_models_score_and_sample_on_cpu(tiny_model_dir: Path) -> None:
     import numpy as np
     import torch
 
-    from cream_plugin.logprobs import response_logps
-    from cream_plugin.models import load_model, load_tokenizer
-    from cream_plugin.sampling import HFSampler
+    from cream_plugin.forward.logprobs import response_logps
+    from cream_plugin.forward.models import load_model, load_tokenizer
+    from cream_plugin.forward.sampling import HFSampler
 
     tok = load_tokenizer(str(tiny_model_dir))
     bf16 = load_model(str(tiny_model_dir), dtype="bfloat16", device="cpu")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cream_plugin.errors import DataError
-from cream_plugin.logprobs import LogProbCache, SequenceLogProbs, response_logps
+from cream_plugin.forward.logprobs import LogProbCache, SequenceLogProbs, response_logps
 
 CHATS = [
     [{"role": "user", "content": "What is two plus three?"}],

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from cream_plugin import hookimpl
-from cream_plugin.methods import Method
-from cream_plugin.types import RewardResult
+from cream_plugin.plugins.interfaces import RewardResult
+from cream_plugin.plugins.methods import Method
 
 
 class RandomRewarder:
@@ -42,7 +42,7 @@ def _plugin() -> types.ModuleType:
 
 @pytest.fixture
 def random_pairs_plugin(fresh_plugins):
-    from cream_plugin.registry import clear_cache
+    from cream_plugin.plugins.registry import clear_cache
     from cream_plugin.testing import add_test_plugin
 
     add_test_plugin(_plugin(), "random-pairs")
@@ -51,7 +51,7 @@ def random_pairs_plugin(fresh_plugins):
 
 
 def test_plugin_method_is_listed(random_pairs_plugin) -> None:
-    from cream_plugin.registry import components
+    from cream_plugin.plugins.registry import components
 
     found = components("method")
     assert found["random-pairs"].obj.reward == "random"
@@ -61,7 +61,7 @@ def test_plugin_method_is_listed(random_pairs_plugin) -> None:
 
 def test_unknown_method_lists_the_registered_ones(random_pairs_plugin) -> None:
     from cream_plugin.errors import ConfigError
-    from cream_plugin.methods import get_method
+    from cream_plugin.plugins.methods import get_method
 
     with pytest.raises(ConfigError, match=r"unknown method .nope.; known: .*random-pairs"):
         get_method("nope")

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from cream_plugin import models
 from cream_plugin.errors import ModelLoadError
+from cream_plugin.forward import models
 
 
 def test_local_folder_loads_offline(tiny_model_dir):

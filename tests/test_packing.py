@@ -1,6 +1,6 @@
-"""Packed rows and the completion-only LM head (cream_plugin.packing): every per-token value, loss,
-gradient and metric equals the padded full-head path within float rounding, for the fused
-forward itself, CREAMTrainer (reference forward and precomputed columns, C weighting, LD-DPO),
+"""Packed rows and the completion-only LM head (cream_plugin.forward.packing): every per-token
+value, loss, gradient and metric equals the padded full-head path within float rounding, for the
+fused forward itself, CREAMTrainer (reference forward and precomputed columns, C weighting, LD-DPO),
 SCIRTrainer and SFT; a model whose attention ignores packed position_ids falls back to padding."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from datasets import Dataset
 from trl.trainer import utils as trl_utils
 from trl.trainer.utils import add_fused_lm_head
 
-from cream_plugin.packing import (
+from cream_plugin.forward.packing import (
     FastForward,
     compact_lm_head,
     install_fast_forward,
@@ -27,10 +27,10 @@ from cream_plugin.packing import (
     plan_rows,
     right_padded_lengths,
 )
-from cream_plugin.scir import SCIRConfig, SCIRTrainer
-from cream_plugin.sft import build_sft_trainer
-from cream_plugin.stages.train import trainer_arguments
-from cream_plugin.trainer import CREAMConfig, CREAMTrainer
+from cream_plugin.loop.stages.train import trainer_arguments
+from cream_plugin.trainers.cream_trainer import CREAMConfig, CREAMTrainer
+from cream_plugin.trainers.scir_trainer import SCIRConfig, SCIRTrainer
+from cream_plugin.trainers.sft import build_sft_trainer
 
 FIELDS = ("log_probs", "entropy", "mean_logits", "is_top1", "label_mask")
 # Responses of very different lengths, so several sequences share a packed row.
@@ -253,7 +253,7 @@ def test_trl_precompute_uses_packed_rows(tiny_model, tiny_tokenizer, tmp_path) -
 @pytest.mark.slow  # ~35 s under load: SCIR's judge forwards on top of the DPO pass
 def test_scir_trainer_same_loss(tiny_model, tiny_tokenizer, tmp_path, monkeypatch) -> None:
     """Padding-free SCIR also runs its judge pairs as prefix trees: same loss and gradients."""
-    import cream_plugin.scir_judge as scir_judge
+    import cream_plugin.trainers.scir_judge as scir_judge
 
     policy = perturbed_copy(tiny_model)
     trees: list[int] = []

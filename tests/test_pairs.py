@@ -7,10 +7,10 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from cream_plugin.consistency import consistency_rate
 from cream_plugin.errors import DataError
-from cream_plugin.logprobs import SequenceLogProbs
-from cream_plugin.pairs import build_pairs
+from cream_plugin.forward.logprobs import SequenceLogProbs
+from cream_plugin.ranking.consistency import consistency_rate
+from cream_plugin.ranking.pairs import build_pairs
 
 CHAT = [{"role": "user", "content": "hi"}]
 

@@ -6,8 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cream_plugin import logprobs
-from cream_plugin.logprobs import FORWARD_STATS, LogProbCache, response_logps, tokenize_example
+from cream_plugin.forward import logprobs
+from cream_plugin.forward.logprobs import (
+    FORWARD_STATS,
+    LogProbCache,
+    response_logps,
+    tokenize_example,
+)
 
 CHATS = [
     [{"role": "user", "content": "What is two plus three?"}],
@@ -70,7 +75,7 @@ def test_prompt_trees_equal_separate_sequences(tiny_model, tiny_tokenizer, monke
     trees = response_logps(tiny_model, tiny_tokenizer, chats, responses, batch_size=batch_size,
                            max_length=max_length, progress=False)
     tree_tokens = FORWARD_STATS["tokens"]
-    monkeypatch.setattr("cream_plugin.prefix_tree.takes_tree_mask", lambda model: False)
+    monkeypatch.setattr("cream_plugin.forward.prefix_tree.takes_tree_mask", lambda model: False)
     FORWARD_STATS.clear()
     separate = response_logps(tiny_model, tiny_tokenizer, chats, responses,
                               batch_size=batch_size, max_length=max_length, progress=False)

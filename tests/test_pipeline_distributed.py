@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from cream_plugin.distributed import DistContext, map_sharded, shard, unshard
+from cream_plugin.loop.distributed import DistContext, map_sharded, shard, unshard
 from cream_plugin.testing import offline_env
 
 
@@ -75,7 +75,7 @@ def test_unshard_restores_the_original_order() -> None:
 
 def test_sharded_logps_sum_to_the_single_process_table(tiny_model, tiny_tokenizer) -> None:
     """Whole batches of the single-process plan per rank: the sum over ranks is bit-identical."""
-    from cream_plugin.logprobs import response_logps
+    from cream_plugin.forward.logprobs import response_logps
 
     prompts = [f"Question {i}: what is {i} plus {i * 3}?" for i in range(5)]
     responses = [[f"It is {4 * i}.", "No idea at all, sorry", f"{i}" * (i + 1)] for i in range(5)]
@@ -94,7 +94,7 @@ def test_sharded_logps_sum_to_the_single_process_table(tiny_model, tiny_tokenize
 
 def test_sampling_a_shard_gives_the_same_responses(tiny_model, tiny_tokenizer) -> None:
     """Per-row seeds: a prompt's responses do not depend on which rank (batch) draws them."""
-    from cream_plugin.sampling import HFSampler
+    from cream_plugin.forward.sampling import HFSampler
 
     sampler = HFSampler(tiny_model, tiny_tokenizer, max_new_tokens=5, batch_size=3, progress=False)
     prompts = [f"Tell me about the number {i}." + " please" * (i % 3) for i in range(4)]

@@ -16,9 +16,9 @@ from typing import Any, cast
 import numpy as np
 import pytest
 
-from cream_plugin import placement
 from cream_plugin.config import ModelConfig, load_config
 from cream_plugin.errors import ConfigError
+from cream_plugin.forward import placement
 from cream_plugin.testing import offline_env
 
 GB = 10**9
@@ -41,7 +41,7 @@ def test_resolve_placement_follows_the_config_and_the_process_count() -> None:
 
 
 def test_parameter_count_comes_from_the_config_alone(tiny_model_dir: Path) -> None:
-    from cream_plugin.models import load_model
+    from cream_plugin.forward.models import load_model
 
     loaded = load_model(str(tiny_model_dir), device="cpu")
     count = placement.parameter_count(ModelConfig(name=str(tiny_model_dir)))
@@ -86,8 +86,8 @@ def test_placement_and_vllm_options_change_no_stage_hash() -> None:
 
 
 def test_vllm_options_reach_every_engine_of_the_run(tmp_path: Path) -> None:
-    from cream_plugin.distributed import DistContext
-    from cream_plugin.stages.context import RunContext
+    from cream_plugin.loop.context import RunContext
+    from cream_plugin.loop.distributed import DistContext
 
     started: list[dict[str, Any]] = []
 
@@ -119,7 +119,7 @@ def test_sharded_scoring_equals_the_replica_in_one_process(tiny_model, tiny_toke
     """FSDP2 on a one-process gloo group: the same forward through gathered layers."""
     import torch.distributed as dist
 
-    from cream_plugin.logprobs import response_logps
+    from cream_plugin.forward.logprobs import response_logps
 
     prompts = [f"Question {i}: what is {i} plus {i * 3}?" for i in range(4)]
     responses = [[f"It is {4 * i}.", "No idea at all", f"{i}" * (i + 1)] for i in range(4)]

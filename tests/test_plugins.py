@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from cream_plugin import get_plugin_manager, get_rewarder, hookspecs, list_components
+from cream_plugin import get_plugin_manager, get_rewarder, list_components
 from cream_plugin.cli import main
-from cream_plugin.registry import KINDS, UnknownComponentError, get_component
+from cream_plugin.plugins import hookspecs
+from cream_plugin.plugins.registry import KINDS, UnknownComponentError, get_component
 from tests.fake_dist import activate, deactivate, make_plugin_dist
 
 GOOD = """
@@ -182,7 +183,7 @@ def test_env_var_restricts_external_plugins(plugin_root, monkeypatch):
     assert pm.errors == []  # the broken one was never imported
     assert get_component("rewarder", "constant")
     monkeypatch.setenv("CREAM_PLUGINS", "")
-    from cream_plugin.plugins import reset_plugin_manager
+    from cream_plugin.plugins.manager import reset_plugin_manager
 
     reset_plugin_manager()
     with pytest.raises(UnknownComponentError):

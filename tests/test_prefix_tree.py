@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from cream_plugin.prefix_tree import (
+from cream_plugin.forward.prefix_tree import (
     build_tree_rows,
     common_prefix_length,
     takes_tree_mask,
@@ -137,7 +137,7 @@ def _next_token_logps(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
 
 
 def test_pair_trees_give_every_label_its_padded_log_prob(tiny_model, tiny_tokenizer) -> None:
-    from cream_plugin.prefix_tree import pack_pair_trees
+    from cream_plugin.forward.prefix_tree import pack_pair_trees
 
     model = perturbed_copy(tiny_model, 0.3).eval()
     ids, lengths, labels = _pair_batch(tiny_tokenizer)
@@ -158,7 +158,7 @@ def test_pair_trees_give_every_label_its_padded_log_prob(tiny_model, tiny_tokeni
 
 
 def test_pair_trees_refuse_an_odd_batch() -> None:
-    from cream_plugin.prefix_tree import pack_pair_trees
+    from cream_plugin.forward.prefix_tree import pack_pair_trees
 
     with pytest.raises(ValueError, match="chosen and rejected rows"):
         pack_pair_trees(torch.ones((3, 4), dtype=torch.long), [4, 4, 4],

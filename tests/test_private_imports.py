@@ -24,8 +24,9 @@ def private_imports(source: str) -> list[tuple[int, str, str]]:
 
 
 def test_the_check_finds_a_private_import() -> None:
-    source = "from cream_plugin.models import _torch_dtype, load_model\nfrom .x import __all__\n"
-    assert private_imports(source) == [(1, "cream_plugin.models", "_torch_dtype")]
+    source = ("from cream_plugin.forward.models import _torch_dtype, load_model\n"
+              "from .x import __all__\n")
+    assert private_imports(source) == [(1, "cream_plugin.forward.models", "_torch_dtype")]
     assert private_imports("def f():\n    from .logprobs import _plain_head\n") == [
         (2, ".logprobs", "_plain_head")]
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from cream_plugin.errors import DataError
-from cream_plugin.prompts import (
+from cream_plugin.loop.prompt_pool import (
     MC_INSTRUCTION,
     build_prompt_pool,
     gsm8k_reference,

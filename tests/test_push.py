@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import yaml
 
-from cream_plugin.artifacts import prune_checkpoints
 from cream_plugin.cli import main
 from cream_plugin.commands.push import PushError, execute_push, plan_push
+from cream_plugin.loop.artifacts import prune_checkpoints
 
 
 class RecordingApi:

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from cream_plugin.artifacts import append_jsonl
 from cream_plugin.errors import DataError
-from cream_plugin.report import main_metric, write_report
+from cream_plugin.loop.artifacts import append_jsonl
+from cream_plugin.report.markdown import main_metric, write_report
 
 
 def _run_dir(tmp_path):
@@ -120,7 +120,7 @@ def test_main_metric_choice():
 
 
 def test_report_says_how_benchmark_items_were_chosen(tmp_path) -> None:
-    from cream_plugin.report import item_selection
+    from cream_plugin.report.markdown import item_selection
 
     assert item_selection(tmp_path) == ""
     (tmp_path / "evals").mkdir()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cream_plugin.report_rewards import reward_rows, rewards_section
+from cream_plugin.report.rewards import reward_rows, rewards_section
 
 
 def write(run_dir: Path, name: str, manifest: dict) -> None:

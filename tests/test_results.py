@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cream_plugin.errors import DataError
-from cream_plugin.results import RESULTS_FILE, append_results, read_results
+from cream_plugin.report.results import RESULTS_FILE, append_results, read_results
 
 
 def _row(**kw: object) -> dict[str, object]:
@@ -70,7 +70,7 @@ def test_corrupt_table_names_file_and_line(tmp_path: Path) -> None:
 def test_rows_of_other_evaluation_settings_are_kept_apart(tmp_path: Path) -> None:
     """A re-evaluation with another limit adds rows beside the old ones, never replaces them,
     and a report shows only the current settings' rows."""
-    from cream_plugin.results import rows_for_settings
+    from cream_plugin.report.results import rows_for_settings
 
     append_results(tmp_path, [_row(limit=100, eval_settings="a", value=0.5)])
     append_results(tmp_path, [_row(limit=1, eval_settings="b", value=1.0)])

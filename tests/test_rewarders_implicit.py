@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cream_plugin import get_rewarder
-from cream_plugin.logprobs import LogProbCache, SequenceLogProbs
+from cream_plugin.forward.logprobs import LogProbCache, SequenceLogProbs
 from cream_plugin.rewarders.implicit import ImplicitRewarder, implicit_rewards
 from cream_plugin.testing import build_tiny_model
 

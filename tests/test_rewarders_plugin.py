@@ -12,8 +12,8 @@ import pytest
 from cream_plugin import hookimpl
 from cream_plugin.cli import main
 from cream_plugin.config import load_config
+from cream_plugin.plugins.interfaces import RewardResult
 from cream_plugin.rewarders import build_rewarder
-from cream_plugin.types import RewardResult
 
 PROMPTS = [
     [{"role": "user", "content": "What is two plus three?"}],
@@ -158,7 +158,7 @@ def test_reward_and_pairs_cli_end_to_end(fresh_plugins, tiny_model_dir, tmp_path
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["consistency"]["metric"] == "kendall"
 
-    from cream_plugin.consistency import consistency_rate
+    from cream_plugin.ranking.consistency import consistency_rate
 
     expected = consistency_rate(np.array([r["rewards"] for r in rows1]),
                                 np.array([r["rewards"] for r in rows0])).as_mapping(

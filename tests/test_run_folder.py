@@ -10,11 +10,11 @@ import sys
 
 import pytest
 
-from cream_plugin.artifacts import Artifact
 from cream_plugin.config import load_config
 from cream_plugin.errors import ConfigError, CreamError
-from cream_plugin.pipeline import Pipeline, last_checkpoints
-from cream_plugin.run_folder import LOCK, RunFolder, RunFolderError
+from cream_plugin.loop.artifacts import Artifact
+from cream_plugin.loop.pipeline import Pipeline, last_checkpoints
+from cream_plugin.loop.run_folder import LOCK, RunFolder, RunFolderError
 
 
 def user_files(folder):

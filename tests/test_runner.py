@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from cream_plugin.artifacts import Artifact, prune_checkpoints
 from cream_plugin.config import RunConfig
-from cream_plugin.distributed import DistContext
 from cream_plugin.errors import DataError
-from cream_plugin.stages.base import Output, Parallel, StageSpec
-from cream_plugin.stages.context import RunContext
-from cream_plugin.stages.runner import Runner
+from cream_plugin.loop.artifacts import Artifact, prune_checkpoints
+from cream_plugin.loop.context import RunContext
+from cream_plugin.loop.distributed import DistContext
+from cream_plugin.loop.runner import Runner
+from cream_plugin.loop.stage import Output, Parallel, StageSpec
 
 
 class FakeContext(RunContext):
@@ -95,7 +95,7 @@ def test_hand_edited_artifact_is_an_error_naming_the_file(tmp_path) -> None:
     rows = [json.loads(x) for x in path.read_text().splitlines()]
     rows[0], rows[1] = rows[1], rows[0]  # still valid JSON, same size, other content
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    from cream_plugin.files import SHA256_MEMO
+    from cream_plugin.loop.files import SHA256_MEMO
 
     SHA256_MEMO.clear()  # a new process
     with pytest.raises(DataError, match=r"numbers\.jsonl: sha256 differs.*--fresh"):
@@ -165,12 +165,12 @@ def test_every_stage_is_in_the_architecture_doc() -> None:
     import importlib
     import pkgutil
 
-    import cream_plugin.stages as pkg
+    import cream_plugin.loop.stages as pkg
 
     doc = (Path(__file__).resolve().parents[1] / "docs" / "architecture.md").read_text()
     found = []
     for info in pkgutil.iter_modules(pkg.__path__):
-        module = importlib.import_module(f"cream_plugin.stages.{info.name}")
+        module = importlib.import_module(f"cream_plugin.loop.stages.{info.name}")
         for obj in vars(module).values():
             if isinstance(obj, type) and issubclass(obj, StageSpec) and obj is not StageSpec:
                 found.append(obj.__name__)
@@ -185,7 +185,7 @@ def test_every_rank_takes_the_main_processs_branch(tmp_path) -> None:
     with the wrong one: a deadlock in the 2-process test)."""
     from dataclasses import dataclass, field
 
-    from cream_plugin.distributed import DistContext
+    from cream_plugin.loop.distributed import DistContext
 
     @dataclass(frozen=True)
     class SecondRank(DistContext):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from cream_plugin.registry import get_sampler
-from cream_plugin.sampling import HFSampler, prompt_keys, row_seed
-from cream_plugin.types import Prompt
+from cream_plugin.forward.sampling import HFSampler, prompt_keys, row_seed
+from cream_plugin.plugins.interfaces import Prompt
+from cream_plugin.plugins.registry import get_sampler
 
 PROMPTS: list[Prompt] = [
     "What is two plus three?",
@@ -98,7 +98,7 @@ class _Reference:
     """The sampler as it was: HF ``generate`` (greedy) with the full-vocabulary row sampler."""
 
     def __init__(self, seeds, temperature, top_p):
-        from cream_plugin.sampling import _RowSampler
+        from cream_plugin.forward.sampling import _RowSampler
 
         self.rows = _RowSampler(seeds, temperature, top_p)
 
@@ -119,7 +119,7 @@ def test_decode_loop_equals_generate_with_row_sampler(tiny_model, tiny_tokenizer
                        max_new_tokens=12, batch_size=5)
     out = sampler.generate(PROMPTS, 2, seed=11)
     for prompt, responses in zip(PROMPTS, out, strict=True):
-        from cream_plugin.sampling import render_prompt
+        from cream_plugin.forward.sampling import render_prompt
 
         text = render_prompt(tiny_tokenizer, prompt)
         ids = tiny_tokenizer(text, return_tensors="pt", add_special_tokens=False)
@@ -143,7 +143,7 @@ def test_decode_loop_equals_generate_with_row_sampler(tiny_model, tiny_tokenizer
 def test_candidate_path_picks_the_full_path_token():
     import torch
 
-    from cream_plugin.sampling import _RowSampler
+    from cream_plugin.forward.sampling import _RowSampler
 
     torch.manual_seed(0)
     # peaked rows (nucleus inside the candidates) and flat rows (fallback), 1000-token vocab

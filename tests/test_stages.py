@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 
 from cream_plugin.config import RunConfig, load_config
-from cream_plugin.distributed import DistContext
-from cream_plugin.stages.consistency import ConsistencyStage
-from cream_plugin.stages.context import RunContext
-from cream_plugin.stages.logps import LogpsStage, logps_table
-from cream_plugin.stages.pairs import PairsStage
-from cream_plugin.stages.rewards import ImplicitRewardsStage, RewardsStage, rewards_table
-from cream_plugin.stages.runner import Runner
-from cream_plugin.stages.sample import SampleStage
-from cream_plugin.stages.train import TrainStage
+from cream_plugin.loop.context import RunContext
+from cream_plugin.loop.distributed import DistContext
+from cream_plugin.loop.runner import Runner
+from cream_plugin.loop.stages.consistency import ConsistencyStage
+from cream_plugin.loop.stages.logps import LogpsStage, logps_table
+from cream_plugin.loop.stages.pairs import PairsStage
+from cream_plugin.loop.stages.rewards import ImplicitRewardsStage, RewardsStage, rewards_table
+from cream_plugin.loop.stages.sample import SampleStage
+from cream_plugin.loop.stages.train import TrainStage
 from cream_plugin.testing import given_rows
 
 
@@ -187,7 +187,7 @@ def _samples(runner: Runner) -> SampleStage:
 def test_judge_rewards_record_valid_mass_ties_and_pairs(ctx, caplog) -> None:
     """The default (probability) judge scores every response; the manifests carry the valid
     mass, ties and pairs, and the report's rewards section shows them."""
-    from cream_plugin.report_rewards import rewards_section
+    from cream_plugin.report.rewards import rewards_section
 
     runner = Runner(ctx)
     samples = _samples(runner)
@@ -210,7 +210,7 @@ def test_judge_rewards_record_valid_mass_ties_and_pairs(ctx, caplog) -> None:
 
 def test_no_pairs_is_called_out_or_an_error(ctx, caplog) -> None:
     from cream_plugin.errors import DataError
-    from cream_plugin.report_rewards import rewards_section
+    from cream_plugin.report.rewards import rewards_section
 
     runner = Runner(ctx)
     samples = _samples(runner)
@@ -233,7 +233,7 @@ def test_no_pairs_is_called_out_or_an_error(ctx, caplog) -> None:
 
 
 def test_model_independent_reward_says_c_is_one(ctx, caplog) -> None:
-    from cream_plugin.report_rewards import rewards_section
+    from cream_plugin.report.rewards import rewards_section
 
     runner = Runner(ctx)
     samples = _samples(runner)

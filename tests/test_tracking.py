@@ -18,7 +18,7 @@ import pytest
 from cream_plugin.config import load_config
 from cream_plugin.errors import ConfigError
 from cream_plugin.testing import PAIR_BAD, PAIR_GOOD, PAIR_PROMPTS
-from cream_plugin.tracking import normalize_report_to, track, tracking_kwargs
+from cream_plugin.trainers.tracking import normalize_report_to, track, tracking_kwargs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("cream/M2", "cream/M3")
@@ -41,7 +41,7 @@ def train_stage(model: Any, tokenizer: Any, run_dir: Path, stage: str, report_to
     """One pipeline-like stage: a tiny CREAMTrainer with the stage's tracking arguments."""
     from datasets import Dataset
 
-    from cream_plugin.trainer import CREAMConfig, CREAMTrainer
+    from cream_plugin.trainers.cream_trainer import CREAMConfig, CREAMTrainer
 
     args = CREAMConfig(
         output_dir=str(run_dir / f".{stage.replace('/', '-')}.scratch"),

@@ -22,8 +22,8 @@ from cream_plugin.errors import ConfigError, DataError
 from cream_plugin.testing import PAIR_BAD as BAD
 from cream_plugin.testing import PAIR_GOOD as GOOD
 from cream_plugin.testing import PAIR_PROMPTS as PROMPTS
-from cream_plugin.trainer import CREAMConfig, CREAMTrainer
-from cream_plugin.trainer_utils import cream_loss
+from cream_plugin.trainers.cream_trainer import CREAMConfig, CREAMTrainer
+from cream_plugin.trainers.cream_utils import cream_loss
 
 
 def make_rows(consistency: list[float | None] | None, swap: bool = False) -> list[dict[str, Any]]:
@@ -395,7 +395,7 @@ def test_peft_lora_trains_adapter_with_adapter_off_reference(tiny_model, tiny_to
 
 
 def test_registered_as_trainer_plugins(fresh_plugins) -> None:
-    from cream_plugin.registry import get_trainer
+    from cream_plugin.plugins.registry import get_trainer
 
     assert get_trainer("cream") == (CREAMTrainer, CREAMConfig)
     assert get_trainer("dpo") == (DPOTrainer, DPOConfig)

@@ -33,7 +33,7 @@ LOGLIK_ATOL = 2e-3
 
 
 def run_checks(out: Path, data_dir: Path, *args: str) -> dict[str, Any]:
-    from cream_plugin.models import cache_dir
+    from cream_plugin.forward.models import cache_dir
     from cream_plugin.testing import offline_env
 
     cmd = [sys.executable, str(SCRIPT), "--out", str(out), "--data-dir", str(data_dir), *args]
@@ -65,7 +65,7 @@ def tiny_dir(tmp_path_factory) -> Path:
 
 
 def test_engine_started_from_the_converted_cache_folder(smollm2) -> None:
-    from cream_plugin.models import resolve_model_path
+    from cream_plugin.forward.models import resolve_model_path
 
     assert smollm2["model_path"] == resolve_model_path("smollm2-135m-instruct")[0]
     assert smollm2["start_seconds"] > 0
@@ -151,7 +151,7 @@ def test_close_shuts_the_engine_processes_down(smollm2) -> None:
 def test_stock_tiny_model_is_refused_with_the_reason(tiny_model_dir) -> None:
     """The 2-layer test model has head size 8, which vLLM-CPU's attention does not run."""
     from cream_plugin.errors import ModelLoadError
-    from cream_plugin.sampling_vllm import check_servable
+    from cream_plugin.forward.sampling_vllm import check_servable
 
     with pytest.raises(ModelLoadError, match="head size 8 is not supported"):
         check_servable(str(tiny_model_dir))

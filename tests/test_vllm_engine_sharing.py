@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 
 from cream_plugin.config import load_config
-from cream_plugin.distributed import DistContext
-from cream_plugin.hookspecs import hookimpl
-from cream_plugin.stages.context import RunContext
-from cream_plugin.stages.evaluate import EvaluateStage
-from cream_plugin.stages.runner import Runner
-from cream_plugin.stages.sample import SampleStage
-from cream_plugin.stages.train import TrainStage
+from cream_plugin.loop.context import RunContext
+from cream_plugin.loop.distributed import DistContext
+from cream_plugin.loop.runner import Runner
+from cream_plugin.loop.stages.evaluate import EvaluateStage
+from cream_plugin.loop.stages.sample import SampleStage
+from cream_plugin.loop.stages.train import TrainStage
+from cream_plugin.plugins.hookspecs import hookimpl
 from cream_plugin.testing import given_rows
 
 
@@ -112,7 +112,7 @@ def ctx(fresh_plugins, tmp_path, tiny_tokenizer, data_dir, monkeypatch) -> FakeC
         context.events.append(("load", path))
         return build_tiny_model(tiny_tokenizer)
 
-    monkeypatch.setattr("cream_plugin.models.load_model", load_model)
+    monkeypatch.setattr("cream_plugin.forward.models.load_model", load_model)
     return context
 
 
@@ -172,7 +172,7 @@ def test_starting_an_engine_releases_the_model_in_memory(ctx) -> None:
 
 def test_the_builtin_vllm_components_take_the_shared_engine() -> None:
     from cream_plugin.evaluators.vllm_evaluator import VLLMEvaluator
-    from cream_plugin.registry import get_component
+    from cream_plugin.plugins.registry import get_component
 
     assert get_component("sampler", "vllm").extra["vllm_engine"] is True
     assert VLLMEvaluator.takes_vllm_engine is True

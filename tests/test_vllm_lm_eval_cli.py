@@ -22,12 +22,12 @@ pytestmark = [
 ]
 
 TASKS = ["cream_arc_easy", "cream_arc_challenge", "cream_openbookqa", "cream_siqa", "cream_gsm8k"]
-# The engine options docs/evaluation.md uses on CPU (see cream_plugin.sampling_vllm).
+# The engine options docs/evaluation.md uses on CPU (see cream_plugin.forward.sampling_vllm).
 MODEL_ARGS = "dtype=float32,enforce_eager=True,kv_cache_memory_bytes=1073741824"
 
 
 def test_lm_eval_vllm_command_on_a_saved_checkpoint(tmp_path, data_dir) -> None:
-    from cream_plugin.models import cache_dir, resolve_model_path
+    from cream_plugin.forward.models import cache_dir, resolve_model_path
     from cream_plugin.testing import offline_env
 
     env = offline_env(data_dir, cache_dir())

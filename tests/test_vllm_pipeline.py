@@ -42,7 +42,7 @@ evaluation:
 
 
 def cream_run(tmp_path: Path, data_dir: Path, evaluator: str) -> Path:
-    from cream_plugin.models import cache_dir
+    from cream_plugin.forward.models import cache_dir
     from cream_plugin.testing import offline_env
 
     config = tmp_path / "vllm.yaml"

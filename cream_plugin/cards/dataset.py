@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cream_plugin.artifacts import MANIFEST_SUFFIX, atomic_write_text
 from cream_plugin.cards.model import (
     CARD_NAME,
     DATASET_STEPS,
@@ -22,6 +21,7 @@ from cream_plugin.cards.model import (
     human_size,
 )
 from cream_plugin.errors import DataError
+from cream_plugin.loop.artifacts import MANIFEST_SUFFIX, atomic_write_text
 
 
 # -- data set cards --------------------------------------------------------------------------

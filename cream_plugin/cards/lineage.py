@@ -9,7 +9,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from cream_plugin.artifacts import MANIFEST_SUFFIX
 from cream_plugin.cards.dataset import (
     read_manifest,
     write_dataset_card,
@@ -28,6 +27,7 @@ from cream_plugin.cards.model import (
     write_model_card,
 )
 from cream_plugin.errors import DataError
+from cream_plugin.loop.artifacts import MANIFEST_SUFFIX
 
 
 # -- lineage from a run folder ---------------------------------------------------------------
@@ -275,7 +275,7 @@ def run_card_text(
 
 def file_digest(path: str | os.PathLike[str]) -> str:
     """First 16 hex digits of a file's sha256 (the length of the run manifests' digests)."""
-    from cream_plugin.files import cached_sha256
+    from cream_plugin.loop.files import cached_sha256
 
     return cached_sha256(Path(path))[:16]
 
@@ -310,7 +310,7 @@ def standalone_lineage(
     from the file's ``consistency`` column."""
     import statistics
 
-    from cream_plugin.jsonl import read_jsonl
+    from cream_plugin.loop.jsonl import read_jsonl
 
     pairs_path = Path(pairs_file)
     manifest = read_manifest(pairs_path.with_name(pairs_path.stem + MANIFEST_SUFFIX)) or {}

@@ -14,15 +14,15 @@ from typing import Any
 
 import yaml
 
-from cream_plugin.artifacts import atomic_write_text
 from cream_plugin.errors import DataError
+from cream_plugin.loop.artifacts import atomic_write_text
 
 CARD_NAME = "README.md"
 TAGS = ("cream", "dpo", "trl", "self-rewarding", "cream-plugin")
 DATASET_STEPS = ("sample", "pairs")
 """Manifest ``step`` values of the artifacts that get a data set card."""
 
-# Built-in model names (cream_plugin.models) -> the Hub repository they come from.
+# Built-in model names (cream_plugin.forward.models) -> the Hub repository they come from.
 BUILTIN_HUB_IDS = {"smollm2-135m-instruct": "HuggingFaceTB/SmolLM2-135M-Instruct"}
 KNOWN_LICENSES = {"HuggingFaceTB/SmolLM2-135M-Instruct": "apache-2.0"}
 

@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cream_plugin.run_folder import RunFolder, RunFolderError
+    from cream_plugin.loop.run_folder import RunFolder, RunFolderError
 
     folder = RunFolder(args.run_dir)
     if not folder.is_cream_folder():

@@ -47,7 +47,7 @@ def _print_table(rows: list[dict]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cream_plugin.errors import ConfigError
-    from cream_plugin.registry import get_evaluator
+    from cream_plugin.plugins.registry import get_evaluator
 
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be at least 1, got {args.limit}")
@@ -55,12 +55,12 @@ def run(args: argparse.Namespace) -> int:
                   num_fewshot=args.num_fewshot, data_dir=args.data_dir,
                   generation_limit=args.generation_limit, item_seed=args.item_seed)
     if args.backend == "vllm":
-        from cream_plugin.models import resolve_model_path
+        from cream_plugin.forward.models import resolve_model_path
 
         path, _ = resolve_model_path(args.model)
         rows = get_evaluator("vllm", **config).evaluate(path)
     else:
-        from cream_plugin.models import load_model, load_tokenizer
+        from cream_plugin.forward.models import load_model, load_tokenizer
 
         tokenizer = load_tokenizer(args.model)
         model = load_model(args.model, dtype=args.dtype, device=args.device)
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         _print_table(rows)
     if args.run_dir:
-        from cream_plugin.results import append_results
+        from cream_plugin.report.results import append_results
 
         table = [{"method": args.method, "iteration": args.iteration, **row} for row in rows]
         written = append_results(args.run_dir, table)

@@ -15,7 +15,7 @@ HELP = "Print the local folder of a model name (converting the built-in ones onc
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from cream_plugin.models import DEFAULT_MODEL
+    from cream_plugin.forward.models import DEFAULT_MODEL
 
     parser.add_argument(
         "name", metavar="NAME", nargs="?", default=DEFAULT_MODEL,
@@ -29,7 +29,7 @@ def local_model_path(name: str) -> str:
     from pathlib import Path
 
     from cream_plugin.errors import ModelLoadError
-    from cream_plugin.models import resolve_model_path
+    from cream_plugin.forward.models import resolve_model_path
 
     path, gguf = resolve_model_path(name)
     if gguf:

@@ -75,11 +75,11 @@ def run(args: argparse.Namespace) -> int:
 
     from cream_plugin.commands.reward import check_samples
     from cream_plugin.config import load_config
-    from cream_plugin.consistency import consistency_rate
-    from cream_plugin.io import read_rows, write_rows
-    from cream_plugin.logprobs import SequenceLogProbs
-    from cream_plugin.pairs import build_pairs
-    from cream_plugin.registry import UnknownComponentError
+    from cream_plugin.forward.logprobs import SequenceLogProbs
+    from cream_plugin.loop.row_files import read_rows, write_rows
+    from cream_plugin.plugins.registry import UnknownComponentError
+    from cream_plugin.ranking.consistency import consistency_rate
+    from cream_plugin.ranking.pairs import build_pairs
 
     cfg = load_config(args.config, args.set)
     metric = args.metric or cfg.consistency.metric

@@ -14,8 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cream_plugin.plugins import get_plugin_manager
-    from cream_plugin.registry import list_components
+    from cream_plugin.plugins.manager import get_plugin_manager
+    from cream_plugin.plugins.registry import list_components
 
     rows = [c.as_dict() for c in list_components(args.kind)]
     errors = get_plugin_manager().errors

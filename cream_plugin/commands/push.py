@@ -225,7 +225,7 @@ def plan_push(
 def verify_artifacts(root: Path, names: Sequence[str]) -> None:
     """Each artifact to upload matches its manifest (sizes always, sha256 once per process): a
     truncated checkpoint or an edited pairs file is an error naming it, never an upload."""
-    from cream_plugin.artifacts import Artifact
+    from cream_plugin.loop.artifacts import Artifact
 
     for name in names:
         Artifact(root, name, "").verify()

@@ -18,7 +18,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from cream_plugin.errors import DataError
-    from cream_plugin.report import write_report
+    from cream_plugin.report.markdown import write_report
 
     folder = Path(args.run_dir)
     if folder.exists() and not folder.is_dir():

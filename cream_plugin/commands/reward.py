@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cream_plugin.errors import ConfigError, DataError
-from cream_plugin.io import read_rows, write_rows
+from cream_plugin.loop.row_files import read_rows, write_rows
 
 HELP = "Score a samples file (N responses per prompt) with a rewarder; write a rewards file."
 
@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from cream_plugin.config import load_config, parse_key_values
-    from cream_plugin.registry import UnknownComponentError
+    from cream_plugin.plugins.registry import UnknownComponentError
     from cream_plugin.rewarders import build_rewarder, score_rewarder
 
     cfg = load_config(args.config, args.set)
@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     responses = [list(row["responses"]) for row in rows]
     references = [row.get("reference") for row in rows]
 
-    from cream_plugin.logprobs import LogProbCache
+    from cream_plugin.forward.logprobs import LogProbCache
 
     cache_path = Path(args.cache) if args.cache else None
     cache = LogProbCache()
@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
 
     def model() -> Any:
         if "model" not in loaded:
-            from cream_plugin.models import load_model
+            from cream_plugin.forward.models import load_model
 
             loaded["model"] = load_model(model_name, gguf_file=cfg.model.gguf_file,
                                          dtype=cfg.model.dtype, device=cfg.model.device,
@@ -143,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
         return loaded["model"]
 
     def tokenizer() -> Any:
-        from cream_plugin.models import load_tokenizer
+        from cream_plugin.forward.models import load_tokenizer
 
         return load_tokenizer(model_name, gguf_file=cfg.model.gguf_file,
                               trust_remote_code=cfg.model.trust_remote_code)
@@ -151,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
     def ref_model() -> Any:
         if not args.ref_model:
             return None
-        from cream_plugin.models import load_model
+        from cream_plugin.forward.models import load_model
 
         return load_model(args.ref_model, dtype=cfg.model.dtype, device=cfg.model.device,
                           trust_remote_code=cfg.model.trust_remote_code)

@@ -125,8 +125,8 @@ def _given(args: argparse.Namespace, name: str) -> str | None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from cream_plugin.launch import check_launch_env, relaunch
-    from cream_plugin.pipeline import Pipeline
+    from cream_plugin.loop.pipeline import Pipeline
+    from cream_plugin.trainers.launch import check_launch_env, relaunch
 
     config = build_config(args)  # validated before any work starts
     if args.dry_run:
@@ -148,9 +148,9 @@ def dry_run(config: RunConfig) -> int:
     """Print what ``cream run`` would do with this config, seed by seed; nothing is written."""
     import dataclasses
 
-    from cream_plugin.pipeline import Pipeline
-    from cream_plugin.seeds_report import seed_dir
-    from cream_plugin.stages.graph import format_plan
+    from cream_plugin.loop.graph import format_plan
+    from cream_plugin.loop.pipeline import Pipeline
+    from cream_plugin.report.seeds import seed_dir
 
     if config.seeds:
         top = Path(config.output_dir).expanduser()
@@ -169,9 +169,9 @@ def run_seeds(config: RunConfig, args: argparse.Namespace) -> int:
     report across seeds."""
     import dataclasses
 
-    from cream_plugin.pipeline import Pipeline
-    from cream_plugin.run_folder import RunFolder, check_output_dir
-    from cream_plugin.seeds_report import seed_dir, write_seeds_report
+    from cream_plugin.loop.pipeline import Pipeline
+    from cream_plugin.loop.run_folder import RunFolder, check_output_dir
+    from cream_plugin.report.seeds import seed_dir, write_seeds_report
 
     top = check_output_dir(config.output_dir)
     pipelines = [

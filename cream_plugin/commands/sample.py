@@ -54,8 +54,8 @@ def run(args: argparse.Namespace) -> int:
     from cream_plugin.config import check_device
     from cream_plugin.data import ensure_writable, read_jsonl
     from cream_plugin.errors import ConfigError
-    from cream_plugin.io import write_rows
-    from cream_plugin.registry import get_sampler
+    from cream_plugin.loop.row_files import write_rows
+    from cream_plugin.plugins.registry import get_sampler
 
     if args.n < 1:
         raise ConfigError("--n must be >= 1")
@@ -71,19 +71,19 @@ def run(args: argparse.Namespace) -> int:
         "max_new_tokens": args.max_new_tokens,
     }
     if args.backend == "vllm":
-        from cream_plugin.models import resolve_model_path
+        from cream_plugin.forward.models import resolve_model_path
 
         path, _ = resolve_model_path(args.model)
         sampler = get_sampler("vllm", model_path=path, **options)
     else:
-        from cream_plugin.models import load_model, load_tokenizer
+        from cream_plugin.forward.models import load_model, load_tokenizer
 
         tokenizer = load_tokenizer(args.model)
         model = load_model(args.model, dtype=args.dtype, device=args.device)
         sampler = get_sampler(
             args.backend, model=model, tokenizer=tokenizer, batch_size=args.batch_size, **options
         )
-    from cream_plugin.stages.sample import sample_responses
+    from cream_plugin.loop.stages.sample import sample_responses
 
     responses = sample_responses(sampler, [r["prompt"] for r in rows], args.n, args.seed)
     write_rows(

@@ -35,8 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cream_plugin.models import cache_dir
-    from cream_plugin.registry import task_paths
+    from cream_plugin.forward.models import cache_dir
+    from cream_plugin.plugins.registry import task_paths
 
     paths = task_paths()
     if args.all or len(paths) <= 1:

@@ -97,18 +97,18 @@ def run(args: argparse.Namespace) -> int:
     from datasets import Dataset
 
     from cream_plugin.data import ensure_writable_folder, read_jsonl
-    from cream_plugin.models import load_model, load_tokenizer
-    from cream_plugin.pairs import validate_pair_rows
-    from cream_plugin.registry import get_trainer
-    from cream_plugin.trainer_utils import NonFiniteGuard
-    from cream_plugin.types import REF_COLUMNS
+    from cream_plugin.forward.models import load_model, load_tokenizer
+    from cream_plugin.plugins.interfaces import REF_COLUMNS
+    from cream_plugin.plugins.registry import get_trainer
+    from cream_plugin.ranking.pairs import validate_pair_rows
+    from cream_plugin.trainers.cream_utils import NonFiniteGuard
 
     try:
         trainer_cls, config_cls = get_trainer(args.trainer)
     except KeyError as exc:
         raise ConfigError(str(exc)) from None
     from cream_plugin.cards import standalone_lineage, write_model_card
-    from cream_plugin.tracking import track, tracking_kwargs
+    from cream_plugin.trainers.tracking import track, tracking_kwargs
 
     tracking = tracking_kwargs(args.report_to, args.run_name, stage="train", run_dir=args.output)
     overrides = parse_overrides(args.set)

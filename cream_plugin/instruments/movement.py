@@ -1,9 +1,9 @@
 """How far the policy moved in one iteration: exact per-token KL, and log-ratio figures.
 
 The **exact KL** comes from both models' full next-token distributions at every scored position
-of sampled responses (:mod:`cream_plugin.exact_kl`): KL(pi_{t+1} || pi_t) and KL(pi_t || pi_{t+1})
-summed over the vocabulary, never negative. The per-token figure is sum over responses of the
-summed KL / sum of their tokens, with an interval from a bootstrap over prompts
+of sampled responses (:mod:`cream_plugin.forward.exact_kl`): KL(pi_{t+1} || pi_t) and
+KL(pi_t || pi_{t+1}) summed over the vocabulary, never negative. The per-token figure is sum over
+responses of the summed KL / sum of their tokens, with an interval from a bootstrap over prompts
 (:mod:`cream_plugin.instruments.cluster_bootstrap`). The contexts are those of the samples
 (drawn at the run's temperature and top-p), so it is the mean KL over those contexts.
 
@@ -151,7 +151,7 @@ def policy_movement(
     """Movement from whichever tables exist (``X_on_Y``: model X's log-probs of Y's samples).
 
     The exact KL needs ``kl_forward``, ``kl_reverse`` and ``kl_tokens`` ((P, N) sums from
-    :func:`cream_plugin.exact_kl.exact_kl`, on the samples named by ``kl_on``). The MC
+    :func:`cream_plugin.forward.exact_kl.exact_kl`, on the samples named by ``kl_on``). The MC
     log-ratios need pi_{t+1}'s samples (forward) or pi_t's (reverse) scored under both models.
     The mean |Δ log-prob| uses pi_{t+1}'s samples when given, else pi_t's. ``lengths_old``:
     token counts of pi_t's samples when they were not scored under both models.

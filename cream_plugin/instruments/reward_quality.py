@@ -4,8 +4,8 @@ A reward "labels" a prompt by its best-vs-worst pair (the pair DPO trains on). A
 answers, the label is right when the chosen response is correct and the rejected one wrong; only
 pairs whose two responses differ in correctness can be right or wrong, so label accuracy is
 computed among those (0.5 = a coin flip). Best and worst follow
-:func:`cream_plugin.pairs.build_pairs` exactly: the highest / lowest finite reward, ties to the
-earliest response, no pair when fewer than two rewards are finite or best equals worst.
+:func:`cream_plugin.ranking.pairs.build_pairs` exactly: the highest / lowest finite reward, ties to
+the earliest response, no pair when fewer than two rewards are finite or best equals worst.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from cream_plugin.errors import DataError
 from cream_plugin.instruments.cluster_bootstrap import N_BOOT, cluster_ratio
 from cream_plugin.instruments.estimate import Estimate, as_numbers, undefined
 from cream_plugin.instruments.intervals import proportion
-from cream_plugin.types import Prompt
+from cream_plugin.plugins.interfaces import Prompt
 
 
 def as_table(values: object, name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
@@ -98,7 +98,7 @@ def same_prompt_pool(correct_old: object, correct_new: object, *, seed: int = 0,
 def best_worst(rewards: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per prompt: index of the best and the worst response, and whether the pair exists.
 
-    The same rule as :func:`cream_plugin.pairs.build_pairs` (tested against it).
+    The same rule as :func:`cream_plugin.ranking.pairs.build_pairs` (tested against it).
     """
     table = as_table(rewards, "rewards")
     p, n = table.shape

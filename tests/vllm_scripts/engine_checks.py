@@ -49,8 +49,8 @@ def seed_prompts(data_dir: str, count: int) -> list[Any]:
 
 
 def sampler_checks(engine: Any, model: Any, tokenizer: Any, data_dir: str) -> dict[str, Any]:
-    from cream_plugin.sampling import HFSampler
-    from cream_plugin.sampling_vllm import VLLMSampler
+    from cream_plugin.forward.sampling import HFSampler
+    from cream_plugin.forward.sampling_vllm import VLLMSampler
 
     sampler = VLLMSampler(engine, temperature=0.8, top_p=0.95, max_new_tokens=24)
     first = sampler.generate(PROMPTS, 3, seed=1)
@@ -147,8 +147,8 @@ def main() -> None:
     parser.add_argument("--release", action="store_true")
     args = parser.parse_args()
 
-    from cream_plugin.models import load_model, load_tokenizer
-    from cream_plugin.sampling_vllm import VLLMEngine
+    from cream_plugin.forward.models import load_model, load_tokenizer
+    from cream_plugin.forward.sampling_vllm import VLLMEngine
 
     result: dict[str, Any] = {"before": process_tree()}
     engine = VLLMEngine(args.model, dtype="float32")

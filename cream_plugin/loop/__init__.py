@@ -1,0 +1,1 @@
+"""Running a run: the stage graph, the runner, artifacts, the run folder, preflight, processes."""

@@ -1,0 +1,223 @@
+"""The stage graph of a run, built as a value before anything runs: each stage names the
+upstream stages it reads, so their digests become its identity without any code threading
+them, and the runner can run the graph, or say what running it would reuse and recompute
+(``cream run --dry-run``).
+
+The loop: M0 -> SFT -> (sample -> reward -> consistency -> pairs -> train -> evaluate) x T per
+method, then how far each model moved. Iteration 1 starts from the shared SFT model M1 for
+every method, so its samples, log-probs and implicit rewards are shared (one node each).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TypeVar
+
+from cream_plugin.config import RunConfig
+from cream_plugin.loop.runner import Planned
+from cream_plugin.loop.stage import StageSpec
+from cream_plugin.loop.stages.consistency import ConsistencyStage
+from cream_plugin.loop.stages.correctness import CorrectnessStage
+from cream_plugin.loop.stages.evaluate import EvaluateStage
+from cream_plugin.loop.stages.evidence import EvidenceStage
+from cream_plugin.loop.stages.exact_kl import ExactKLStage
+from cream_plugin.loop.stages.internal_consistency import InternalConsistencyStage
+from cream_plugin.loop.stages.logps import LogpsStage
+from cream_plugin.loop.stages.movement import MovementStage
+from cream_plugin.loop.stages.pairs import PairsStage
+from cream_plugin.loop.stages.prompts import PromptsStage
+from cream_plugin.loop.stages.rewards import (
+    ImplicitRewardsStage,
+    RewardsStage,
+    is_implicit,
+    needs_model,
+)
+from cream_plugin.loop.stages.same_prompt_pool import SamePromptPoolStage
+from cream_plugin.loop.stages.sample import SampleStage
+from cream_plugin.loop.stages.sft import SFTStage
+from cream_plugin.loop.stages.train import TrainStage
+from cream_plugin.plugins.methods import Method
+
+S = TypeVar("S", bound=StageSpec)
+
+
+def checkpoint_key(method: str, t: int) -> str:
+    """Checkpoint name of M_t for a method: M0 and M1 are shared by all methods."""
+    return f"M{t}" if t <= 1 else f"{method}/M{t}"
+
+
+def iteration_scope(method: str, t: int) -> str:
+    """Where iteration t's samples and log-probs live: shared by every method at t = 1."""
+    return "shared/iter1" if t == 1 else f"{method}/iter{t}"
+
+
+class StageGraph:
+    """The stages of a run in the order they run (every stage after its upstream ones), one
+    node per stage name: adding a stage that is already there returns the existing node."""
+
+    def __init__(self, config: RunConfig, methods: Mapping[str, Method], run_dir: Path) -> None:
+        self.config = config
+        self.run_dir = run_dir
+        self.methods = methods
+        self.nodes: dict[str, StageSpec] = {}
+        self.samples: dict[tuple[str, int], SampleStage] = {}
+
+    def __iter__(self) -> Iterator[StageSpec]:
+        return iter(self.nodes.values())
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def add(self, spec: S) -> S:
+        found = self.nodes.setdefault(spec.name, spec)
+        if type(found) is not type(spec):
+            raise ValueError(f"stage {spec.name}: {type(found).__name__} and "
+                             f"{type(spec).__name__} share one name")
+        return found
+
+    # -- parts of the loop ---------------------------------------------------------------------
+    def prompts(self) -> PromptsStage:
+        return self.add(PromptsStage())
+
+    def sft(self) -> SFTStage:
+        return self.add(SFTStage())
+
+    def sample(self, method: str, t: int, model_key: str) -> SampleStage:
+        """M_t's samples of iteration t's prompts, with their answer-key correctness."""
+        scope = iteration_scope(method, t)
+        samples = self.add(SampleStage(scope, model_key, self.prompts(), t))
+        self.samples[(method, t)] = samples
+        return samples
+
+    def logps(self, samples: SampleStage, model_key: str) -> LogpsStage:
+        scope = samples.name.rpartition("/")[0]
+        return self.add(LogpsStage(scope, model_key, samples, samples.iteration))
+
+    def evaluate(self, method: str, t: int, model_key: str) -> EvaluateStage:
+        return self.add(EvaluateStage(method, t, model_key))
+
+    def iteration(self, method: str, t: int) -> str:
+        """Iteration t of ``method``: M_t -> M_{t+1}; returns M_{t+1}'s key."""
+        cfg = self.config
+        spec = self.methods[method]
+        key, prev_key = checkpoint_key(method, t), checkpoint_key(method, t - 1)
+        scope = iteration_scope(method, t)
+        samples = self.sample(method, t, key)
+        correctness = self.add(CorrectnessStage(scope, samples, t))
+        reward_name = str(spec.rewarder_name(cfg))
+        implicit = is_implicit(reward_name)
+        previous: StageSpec | None = None
+        ref = None
+        use_model = implicit or needs_model(reward_name)
+        if implicit:
+            ref = current_logps = self.logps(samples, key)
+            before = self.logps(samples, prev_key)
+            older = self.logps(samples, checkpoint_key(method, t - 2)) if t > 1 else None
+            rewards: StageSpec = self.add(
+                ImplicitRewardsStage(scope, reward_name, samples, current_logps, before, t))
+            previous = self.add(ImplicitRewardsStage(scope, reward_name, samples, before, older, t))
+        else:
+            r_scope = f"{method}/iter{t}" if t > 1 else scope
+            rewards = self.add(RewardsStage(r_scope, reward_name, key if use_model else None,
+                                            samples, t))
+            if spec.regularised or (use_model and cfg.consistency.measure_all):
+                previous = self.add(RewardsStage(scope, reward_name,
+                                                 prev_key if use_model else None, samples, t))
+        consistency = None
+        if previous is not None:
+            consistency = self.add(ConsistencyStage(method, t, rewards, previous))
+        weighted = spec.regularised_at(t)
+        pairs = self.add(PairsStage(method, t, samples, rewards, previous, consistency,
+                                    weighted, ref, model_independent=not use_model))
+        if spec.internal_consistency and implicit:
+            self.add(InternalConsistencyStage(method, t, key, pairs))
+        pair_reward = "r_t" if implicit else reward_name
+        tables = {pair_reward: rewards}
+        if previous is not None:
+            tables["r_t-1" if implicit else f"{reward_name} (M_t-1)"] = previous
+        self.add(EvidenceStage(method, t, samples, correctness, tables, pair_reward,
+                               consistency))
+        new_key = checkpoint_key(method, t + 1)
+        mode = cfg.consistency.mode if weighted else "none"
+        self.add(TrainStage(method, t, key, new_key, pairs, spec.trainer_name(cfg), mode,
+                            spec.trainer_settings))
+        return new_key
+
+    def movement(self, method: str, iterations: int) -> None:
+        """How far each M_t moved to M_{t+1}: the exact KL from a pass holding both models over
+        one model's samples, and log-prob figures on the same samples: M_{t+1}'s samples
+        (iteration t+1, already scored under both models by the implicit reward) when they
+        exist, else M_t's (one extra log-prob pass)."""
+        for t in range(1, iterations + 1):
+            old, new = checkpoint_key(method, t), checkpoint_key(method, t + 1)
+            on_old = on_new = None
+            old_samples: SampleStage | None = None
+            if (method, t + 1) in self.samples:
+                samples = self.samples[(method, t + 1)]
+                on_new = (self.logps(samples, new), self.logps(samples, old))
+                old_samples = self.samples[(method, t)]
+                kl_on = f"M{t + 1}'s samples (iteration {t + 1})"
+            else:
+                samples = self.samples[(method, t)]
+                on_old = (self.logps(samples, old), self.logps(samples, new))
+                kl_on = f"M{t}'s samples (iteration {t})"
+            kl = self.add(ExactKLStage(method, t, old, new, samples))
+            train_log = self.run_dir / f"{new}.train_log.json"
+            self.add(MovementStage(method, t, on_old, on_new, train_log, old_samples, kl, kl_on))
+
+    def same_prompt_pool(self, method: str, iterations: int) -> None:
+        """Pool accuracy of each M_t against M_{t+1} on the same prompts: M_t samples iteration
+        t+1's prompts (its own stage, shared by all methods for M1) and is scored like
+        M_{t+1}'s samples of them."""
+        for t in range(1, iterations):
+            if (method, t + 1) not in self.samples:
+                continue
+            key = checkpoint_key(method, t)
+            scope = f"shared/iter{t + 1}/{key}" if t == 1 else f"{method}/iter{t + 1}/M{t}"
+            old_samples = self.add(SampleStage(scope, key, self.prompts(), t + 1))
+            old = self.add(CorrectnessStage(scope, old_samples, t + 1))
+            new_samples = self.samples[(method, t + 1)]
+            new_scope = new_samples.name.rpartition("/")[0]
+            new = self.add(CorrectnessStage(new_scope, new_samples, t + 1))
+            self.add(SamePromptPoolStage(method, t, old, new))
+
+    def whole_run(self) -> StageGraph:
+        """Every stage of the configured run: prompts, SFT and its evaluation, then each
+        method's iterations (each new model evaluated) and how far its models moved."""
+        self.prompts()
+        self.sft()
+        self.evaluate("sft", 1, "M1")
+        for method, spec in self.methods.items():
+            if spec.reward is None:
+                continue
+            for t in range(1, self.config.iterations + 1):
+                key = self.iteration(method, t)
+                self.evaluate(method, t + 1, key)
+            self.movement(method, self.config.iterations)
+            self.same_prompt_pool(method, self.config.iterations)
+        return self
+
+    def finals(self) -> set[str]:
+        """The last model of every method (kept when checkpoints are pruned)."""
+        last = {"M1"}
+        for method, spec in self.methods.items():
+            if spec.reward is not None:
+                last.add(checkpoint_key(method, self.config.iterations + 1))
+        return last
+
+
+def format_plan(run_dir: Path, planned: list[Planned]) -> str:
+    """The graph as ``cream run --dry-run`` prints it: one line per stage in run order, with
+    what it reads (its upstream stages and the models it loads) and whether it is reused or
+    computed, and why."""
+    computed = sum(1 for p in planned if p.action != "reuse")
+    lines = [f"stage graph of {run_dir}: {len(planned)} stages, {len(planned) - computed} "
+             f"reused, {computed} to compute"]
+    width = max((len(p.spec.name) for p in planned), default=0)
+    for p in planned:
+        reads = [s.name for s in p.spec.upstream_stages()]
+        reads += [f"model {k}" for k in p.spec.models()]
+        edges = f"  <- {', '.join(reads)}" if reads else ""
+        lines.append(f"  {p.action:<7} {p.spec.name:<{width}}  [{p.reason}]{edges}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,1 @@
+"""The method's math: ranking consistency between reward tables, and preference pairs."""

@@ -1,0 +1,1 @@
+"""The trainers: CREAM and SCIR (config beside trainer, as in TRL), SFT, tracking, launch."""
