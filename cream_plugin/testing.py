@@ -172,17 +172,3 @@ def perturbed_copy(model: Any, scale: float = 0.05, seed: int = 1) -> Any:
         for p in policy.parameters():
             p.add_(scale * torch.randn(p.shape, generator=gen))
     return policy
-
-
-def given_rows(name: str, rows: list[dict[str, Any]]) -> Any:
-    """A stage whose result is the given rows: the upstream node of a stage tested alone
-    (run it through the runner first, like any stage of a graph)."""
-    from cream_plugin.loop.stage import Output, StageSpec
-
-    class GivenRows(StageSpec):
-        step = "given"
-
-        def compute(self, ctx: Any) -> Output:
-            return Output(rows=list(rows))
-
-    return GivenRows(name)

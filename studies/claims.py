@@ -27,7 +27,7 @@ from cream_plugin.instruments.multiple import holm
 from cream_plugin.instruments.paired import mcnemar_exact
 from cream_plugin.instruments.roc import compare_aucs, delong_auc
 from cream_plugin.instruments.seeds import across_seeds, proportion_across_seeds
-from cream_plugin.report.markdown import main_metric
+from cream_plugin.report.results import main_metric
 from studies.anticorrelation import read_logps
 
 

@@ -34,22 +34,25 @@ def package_modules() -> dict[str, Path]:
     return found
 
 
-def imported_names(tree: ast.Module) -> set[str]:
-    """Every absolute import anywhere in a module: top level, functions and TYPE_CHECKING blocks."""
-    names: set[str] = set()
+def imported_modules(tree: ast.Module, modules: set[str]) -> set[str]:
+    """Every module of ``modules`` a module imports anywhere: top level, functions and
+    TYPE_CHECKING blocks. ``from pkg import sub`` is an edge to the submodule ``pkg.sub`` (as
+    ``import pkg.sub``), ``from pkg import name`` one to ``pkg``."""
+    found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
+            found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
-            names.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return names
+            subs = {f"{node.module}.{alias.name}" for alias in node.names} & modules
+            found |= subs
+            if len(subs) < len(node.names):
+                found.add(node.module)
+    return found & modules
 
 
 def import_graph() -> dict[str, set[str]]:
     modules = package_modules()
-    return {name: {target for target in imported_names(ast.parse(path.read_text()))
-                   if target in modules and target != name}
+    return {name: imported_modules(ast.parse(path.read_text()), set(modules)) - {name}
             for name, path in modules.items()}
 
 

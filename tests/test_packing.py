@@ -19,14 +19,8 @@ from datasets import Dataset
 from trl.trainer import utils as trl_utils
 from trl.trainer.utils import add_fused_lm_head
 
-from cream_plugin.forward.packing import (
-    FastForward,
-    compact_lm_head,
-    install_fast_forward,
-    pack_batch,
-    plan_rows,
-    right_padded_lengths,
-)
+from cream_plugin.forward.fast_forward import FastForward, compact_lm_head, install_fast_forward
+from cream_plugin.forward.packing import pack_batch, plan_rows, right_padded_lengths
 from cream_plugin.loop.stages.train import trainer_arguments
 from cream_plugin.trainers.cream_trainer import CREAMConfig, CREAMTrainer
 from cream_plugin.trainers.scir_trainer import SCIRConfig, SCIRTrainer

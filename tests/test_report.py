@@ -8,7 +8,8 @@ import pytest
 
 from cream_plugin.errors import DataError
 from cream_plugin.loop.artifacts import append_jsonl
-from cream_plugin.report.markdown import main_metric, write_report
+from cream_plugin.report.markdown import write_report
+from cream_plugin.report.results import main_metric
 
 
 def _run_dir(tmp_path):

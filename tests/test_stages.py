@@ -14,13 +14,13 @@ from cream_plugin.config import RunConfig, load_config
 from cream_plugin.loop.context import RunContext
 from cream_plugin.loop.distributed import DistContext
 from cream_plugin.loop.runner import Runner
+from cream_plugin.loop.stage import given_rows
 from cream_plugin.loop.stages.consistency import ConsistencyStage
 from cream_plugin.loop.stages.logps import LogpsStage, logps_table
 from cream_plugin.loop.stages.pairs import PairsStage
 from cream_plugin.loop.stages.rewards import ImplicitRewardsStage, RewardsStage, rewards_table
 from cream_plugin.loop.stages.sample import SampleStage
 from cream_plugin.loop.stages.train import TrainStage
-from cream_plugin.testing import given_rows
 
 
 class TinyContext(RunContext):

@@ -18,11 +18,11 @@ from cream_plugin.config import load_config
 from cream_plugin.loop.context import RunContext
 from cream_plugin.loop.distributed import DistContext
 from cream_plugin.loop.runner import Runner
+from cream_plugin.loop.stage import given_rows
 from cream_plugin.loop.stages.evaluate import EvaluateStage
 from cream_plugin.loop.stages.sample import SampleStage
 from cream_plugin.loop.stages.train import TrainStage
 from cream_plugin.plugins.hookspecs import hookimpl
-from cream_plugin.testing import given_rows
 
 
 class FakeEngine:

@@ -26,7 +26,6 @@ scored once per call, and a :class:`LogProbCache` carries results across calls a
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from cream_plugin.errors import DataError
+from cream_plugin.forward.lm_head import FORWARD_STATS, ensure_fused_lm_head, head_logps, plain_head
 from cream_plugin.forward.logprob_cache import CacheKey, LogProbCache, prompt_key
 from cream_plugin.plugins.interfaces import Prompt
 
@@ -43,9 +43,7 @@ __all__ = ["FORWARD_STATS", "CacheKey", "LogProbCache", "SequenceLogProbs", "pro
 
 # Process-wide counters: "sequences" scored, "tokens" run through the backbone (padding excluded),
 # "padding" positions computed on top of them, "scored" completion tokens projected by the LM head.
-FORWARD_STATS: Counter[str] = Counter()
 # Completion positions projected through the LM head at once (bounds the logits tensor).
-_HEAD_CHUNK = 1024
 
 
 @dataclass
@@ -142,26 +140,6 @@ def check_table(prompts: Sequence[Prompt], responses: Sequence[Sequence[str]]) -
     return n
 
 
-def ensure_fused_lm_head(model: Any) -> Any:
-    """Patch ``model`` once with TRL's fused LM head (generation unaffected); return the target."""
-    from trl.trainer.utils import add_fused_lm_head
-
-    target = model.get_base_model() if hasattr(model, "get_base_model") else model
-    if not getattr(target, "_cream_fused_lm_head", False):
-        add_fused_lm_head(target)
-        target._cream_fused_lm_head = True
-    return target
-
-
-def plain_head(model: Any) -> bool:
-    """Whether the LM head is a plain projection (no logit scale or soft-capping to reproduce)."""
-    cfg = model.config
-    cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
-    scaled = ("final_logit_softcapping", "logit_scale", "output_multiplier",
-              "lm_head_multiplier", "logits_scaling")
-    return all(getattr(cfg, name, None) in (None, 1, 1.0) for name in scaled)
-
-
 def _completion_logp_sums(model: Any, input_ids: Any, attention: Any, labels: Any) -> Any:
     """Per-row summed log-probs of the labelled (non ``-100``) next tokens, float32 (rows,)."""
     import torch
@@ -180,20 +158,6 @@ def _completion_logp_sums(model: Any, input_ids: Any, attention: Any, labels: An
     rows = mask.nonzero()[:, 0]
     return torch.zeros(mask.shape[0], dtype=torch.float32, device=hidden.device).index_add_(
         0, rows, per_token)
-
-
-def head_logps(model: Any, states: Any, targets: Any) -> Any:
-    """log p(target) from the final hidden states of the positions that predict them (float32),
-    through the LM head in chunks, so no (positions, vocab) tensor of every position is built."""
-    import torch
-
-    head = model.get_output_embeddings()
-    per_token = torch.empty(targets.shape[0], dtype=torch.float32, device=states.device)
-    for k in range(0, targets.shape[0], _HEAD_CHUNK):
-        logits = head(states[k : k + _HEAD_CHUNK]).float()
-        picked = logits.gather(1, targets[k : k + _HEAD_CHUNK, None]).squeeze(1)
-        per_token[k : k + _HEAD_CHUNK] = picked - logits.logsumexp(dim=-1)
-    return per_token
 
 
 def _score_batches(

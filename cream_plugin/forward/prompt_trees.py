@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from cream_plugin.forward.decoding import length_groups
+from cream_plugin.forward.lm_head import FORWARD_STATS, head_logps
 from cream_plugin.forward.prefix_tree import build_tree_rows
 
 Sequence_ = tuple[list[int], int]
@@ -93,8 +94,6 @@ def tree_states(model: Any, pad_id: int, sequences: list[Sequence_], tree: Tree)
 def score_prompt_tree(model: Any, pad_id: int, sequences: list[Sequence_], tree: Tree
                       ) -> dict[int, tuple[float, int]]:
     """(summed completion log-prob, completion tokens) of every sequence of one forward."""
-    from cream_plugin.forward.logprobs import FORWARD_STATS, head_logps
-
     found = tree_states(model, pad_id, sequences, tree)
     order = found.order
     per_token = head_logps(model, found.states, found.targets)

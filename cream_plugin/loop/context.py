@@ -9,7 +9,7 @@ import os
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cream_plugin.config import RunConfig
 from cream_plugin.errors import ConfigError
@@ -17,8 +17,21 @@ from cream_plugin.loop.distributed import DistContext
 
 if TYPE_CHECKING:
     from cream_plugin.loop.artifacts import Artifact
-    from cream_plugin.loop.runner import Runner
-    from cream_plugin.loop.stage import StageSpec
+
+
+class Upstream(Protocol):
+    """What the context needs of a stage to name it (the stage graph's node)."""
+
+    name: str
+
+
+class Resolver(Protocol):
+    """What the context asks of the runner: upstream results and checkpoints on disk (the
+    runner sets itself here; the context never imports it)."""
+
+    def result(self, spec: Any) -> Artifact: ...
+
+    def ensure_checkpoint(self, key: str) -> None: ...
 
 
 class RunContext:
@@ -33,14 +46,14 @@ class RunContext:
         self.config = config
         self.run_dir = run_dir
         self.dist = dist
-        self.runner: Runner | None = None
+        self.runner: Resolver | None = None
         self._models: dict[str, Any] = {}
         self._components: dict[tuple[str, str], Any] = {}
         self._engine: Any = None
         self._engine_path: str | None = None
 
     # -- upstream results ------------------------------------------------------------------
-    def result(self, spec: StageSpec) -> Artifact:
+    def result(self, spec: Upstream) -> Artifact:
         """The stored result of an upstream stage of the graph, as the runner resolved it."""
         if self.runner is None:
             raise ConfigError(f"stage {spec.name}: no runner resolves upstream results")

@@ -14,6 +14,19 @@ from pathlib import Path
 JOURNAL_NAME = "cream-pending.txt"
 
 
+ENV_CACHE = "CREAM_CACHE_DIR"
+
+
+def cache_dir() -> Path:
+    """The project's cache (converted models, fetched wheels, file digests): ``$CREAM_CACHE_DIR``
+    or ``~/.cache/cream-plugin``."""
+    root = (
+        os.environ.get(ENV_CACHE)
+        or Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "cream-plugin"
+    )
+    return Path(root).expanduser()
+
+
 class TempJournal:
     """The temporary paths a run folder's writers create, listed before they exist.
 
@@ -157,8 +170,6 @@ def cached_sha256(path: Path, persist: bool = False) -> str:
 
 
 def _persisted_path() -> Path:
-    from cream_plugin.forward.models import cache_dir
-
     return cache_dir() / "file-digests.json"
 
 

@@ -94,3 +94,17 @@ class StageSpec:
 
     def compute(self, ctx: RunContext) -> Output:
         raise NotImplementedError
+
+
+def given_rows(name: str, rows: list[dict[str, Any]]) -> StageSpec:
+    """A stage whose result is the given rows: the upstream node of a stage run alone (tests,
+    studies that start from rows they already have); run it through the runner first, like any
+    stage of a graph."""
+
+    class GivenRows(StageSpec):
+        step = "given"
+
+        def compute(self, ctx: RunContext) -> Output:
+            return Output(rows=list(rows))
+
+    return GivenRows(name)

@@ -11,6 +11,7 @@ import importlib
 import importlib.metadata as metadata
 import os
 import sys
+from collections.abc import Callable
 from types import ModuleType
 
 import pluggy
@@ -134,10 +135,13 @@ def get_plugin_manager() -> PluginManager:
     return _pm
 
 
+ON_RESET: list[Callable[[], None]] = []
+"""Caches built from the manager's hooks, cleared with it (the registry adds its own)."""
+
+
 def reset_plugin_manager() -> None:
-    """Forget the manager and the component registry (tests; after installing a plugin)."""
+    """Forget the manager and every cache built from it (tests; after installing a plugin)."""
     global _pm
     _pm = None
-    from cream_plugin.plugins import registry
-
-    registry.clear_cache()
+    for clear in ON_RESET:
+        clear()

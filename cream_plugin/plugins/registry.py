@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cream_plugin.errors import CreamError
-from cream_plugin.plugins.manager import PluginManager, get_plugin_manager
+from cream_plugin.plugins.manager import ON_RESET, PluginManager, get_plugin_manager
 
 KINDS: dict[str, str] = {
     "rewarder": "register_rewarders",
@@ -109,6 +109,9 @@ _cache: dict[str, dict[str, Component]] = {}
 
 def clear_cache() -> None:
     _cache.clear()
+
+
+ON_RESET.append(clear_cache)
 
 
 def components(kind: str) -> dict[str, Component]:

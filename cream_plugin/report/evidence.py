@@ -30,7 +30,7 @@ def merge(parts: list[Mapping[str, Any]]) -> Evidence:
 
 
 def _eval_settings(run_dir: Path) -> str | None:
-    from cream_plugin.report.markdown import current_eval_settings
+    from cream_plugin.report.results import current_eval_settings
 
     return current_eval_settings(run_dir)
 
@@ -39,7 +39,7 @@ def item_scores_by_model(run_dir: Path) -> dict[tuple[str, str], dict[str, dict[
     """(task, metric) -> model label ("cream M2") -> doc_id -> score, for the current
     evaluation settings; the task's main metric (acc; exact_match, strict-match for GSM8K)."""
     from cream_plugin.loop.stages.evaluate import item_rows
-    from cream_plugin.report.markdown import main_metric
+    from cream_plugin.report.results import main_metric
 
     settings = _eval_settings(run_dir)
     out: dict[tuple[str, str], dict[str, dict[Any, float]]] = {}

@@ -16,17 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from cream_plugin.errors import DataError
-from cream_plugin.report.results import rows_for_settings
+from cream_plugin.report.results import (
+    current_eval_settings,
+    main_metric,
+    rows_for_settings,
+)
 
 CONSISTENCY_METRICS = ("C", "kendall", "spearman", "toporder", "scir_C")
 # Preferred main metric, best first: exact match for generative tasks, accuracy otherwise.
-MAIN_METRICS = (
-    "exact_match,strict-match",
-    "exact_match,flexible-extract",
-    "exact_match",
-    "acc,none",
-    "acc",
-)
 
 
 def read_table(path: Path, required: Sequence[str]) -> list[dict[str, Any]]:
@@ -59,19 +56,6 @@ def _last_by(
 
 def _method_order(rows: Iterable[dict[str, Any]]) -> list[str]:
     return list(dict.fromkeys(str(r["method"]) for r in rows))
-
-
-def main_metric(task: str, metrics: Iterable[str]) -> str:
-    """The metric shown for a task: exact_match for generative tasks, else acc (not acc_norm)."""
-    available = list(metrics)
-    preferred = MAIN_METRICS if "gsm8k" in task else MAIN_METRICS[3:] + MAIN_METRICS[:3]
-    for name in preferred:
-        if name in available:
-            return name
-    for name in available:
-        if name.split(",")[0] in {"acc", "exact_match"}:
-            return name
-    return sorted(available)[0]
 
 
 def _num(value: Any) -> float | None:
@@ -196,18 +180,6 @@ def _plot_lines(
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
-
-
-def current_eval_settings(run_dir: Path) -> str | None:
-    """The evaluation settings' hash of the run's current config (None without a config)."""
-    from cream_plugin.config import load_config
-    from cream_plugin.errors import ConfigError
-
-    try:
-        data = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-        return load_config(base=data).section_hash("evaluation")
-    except (OSError, ValueError, ConfigError):
-        return None
 
 
 def item_selection(run_dir: Path) -> str:

@@ -93,3 +93,37 @@ def rows_for_settings(
         return rows, 0
     kept = [r for r in rows if r.get("eval_settings") in (settings, None)]
     return kept, len(rows) - len(kept)
+
+
+MAIN_METRICS = (
+    "exact_match,strict-match",
+    "exact_match,flexible-extract",
+    "exact_match",
+    "acc,none",
+    "acc",
+)
+
+
+def main_metric(task: str, metrics: Iterable[str]) -> str:
+    """The metric shown for a task: exact_match for generative tasks, else acc (not acc_norm)."""
+    available = list(metrics)
+    preferred = MAIN_METRICS if "gsm8k" in task else MAIN_METRICS[3:] + MAIN_METRICS[:3]
+    for name in preferred:
+        if name in available:
+            return name
+    for name in available:
+        if name.split(",")[0] in {"acc", "exact_match"}:
+            return name
+    return sorted(available)[0]
+
+
+def current_eval_settings(run_dir: Path) -> str | None:
+    """The evaluation settings' hash of the run's current config (None without a config)."""
+    from cream_plugin.config import load_config
+    from cream_plugin.errors import ConfigError
+
+    try:
+        data = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+        return load_config(base=data).section_hash("evaluation")
+    except (OSError, ValueError, ConfigError):
+        return None

@@ -48,8 +48,12 @@ def _evidence(folder: Path) -> Evidence:
 def _levels(folders: Sequence[Path]) -> list[dict[str, Any]]:
     """Benchmark levels per seed (main metric): 0/1 items as counts, others as values."""
     from cream_plugin.report.evidence import item_scores_by_model
-    from cream_plugin.report.markdown import current_eval_settings, main_metric
-    from cream_plugin.report.results import read_results, rows_for_settings
+    from cream_plugin.report.results import (
+        current_eval_settings,
+        main_metric,
+        read_results,
+        rows_for_settings,
+    )
 
     out = []
     for folder in folders:

@@ -46,7 +46,7 @@ import torch
 from trl import DPOConfig, DPOTrainer
 
 from cream_plugin.errors import ConfigError, DataError
-from cream_plugin.forward.packing import install_on_trainer
+from cream_plugin.forward.fast_forward import install_on_trainer
 from cream_plugin.plugins.interfaces import REF_COLUMNS
 from cream_plugin.trainers.cream_config import CREAMConfig, check_supported
 from cream_plugin.trainers.cream_utils import (

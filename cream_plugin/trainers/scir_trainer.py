@@ -29,7 +29,7 @@ import torch
 from trl import DPOTrainer
 
 from cream_plugin.errors import ConfigError, DataError
-from cream_plugin.forward.packing import trains_padding_free
+from cream_plugin.forward.fast_forward import trains_padding_free
 from cream_plugin.forward.prefix_tree import takes_tree_mask
 from cream_plugin.plugins.interfaces import CONSISTENCY_COLUMN, PAIR_TEXT_COLUMNS, REF_COLUMNS
 from cream_plugin.rewarders.pairwise_judge import (

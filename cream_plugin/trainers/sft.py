@@ -94,7 +94,7 @@ def build_sft_trainer(
 
     trainer = SFTTrainer(model=model, args=config, train_dataset=dataset,
                          processing_class=tokenizer)
-    from cream_plugin.forward.packing import install_on_trainer
+    from cream_plugin.forward.fast_forward import install_on_trainer
 
     install_on_trainer(trainer, padding_free=padding_free, compact_lm_head=compact_lm_head)
     NonFiniteGuard.attach(trainer, stage="SFT")  # stops at a NaN/inf loss or gradient
