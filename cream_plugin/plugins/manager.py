@@ -23,7 +23,8 @@ ENV_RESTRICT = "CREAM_PLUGINS"
 
 DEFAULT_PLUGINS: tuple[str, ...] = tuple(
     f"cream_plugin.plugins.builtins.{name}"
-    for name in ("consistency", "samplers", "trainers", "methods", "rewarders", "evaluators")
+    for name in ("consistency_metrics", "samplers", "trainers", "methods", "rewarders",
+                 "evaluators")
 )
 """Every built-in component is registered by one module of :mod:`cream_plugin.plugins.builtins`,
 through the same hooks as a third-party plugin."""
