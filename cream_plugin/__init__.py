@@ -36,7 +36,7 @@ __all__ = [
 
 _LAZY = {
     # Heavy (torch / trl) names are imported on first use so `import cream_plugin` stays light.
-    "CREAMConfig": "cream_plugin.trainers.cream_trainer",
+    "CREAMConfig": "cream_plugin.trainers.cream_config",
     "CREAMTrainer": "cream_plugin.trainers.cream_trainer",
     "consistency_rate": "cream_plugin.ranking.consistency",
 }

@@ -22,7 +22,7 @@ from test_runner import Checkpoint, FakeContext
 from cream_plugin.cli import build_parser, main
 from cream_plugin.config import explain, load_config
 from cream_plugin.errors import ConfigError, CreamError, DataError, ModelLoadError
-from cream_plugin.loop import artifacts
+from cream_plugin.loop import files
 from cream_plugin.loop.artifacts import Artifact
 from cream_plugin.loop.pipeline import Pipeline
 from cream_plugin.loop.run_folder import LOCK, RunFolder, RunFolderError
@@ -166,7 +166,7 @@ def test_reused_checkpoint_is_verified_against_its_manifest(tmp_path) -> None:
     Runner(ctx).run(Checkpoint("M1", "M0"))
     weights = tmp_path / "M1" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:5])
-    artifacts._VERIFIED.clear()  # a new process, as a rerun of a finished run is
+    files.SHA256_MEMO.clear()  # a new process, as a rerun of a finished run is
     runner = Runner(ctx)
     with pytest.raises(DataError, match=r"M1/model\.safetensors: 5 bytes, its manifest says"):
         runner.run(Checkpoint("M1", "M0"))
@@ -187,7 +187,7 @@ def test_push_refuses_an_edited_pairs_file(tiny_run_dir, capsys) -> None:
     pairs = tiny_run_dir / "cream" / "iter1" / "pairs.jsonl"
     text = pairs.read_text()
     pairs.write_text(text.replace('"', "'", 1)[: len(text)])  # same size, other bytes
-    artifacts._VERIFIED.clear()
+    files.SHA256_MEMO.clear()
     argv = ["push", str(tiny_run_dir), "--repo-id", "someone/run", "--what", "pairs", "--dry-run"]
     assert main(argv) == 1
     assert "pairs.jsonl: sha256 differs from its manifest" in capsys.readouterr().err
