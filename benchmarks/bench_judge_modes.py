@@ -7,7 +7,8 @@ RUN_DIR is a finished (or partly finished) run folder, e.g. of
 iteration order, the first ``--prompts`` prompts) are judged by its SFT model ``M1`` in each mode:
 
 - ``probability``: forced ``Score:`` prefix, expected score over the score tokens;
-- ``probability, prefix 'Score: '``: the variant whose prefix ends in a space;
+- ``probability, prefix 'Score: '``: the prefix ending in a space (the default since this
+  benchmark);
 - ``justify-probability`` (on the first ``--subset`` prompts: it generates);
 - ``generate`` (generate-and-parse, on the first ``--subset`` prompts);
 - the pair judge of SCIR (``pairwise-judge``), whose verdict is also read from logits, with the
@@ -144,7 +145,8 @@ def main() -> None:
     subset, sub_correct = rows[:args.subset], correct[:args.subset]
     results: list[dict[str, Any]] = []
     plan = [  # (key for --skip, label, prompts, correctness, judge options)
-        ("probability", "probability", rows, correct, {"mode": "probability"}),
+        ("probability", "probability, prefix 'Score:'", rows, correct,
+         {"mode": "probability", "score_prefix": "Score:"}),
         ("generate", "generate", subset, sub_correct,
          {"mode": "generate", "max_new_tokens": args.judge_tokens}),
         ("justify-probability", "justify-probability", subset, sub_correct,

@@ -14,7 +14,7 @@ an error. With ``samples > 1`` the parsed scores are averaged.
 
 That is the ``generate`` mode. The ``probability`` and ``justify-probability`` modes
 (:mod:`cream_plugin.rewarders.judge_probability`) read the verdict from the judge's next-token
-distribution after a forced ``Score:`` prefix instead (after a generated justification in the
+distribution after a forced ``Score: `` prefix instead (after a generated justification in the
 second): a verdict for every response, one forward per response, the request's rubric prompt
 run once for its N responses. ``probability`` is the default: on SmolLM2-135M it is the only
 mode that forms pairs at all, and the cheapest (BENCHMARKS.md, "Judge modes").
@@ -72,6 +72,9 @@ _SCORE_WORD = re.compile(r"(score)(\s*[:=])", re.IGNORECASE)
 MAX_POINTS = 5.0
 POINTS = (0, 1, 2, 3, 4, 5)
 DEFAULT_MODE = "probability"
+DEFAULT_SCORE_PREFIX = "Score: "
+"""Ends in a space: SmolLM2-135M puts 0.77 of its next-token mass on the score digits after it,
+against 6.5e-4 after ``Score:`` (BENCHMARKS.md section 8)."""
 
 
 def render_request(prompt: Prompt) -> str:
@@ -148,7 +151,7 @@ class JudgeRewarder:
         batch_size: int = 8,
         progress: bool = True,
         mode: str = DEFAULT_MODE,
-        score_prefix: str = "Score:",
+        score_prefix: str = DEFAULT_SCORE_PREFIX,
     ) -> None:
         if mode not in MODES:
             raise ConfigError(f"judge mode: expected one of {', '.join(MODES)}, got {mode!r}")

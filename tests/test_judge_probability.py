@@ -8,7 +8,12 @@ import torch
 
 from cream_plugin.errors import ConfigError
 from cream_plugin.ranking.pairs import build_pairs
-from cream_plugin.rewarders.judge import POINTS, JudgeRewarder, build_judge_prompt
+from cream_plugin.rewarders.judge import (
+    DEFAULT_SCORE_PREFIX,
+    POINTS,
+    JudgeRewarder,
+    build_judge_prompt,
+)
 from cream_plugin.rewarders.judge_probability import (
     cut_justification,
     score_distribution,
@@ -21,7 +26,7 @@ PROMPTS = [[{"role": "user", "content": "What is 2+3?"}], "Name a gas."]
 RESPONSES = [["5", "five", "It is 5.", "4"], ["oxygen", "neon", "air", "oxygen"]]
 
 
-def hand_expected(model, tokenizer, prompt, response, suffix="Score:"):
+def hand_expected(model, tokenizer, prompt, response, suffix=DEFAULT_SCORE_PREFIX):
     """Expected points, argmax and valid mass from one plain forward of the full judge prompt."""
     ids = encode_chat(tokenizer, build_judge_prompt(prompt, response, tokenizer),
                       add_generation_prompt=True, suffix=suffix)
@@ -85,7 +90,7 @@ def test_justification_then_probability_reads_after_the_judges_own_text(tiny_mod
     judge = FixedJustification(tiny_model, tiny_tokenizer, mode="justify-probability",
                                progress=False)
     result = judge.score(PROMPTS[:1], RESPONSES[:1])
-    suffix = "Relevant and short.\nScore:"  # cut before the judge's own verdict, then forced
+    suffix = "Relevant and short.\n" + DEFAULT_SCORE_PREFIX  # cut at its own verdict
     for j, response in enumerate(RESPONSES[0]):
         expected, _, _ = hand_expected(tiny_model, tiny_tokenizer, PROMPTS[0], response, suffix)
         assert result.rewards[0, j] == pytest.approx(expected, abs=1e-5)
@@ -111,7 +116,7 @@ def test_generate_mode_still_parses(tiny_model, tiny_tokenizer):
 
 def test_tree_and_padded_layouts_agree(tiny_model, tiny_tokenizer):
     seqs = [encode_chat(tiny_tokenizer, build_judge_prompt(PROMPTS[0], r, tiny_tokenizer),
-                        suffix="Score:") for r in RESPONSES[0]]
+                        suffix=DEFAULT_SCORE_PREFIX) for r in RESPONSES[0]]
     ids = [t for ids in score_token_ids(tiny_tokenizer, POINTS) for t in ids]
     pad = tiny_tokenizer.pad_token_id
     tree = next_token_log_probs(tiny_model, seqs, ids, pad, batch_size=3, group_of=[0] * 4)

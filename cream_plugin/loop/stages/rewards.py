@@ -81,6 +81,7 @@ def needs_model(rewarder_name: str) -> bool:
 
 class RewardsStage(StageSpec):
     step = "reward"
+    version = 2  # 2: the judge reads its score from the logits by default; argmax, valid mass
     parallel = Parallel.SHARDED
     settings = ("rewarder", "seed")
 
