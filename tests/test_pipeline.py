@@ -299,6 +299,8 @@ def test_changed_setting_reruns_that_stage_and_later_only(reference, run_env, tm
         "cream/iter1/pairs",
         "shared/iter1/correctness",
         "cream/iter1/evidence",
+        "shared/iter2/M1/samples",  # M1 on iteration 2's prompts (same-prompt pool accuracy)
+        "shared/iter2/M1/correctness",
     }
     assert kept | {"cream/M2"} <= old.keys()
     for name in kept:

@@ -42,3 +42,17 @@ def test_generate_and_parse_judge_without_pairs_is_called_out(tmp_path) -> None:
 def test_no_pairs_stage_no_section(tmp_path) -> None:
     write(tmp_path, "M1", {"step": "sft"})
     assert rewards_section(tmp_path) is None
+
+
+def test_the_report_opens_with_the_bottom_line_and_no_pairs_right_after_it() -> None:
+    from cream_plugin.report.markdown import place_rewards
+
+    instruments = ("## Bottom line\n\nNothing improved.\n\n## Glossary\n\n- **C**: ...\n\n"
+                   "## Summary\n\n- a finding\n\n## Pool accuracy\n\n| t |")
+    rewards = "## Rewards and pairs\n\n- **No pairs: srlm iteration 1** formed none\n\n| table |"
+    watch = ["- **No pairs: srlm iteration 1** formed none"]
+    text = place_rewards(instruments, rewards, watch)
+    headings = [line for line in text.splitlines() if line.startswith("## ")]
+    assert headings == ["## Bottom line", "## Glossary", "## Summary", "## Rewards and pairs",
+                        "## Pool accuracy"]
+    assert text.index("**No pairs: srlm iteration 1**") < text.index("## Glossary")

@@ -230,14 +230,14 @@ def write_report(
     plots = out_path.parent / "plots"
     parts = [f"# Run report: {run_dir.name}", ""]
     from cream_plugin.report.evidence import evidence_sections
-    from cream_plugin.report.rewards import rewards_section
+    from cream_plugin.report.rewards import callouts, reward_rows, rewards_section
 
     instruments = evidence_sections(run_dir)
     rewards = rewards_section(run_dir)
-    if rewards:  # first: an iteration that trained on nothing must not be missed
-        parts += [rewards, ""]
-    if instruments:
-        parts += [instruments, ""]
+    if instruments and rewards:
+        parts += [place_rewards(instruments, rewards, callouts(reward_rows(run_dir))), ""]
+    elif rewards or instruments:  # an iteration that trained on nothing must not be missed
+        parts += [rewards or instruments, ""]
     if results:
         table, chosen = benchmark_table(results)
         parts += [
@@ -306,3 +306,18 @@ def write_report(
     inside = out_path.resolve().parent == run_dir.resolve()
     atomic_write_text(out_path, "\n".join(parts), TempJournal(run_dir) if inside else None)
     return out_path
+
+
+def place_rewards(instruments: str, rewards: str, watch: list[str]) -> str:
+    """The report opens with the instruments' bottom line; the rewards-and-pairs callouts (no
+    pairs, C = 1) follow it at once, and the rewards section comes after the summary."""
+    glossary = instruments.find("\n## Glossary")
+    summary = instruments.find("\n## Summary")
+    after = instruments.find("\n## ", summary + 1) if summary >= 0 else -1
+    if glossary < 0 or after < 0:
+        return rewards + "\n\n" + instruments
+    opening = instruments[:glossary].rstrip()
+    if watch:
+        opening += "\n\n" + "\n".join(watch)
+    return (opening + "\n" + instruments[glossary:after].rstrip() + "\n\n" + rewards
+            + "\n" + instruments[after:])

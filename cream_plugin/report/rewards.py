@@ -47,12 +47,10 @@ def reward_rows(run_dir: Path) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (str(r["method"]), int(r["iteration"])))
 
 
-def rewards_section(run_dir: Path) -> str | None:
-    """Markdown for the section (None when the run has no pairs stage yet)."""
-    rows = reward_rows(run_dir)
-    if not rows:
-        return None
-    lines = ["## Rewards and pairs", ""]
+def callouts(rows: list[dict[str, Any]]) -> list[str]:
+    """The lines a reader must not miss: iterations that trained on no pair (a copy of the
+    model) and methods whose C is 1 for every pair (cream = cream-no-rc)."""
+    lines = []
     for r in rows:
         if r["no_pairs"]:
             lines.append(f"- **No pairs: {r['method']} iteration {r['iteration']}** formed no "
@@ -63,6 +61,15 @@ def rewards_section(run_dir: Path) -> str | None:
         lines.append(f"- **{method}: C = 1 for every pair.** Its reward does not depend on the "
                      "model, so M_t and M_(t-1) rank the responses alike and this method "
                      "trained exactly as its unregularised ablation (cream = cream-no-rc).")
+    return lines
+
+
+def rewards_section(run_dir: Path) -> str | None:
+    """Markdown for the section (None when the run has no pairs stage yet)."""
+    rows = reward_rows(run_dir)
+    if not rows:
+        return None
+    lines = ["## Rewards and pairs", "", *callouts(rows)]
     if len(lines) > 2:
         lines.append("")
     lines += [
