@@ -236,8 +236,10 @@ def write_report(
     rewards = rewards_section(run_dir)
     if instruments and rewards:
         parts += [place_rewards(instruments, rewards, callouts(reward_rows(run_dir))), ""]
-    elif rewards or instruments:  # an iteration that trained on nothing must not be missed
-        parts += [rewards or instruments, ""]
+    else:  # rewards first: an iteration that trained on nothing must not be missed
+        for section in (rewards, instruments):
+            if section:
+                parts += [section, ""]
     if results:
         table, chosen = benchmark_table(results)
         parts += [
