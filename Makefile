@@ -87,7 +87,9 @@ $(VLLM_VENV)/.installed: $(VLLM_DEPS)/.installed pyproject.toml
 	# The project itself, with --no-deps so pip cannot move transformers (pip runs from the
 	# dependency venv against this one).
 	$(VLLM_DEPS)/bin/python -m pip --python $(VLLM_BIN)/python install -q --no-deps -e .
-	printf '#!%s\nimport sys\nfrom lm_eval.__main__ import cli_evaluate\nsys.exit(cli_evaluate())\n' \
+	# The guard matters: vLLM's engine core is a spawned process, which imports this script as
+	# its __mp_main__; unguarded, it would run lm_eval again inside the engine's start-up.
+	printf '#!%s\nimport sys\n\nfrom lm_eval.__main__ import cli_evaluate\n\nif __name__ == "__main__":\n    sys.exit(cli_evaluate())\n' \
 	    "$(abspath $(VLLM_BIN))/python" > $(VLLM_BIN)/lm_eval
 	chmod +x $(VLLM_BIN)/lm_eval
 	$(VLLM_BIN)/python -c "import transformers, vllm, trl, lm_eval.models.vllm_causallms, cream_plugin"
