@@ -153,6 +153,12 @@ class ConsistencyConfig:
         doc="also measure C for unregularised methods whose reward comes from the model (SRLM: "
         "the judge runs again as M_{t-1}); reported only, never used in training",
     )
+    after_last: bool = _f(
+        False,
+        doc="after the last iteration T, M_(T+1) samples iteration T+1's prompts (one more "
+        "chunk of the pool) and C of M_(T+1) against M_T is measured as for every iteration "
+        "(the paper's M3-vs-M2 row), with M_(T+1)'s pool accuracy on them; nothing is trained",
+    )
 
 
 @dataclass
@@ -205,6 +211,12 @@ class TrainingConfig:
         "DPOConfig, a plugin's): write it in this section (training.consistency_weight=2 or "
         "training.weight_decay=0.01); checked against each trainer the run uses, before work",
     )
+    method_overrides: dict[str, dict[str, Any]] = _f(
+        {},
+        doc="per method name, training settings that method trains with instead of the run's "
+        "({cream-no-rc-matched-lr: {learning_rate: 2.0e-6}}); they take precedence over the "
+        "method's own training_overrides and change only that method's train stages",
+    )
 
 
 @dataclass
@@ -232,11 +244,18 @@ SEED_MAX = 2**32 - 1
 
 UNHASHED = ("training.report_to", "training.require_pairs", "training.run_name",
             "training.padding_free", "training.compact_lm_head", "model.scoring_placement",
-            "model.vllm_options")
-"""Settings that change where a run reports or how fast it computes, not what it computes (the
-same values within float rounding): left out of every stage's config hash, so turning a tracker
+            "model.vllm_options", "consistency.after_last", "training.method_overrides")
+"""Settings left out of every stage's config hash. Most change where a run reports or how fast
+it computes, not what it computes (the same values within float rounding), so turning a tracker
 on for a resumed run redoes no stage (``training.require_pairs`` only decides whether an empty
-pairs stage is an error)."""
+pairs stage is an error). ``consistency.after_last`` adds stages and changes none that exist.
+``training.method_overrides`` is hashed where it acts: each train stage puts its own method's
+overrides into its inputs, so overriding one method retrains that method only."""
+
+HASH_ONLY_IF_SET: tuple[str, ...] = ()
+"""Settings left out of the config hash while they equal their default: a new setting listed
+here keeps the identity of every stage of existing runs until a run sets it (then the stages
+that hash its section are redone, as for any changed setting)."""
 
 
 @dataclass
@@ -277,7 +296,9 @@ class RunConfig:
     def section_hash(self, *sections: str) -> str:
         """A stable hash of some sections, so a stage knows when its inputs changed."""
         data = self.to_dict()
-        for dotted in UNHASHED:
+        defaults = RunConfig().to_dict() if HASH_ONLY_IF_SET else {}
+        dropped = [d for d in HASH_ONLY_IF_SET if _dig(data, d) == _dig(defaults, d)]
+        for dotted in (*UNHASHED, *dropped):
             *parents, last = dotted.split(".")
             _dig(data, ".".join(parents)).pop(last, None)
         picked = {name: _dig(data, name) for name in sections}
@@ -319,6 +340,12 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
         check_range(value, fields[name].metadata, key)
         kwargs[name] = value
     return cls(**kwargs)
+
+
+def build_section(cls: type, data: Any, prefix: str) -> Any:
+    """A config section (dataclass ``cls``) from a mapping, checked like a loaded config; errors
+    name ``prefix`` (``training.method_overrides.cream``)."""
+    return _build(cls, data, prefix)
 
 
 def load_config(

@@ -4,6 +4,14 @@ Log-probs are summed over exactly the response tokens DPO trains on (see
 :mod:`cream_plugin.forward.logprobs`). Without a reference model (M0 has none) the reward is the
 mean per-token log-likelihood, so long answers are not penalised for their length alone. ``beta``
 scales both forms; it does not change any ranking.
+
+Option ``length_normalised`` (``rewarder.options: {implicit: {length_normalised: true}}``, or a
+method's ``reward_options``): the reward per response token,
+r(x, y) = beta * (log pi(y|x) - log pi_ref(y|x)) / |y|, with |y| the number of response tokens
+scored. The summed reward of a response grows with its length wherever the policy moved toward
+it token by token, and shrinks with it wherever it moved away; per token, a short and a long
+answer compete on the average movement (the cream-no-rc-lennorm control, docs/study-controls.md).
+Without a reference it changes nothing (that form is a mean already).
 """
 
 from __future__ import annotations
@@ -18,9 +26,11 @@ from cream_plugin.plugins.interfaces import Prompt, RewardResult
 
 
 def implicit_rewards(
-    policy: SequenceLogProbs, ref: SequenceLogProbs | None, beta: float = 1.0
+    policy: SequenceLogProbs, ref: SequenceLogProbs | None, beta: float = 1.0,
+    length_normalised: bool = False,
 ) -> np.ndarray:
-    """(P, N) rewards from already computed log-prob tables; NaN where a response has no token."""
+    """(P, N) rewards from already computed log-prob tables; NaN where a response has no token.
+    ``length_normalised`` divides the reference form by the response's token count."""
     empty = policy.num_tokens == 0
     if ref is None:
         rewards = beta * policy.mean
@@ -29,6 +39,9 @@ def implicit_rewards(
             raise ValueError(f"policy {policy.sum.shape} and reference {ref.sum.shape} differ")
         rewards = beta * (policy.sum - ref.sum)
         empty |= ref.num_tokens == 0
+        if length_normalised:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                rewards = rewards / policy.num_tokens
     return np.where(empty, np.nan, rewards)
 
 
@@ -53,6 +66,7 @@ class ImplicitRewarder:
         ref_key: str = "reference",
         max_length: int | None = None,
         progress: bool = True,
+        length_normalised: bool = False,
     ) -> None:
         if beta <= 0:
             raise ValueError(f"beta must be > 0, got {beta}")
@@ -68,6 +82,7 @@ class ImplicitRewarder:
         self.ref_key = ref_key
         self.max_length = max_length
         self.progress = progress
+        self.length_normalised = length_normalised
 
     def logps(self, prompts: list[Prompt], responses: list[list[str]],
               which: str = "policy") -> SequenceLogProbs:
@@ -81,7 +96,7 @@ class ImplicitRewarder:
     def score(self, prompts: list[Prompt], responses: list[list[str]]) -> RewardResult:
         policy = self.logps(prompts, responses, "policy")
         ref = self.logps(prompts, responses, "reference") if self.ref_model is not None else None
-        rewards = implicit_rewards(policy, ref, self.beta)
+        rewards = implicit_rewards(policy, ref, self.beta, self.length_normalised)
         counts: Counter[str] = Counter()
         nan = np.isnan(rewards)
         counts["scored"] = int((~nan).sum())

@@ -11,6 +11,7 @@ every method, so its samples, log-probs and implicit rewards are shared (one nod
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -26,7 +27,7 @@ from cream_plugin.loop.stages.internal_consistency import InternalConsistencySta
 from cream_plugin.loop.stages.logps import LogpsStage
 from cream_plugin.loop.stages.movement import MovementStage
 from cream_plugin.loop.stages.pairs import PairsStage
-from cream_plugin.loop.stages.prompts import PromptsStage
+from cream_plugin.loop.stages.prompts import AfterLastPromptsStage, PromptsStage
 from cream_plugin.loop.stages.rewards import (
     ImplicitRewardsStage,
     RewardsStage,
@@ -40,6 +41,19 @@ from cream_plugin.loop.stages.train import TrainStage
 from cream_plugin.plugins.methods import Method
 
 S = TypeVar("S", bound=StageSpec)
+
+
+@dataclass(frozen=True)
+class Rewards:
+    """The reward stages of one iteration of a method (:meth:`StageGraph.rewards`)."""
+
+    reward_name: str
+    implicit: bool
+    use_model: bool
+    rewards: StageSpec
+    previous: StageSpec | None
+    consistency: StageSpec | None
+    ref: StageSpec | None
 
 
 def checkpoint_key(method: str, t: int) -> str:
@@ -97,15 +111,15 @@ class StageGraph:
     def evaluate(self, method: str, t: int, model_key: str) -> EvaluateStage:
         return self.add(EvaluateStage(method, t, model_key))
 
-    def iteration(self, method: str, t: int) -> str:
-        """Iteration t of ``method``: M_t -> M_{t+1}; returns M_{t+1}'s key."""
+    def rewards(self, method: str, t: int, samples: SampleStage) -> Rewards:
+        """The rewards of iteration t's samples under M_t and (where C is measured) M_{t-1},
+        and their consistency C, as the method's reward defines them."""
         cfg = self.config
         spec = self.methods[method]
         key, prev_key = checkpoint_key(method, t), checkpoint_key(method, t - 1)
         scope = iteration_scope(method, t)
-        samples = self.sample(method, t, key)
-        correctness = self.add(CorrectnessStage(scope, samples, t))
         reward_name = str(spec.rewarder_name(cfg))
+        options = spec.reward_options
         implicit = is_implicit(reward_name)
         previous: StageSpec | None = None
         ref = None
@@ -114,35 +128,62 @@ class StageGraph:
             ref = current_logps = self.logps(samples, key)
             before = self.logps(samples, prev_key)
             older = self.logps(samples, checkpoint_key(method, t - 2)) if t > 1 else None
-            rewards: StageSpec = self.add(
-                ImplicitRewardsStage(scope, reward_name, samples, current_logps, before, t))
-            previous = self.add(ImplicitRewardsStage(scope, reward_name, samples, before, older, t))
+            rewards: StageSpec = self.add(ImplicitRewardsStage(
+                scope, reward_name, samples, current_logps, before, t, options))
+            previous = self.add(ImplicitRewardsStage(scope, reward_name, samples, before, older,
+                                                     t, options))
         else:
             r_scope = f"{method}/iter{t}" if t > 1 else scope
             rewards = self.add(RewardsStage(r_scope, reward_name, key if use_model else None,
-                                            samples, t))
+                                            samples, t, options))
             if spec.regularised or (use_model and cfg.consistency.measure_all):
                 previous = self.add(RewardsStage(scope, reward_name,
-                                                 prev_key if use_model else None, samples, t))
+                                                 prev_key if use_model else None, samples, t,
+                                                 options))
         consistency = None
         if previous is not None:
             consistency = self.add(ConsistencyStage(method, t, rewards, previous))
+        return Rewards(reward_name, implicit, use_model, rewards, previous, consistency, ref)
+
+    def iteration(self, method: str, t: int) -> str:
+        """Iteration t of ``method``: M_t -> M_{t+1}; returns M_{t+1}'s key."""
+        cfg = self.config
+        spec = self.methods[method]
+        key = checkpoint_key(method, t)
+        scope = iteration_scope(method, t)
+        samples = self.sample(method, t, key)
+        correctness = self.add(CorrectnessStage(scope, samples, t))
+        r = self.rewards(method, t, samples)
         weighted = spec.regularised_at(t)
-        pairs = self.add(PairsStage(method, t, samples, rewards, previous, consistency,
-                                    weighted, ref, model_independent=not use_model))
-        if spec.internal_consistency and implicit:
+        pairs = self.add(PairsStage(method, t, samples, r.rewards, r.previous, r.consistency,
+                                    weighted, r.ref, model_independent=not r.use_model,
+                                    consistency_override=spec.consistency_override))
+        if spec.internal_consistency and r.implicit:
             self.add(InternalConsistencyStage(method, t, key, pairs))
-        pair_reward = "r_t" if implicit else reward_name
-        tables = {pair_reward: rewards}
-        if previous is not None:
-            tables["r_t-1" if implicit else f"{reward_name} (M_t-1)"] = previous
+        pair_reward = "r_t" if r.implicit else r.reward_name
+        tables = {pair_reward: r.rewards}
+        if r.previous is not None:
+            tables["r_t-1" if r.implicit else f"{r.reward_name} (M_t-1)"] = r.previous
         self.add(EvidenceStage(method, t, samples, correctness, tables, pair_reward,
-                               consistency))
+                               r.consistency))
         new_key = checkpoint_key(method, t + 1)
         mode = cfg.consistency.mode if weighted else "none"
         self.add(TrainStage(method, t, key, new_key, pairs, spec.trainer_name(cfg), mode,
-                            spec.trainer_settings))
+                            spec.trainer_settings, spec.training_settings(cfg)))
         return new_key
+
+    def after_last(self, method: str, iterations: int) -> None:
+        """``consistency.after_last``: M_{T+1} samples iteration T+1's prompts (a chunk of the
+        pool beyond the run's, :class:`AfterLastPromptsStage`), scored for correctness, and
+        its rewards against M_T's give C of M_{T+1} vs M_T (the paper's M3-vs-M2 row) exactly
+        as an iteration measures it; no pairs, no training. Added after every other stage of
+        the method, so no existing stage changes."""
+        t = iterations + 1
+        key = checkpoint_key(method, t)
+        prompts = self.add(AfterLastPromptsStage())
+        samples = self.add(SampleStage(iteration_scope(method, t), key, prompts, t))
+        self.add(CorrectnessStage(iteration_scope(method, t), samples, t))
+        self.rewards(method, t, samples)
 
     def movement(self, method: str, iterations: int) -> None:
         """How far each M_t moved to M_{t+1}: the exact KL from a pass holding both models over
@@ -196,6 +237,8 @@ class StageGraph:
                 self.evaluate(method, t + 1, key)
             self.movement(method, self.config.iterations)
             self.same_prompt_pool(method, self.config.iterations)
+            if self.config.consistency.after_last:
+                self.after_last(method, self.config.iterations)
         return self
 
     def finals(self) -> set[str]:

@@ -228,6 +228,26 @@ def check_placement(config: RunConfig) -> None:
                       engine=requested_engine(dict(os.environ)))
 
 
+def check_method_overrides(config: RunConfig, methods: dict[str, Method]) -> None:
+    """``training.method_overrides`` names registered methods, and every method's training
+    overrides make a config its trainer accepts (checked as the run's own settings are)."""
+    from cream_plugin.loop.stages.train import overridden_training
+    from cream_plugin.plugins.registry import UnknownComponentError, get_component
+
+    for name, given in config.training.method_overrides.items():
+        try:
+            get_component("method", name)
+        except UnknownComponentError as exc:
+            raise ConfigError(f"training.method_overrides: {exc}") from None
+        if not isinstance(given, dict):
+            raise ConfigError(f"training.method_overrides.{name}: expected a mapping of "
+                              f"training settings, got {given!r}")
+    for name, method in methods.items():
+        overrides = method.training_settings(config)
+        if overrides and method.reward is not None:
+            check_trainer_args(overridden_training(config, overrides, name), {name: method})
+
+
 def preflight(config: RunConfig) -> dict[str, Method]:
     """All checks; returns the configured methods."""
     from cream_plugin.trainers.tracking import normalize_report_to
@@ -236,6 +256,7 @@ def preflight(config: RunConfig) -> dict[str, Method]:
     check_components(config, methods)
     normalize_report_to(config.training.report_to)
     check_trainer_args(config, methods)
+    check_method_overrides(config, methods)
     check_data(config)
     check_device(config)
     tokenizer, context = check_model(config)

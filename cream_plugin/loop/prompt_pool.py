@@ -98,7 +98,9 @@ def build_prompt_pool(
     iterations: int,
     seed: int,
 ) -> list[list[PromptItem]]:
-    """``iterations`` disjoint lists of ``per_iteration`` prompts, mixed across sources by seed."""
+    """``iterations`` disjoint lists of ``per_iteration`` prompts, mixed across sources by seed.
+    The first k lists do not depend on ``iterations`` (>= k): ``consistency.after_last`` draws
+    iteration T+1's prompts as the last list of a pool of T+1."""
     if per_iteration < 1 or iterations < 1:
         raise DataError("per_iteration and iterations must both be >= 1")
     if not sources:

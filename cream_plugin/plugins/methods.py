@@ -4,7 +4,10 @@ trains, and which extra stages run. Built-ins and third-party methods register t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from cream_plugin.config import RunConfig
 from cream_plugin.errors import ConfigError
@@ -24,6 +27,16 @@ class Method:
     ``internal_consistency`` adds SCIR's agreement stage (needs an implicit reward).
     ``regularise_from`` is the first iteration whose pairs C weighs; earlier iterations of a
     regularised method train plain DPO (C is still measured and reported).
+
+    Knobs for controls and variants (each leaves every stage of a method without it as it was):
+    ``consistency_override`` replaces the measured C of a regularised method's pairs: a number
+    in [0, 1] fixes C for every pair, ``"shuffle"`` permutes the measured C values across the
+    iteration's pairs (seeded by the run seed and iteration: the same distribution of C, no
+    link to the prompt). ``reward_options`` are keyword arguments for this method's rewarder,
+    over ``rewarder.options`` (``{"length_normalised": True}`` for the implicit reward); its
+    reward stages get their own names. ``training_overrides`` are training settings
+    (``learning_rate``, ``beta``, a trainer's own field) this method trains with instead of the
+    run's; ``training.method_overrides.<name>`` in the config takes precedence over them.
     """
 
     name: str
@@ -34,6 +47,21 @@ class Method:
     internal_consistency: bool = False
     description: str = ""
     regularise_from: int = 1
+    consistency_override: str | float | None = None
+    reward_options: Mapping[str, Any] = field(default_factory=dict)
+    training_overrides: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        c = self.consistency_override
+        if c is None:
+            return
+        if not self.regularised:
+            raise ValueError(f"method {self.name}: consistency_override needs regularised=True "
+                             "(an unregularised method's pairs are not weighted by C)")
+        if isinstance(c, bool) or not (c == SHUFFLE or (isinstance(c, (int, float))
+                                                        and 0.0 <= c <= 1.0)):
+            raise ValueError(f"method {self.name}: consistency_override must be {SHUFFLE!r} or "
+                             f"a number in [0, 1], got {c!r}")
 
     def regularised_at(self, iteration: int) -> bool:
         """Whether iteration ``iteration``'s pairs are weighted by C."""
@@ -52,6 +80,27 @@ class Method:
 
     def trainer_name(self, config: RunConfig) -> str:
         return self.trainer or config.training.trainer
+
+    def training_settings(self, config: RunConfig) -> dict[str, Any]:
+        """The training settings this method overrides in ``config``: its own
+        ``training_overrides`` under the config's ``training.method_overrides.<name>``."""
+        given = config.training.method_overrides.get(self.name) or {}
+        return {**self.training_overrides, **given}
+
+
+SHUFFLE = "shuffle"
+"""``Method.consistency_override`` value: permute the measured C across an iteration's pairs."""
+
+
+def options_tag(options: Mapping[str, Any]) -> str:
+    """A readable, file-name-safe tag of rewarder options for stage names:
+    ``{"length_normalised": True}`` -> ``+length_normalised``; other values as ``+key=value``."""
+    parts = []
+    for key in sorted(options):
+        value = options[key]
+        text = key if value is True else f"{key}={json.dumps(value, sort_keys=True)}"
+        parts.append("+" + "".join(ch if ch.isalnum() or ch in "._=-" else "_" for ch in text))
+    return "".join(parts)
 
 
 def get_method(name: str) -> Method:

@@ -12,6 +12,7 @@ import numpy as np
 from cream_plugin.loop.artifacts import Artifact
 from cream_plugin.loop.context import RunContext
 from cream_plugin.loop.stage import Output, Parallel, StageSpec
+from cream_plugin.plugins.interfaces import CONSISTENCY_COLUMN
 
 log = logging.getLogger("cream.pairs")
 
@@ -25,6 +26,34 @@ def consistency_map(stage: Artifact) -> dict[str, float]:
     return {str(r["prompt_id"]): float(r["C"]) for r in stage.read_rows()}
 
 
+def shuffle_seed(seed: int, iteration: int) -> int:
+    """The seed of iteration ``iteration``'s permutation of C (``consistency_override:
+    shuffle``): the run seed and the iteration, nothing else."""
+    return seed * 1000 + iteration
+
+
+def override_consistency(pairs: list[dict[str, Any]], override: str | float,
+                         seed: int) -> dict[str, Any]:
+    """Replace the C of every pair in place: a number fixes it; ``"shuffle"`` permutes the
+    measured values across the pairs with ``seed`` (the same multiset of C, no link to the
+    prompt). The measured C stays in each row as ``measured_consistency``; returns what was
+    done, for the manifest."""
+    from cream_plugin.plugins.methods import SHUFFLE
+
+    measured = [float(p[CONSISTENCY_COLUMN]) for p in pairs]
+    if override == SHUFFLE:
+        order = np.random.default_rng(seed).permutation(len(pairs))
+        values = [measured[int(k)] for k in order]
+        done: dict[str, Any] = {"consistency_override": SHUFFLE, "shuffle_seed": seed}
+    else:
+        values = [float(override)] * len(pairs)
+        done = {"consistency_override": float(override)}
+    for pair, c, m in zip(pairs, values, measured, strict=True):
+        pair["measured_consistency"] = m
+        pair[CONSISTENCY_COLUMN] = c
+    return done
+
+
 class PairsStage(StageSpec):
     step = "pairs"
     parallel = Parallel.REPLICATED
@@ -32,9 +61,11 @@ class PairsStage(StageSpec):
 
     def __init__(self, method: str, iteration: int, samples: StageSpec, rewards: StageSpec,
                  previous: StageSpec | None, consistency: StageSpec | None, regularised: bool,
-                 ref_logps: StageSpec | None, model_independent: bool = False) -> None:
+                 ref_logps: StageSpec | None, model_independent: bool = False,
+                 consistency_override: str | float | None = None) -> None:
         """``previous`` (M_{t-1}'s rewards) is an edge only: C comes from ``consistency``;
-        ``ref_logps`` is M_t's log-prob stage, stored as the DPO reference when given."""
+        ``ref_logps`` is M_t's log-prob stage, stored as the DPO reference when given;
+        ``consistency_override`` (a method's knob) replaces C of regularised pairs."""
         super().__init__(f"{method}/iter{iteration}/pairs", method, iteration)
         self.samples = samples
         self.rewards = rewards
@@ -43,10 +74,24 @@ class PairsStage(StageSpec):
         self.regularised = regularised
         self.ref_logps = ref_logps
         self.model_independent = model_independent
+        self.consistency_override = consistency_override if regularised else None
 
     def upstream(self) -> dict[str, Any]:
         return {"samples": self.samples, "rewards": self.rewards, "prev": self.previous,
                 "consistency": self.consistency, "ref": self.ref_logps}
+
+    def inputs(self, ctx: RunContext) -> dict[str, str]:
+        found = super().inputs(ctx)
+        if self.consistency_override is not None:  # absent: the identity it always had
+            found["consistency_override"] = self._override_label(ctx.config.seed)
+        return found
+
+    def _override_label(self, seed: int) -> str:
+        from cream_plugin.plugins.methods import SHUFFLE
+
+        if self.consistency_override == SHUFFLE:
+            return f"{SHUFFLE}:seed={shuffle_seed(seed, self.iteration)}"
+        return f"fixed:{float(self.consistency_override or 0.0)!r}"
 
     def compute(self, ctx: RunContext) -> Output:
         from cream_plugin.forward.logprobs import SequenceLogProbs
@@ -75,6 +120,9 @@ class PairsStage(StageSpec):
         )
         manifest: dict[str, Any] = {"prompts": len(rows), "pairs": len(pairs),
                                     "skipped": len(rows) - len(pairs)}
+        if self.consistency_override is not None and pairs:
+            manifest.update(override_consistency(
+                pairs, self.consistency_override, shuffle_seed(ctx.config.seed, self.iteration)))
         if not pairs:
             self._no_pairs(ctx, len(rows), rewards)
             manifest["no_pairs"] = True

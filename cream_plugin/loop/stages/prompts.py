@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cream_plugin.errors import DataError
 from cream_plugin.loop.context import RunContext
 from cream_plugin.loop.stage import Output, Parallel, StageSpec
 
@@ -39,3 +40,28 @@ class PromptsStage(StageSpec):
             d.prompt_sources, d.data_dir, d.prompts_per_iteration, cfg.iterations, cfg.seed
         )
         return Output(rows=rows)
+
+
+class AfterLastPromptsStage(PromptsStage):
+    """Iteration T+1's prompts for ``consistency.after_last``: the chunk of the pool that a run
+    of T+1 iterations would use last. The pool is drawn so that its first T chunks do not
+    depend on how many follow (:func:`cream_plugin.loop.prompt_pool.build_prompt_pool`), so
+    these prompts are disjoint from every prompt the run trained on; the run's own prompts
+    stage is left as it was."""
+
+    step = "prompts"
+
+    def __init__(self) -> None:
+        StageSpec.__init__(self, "prompts-after-last")
+
+    def compute(self, ctx: RunContext) -> Output:
+        cfg = ctx.config
+        d = cfg.data
+        last = cfg.iterations + 1
+        try:
+            rows = pool_rows(d.prompt_sources, d.data_dir, d.prompts_per_iteration, last,
+                             cfg.seed)
+        except DataError as exc:
+            raise DataError(f"consistency.after_last needs the prompts of iteration {last}: "
+                            f"{exc}") from None
+        return Output(rows=[r for r in rows if r["iteration"] == last])

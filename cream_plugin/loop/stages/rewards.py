@@ -5,7 +5,9 @@ apply as in ``cream reward``) but reads the log-prob stages' results instead of 
 
 from __future__ import annotations
 
+import json
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -65,6 +67,23 @@ def tie_counts(rewards: np.ndarray) -> dict[str, int]:
     return {"prompts_all_tied": all_tied, "prompts_with_ties": with_ties}
 
 
+def method_options(rewarder: str, options: Mapping[str, Any] | None) -> tuple[str, dict[str, str]]:
+    """A reward stage's name tag and identity inputs for a method's own rewarder options (none:
+    the tag and inputs of a stage without them, so existing stages keep their identity)."""
+    from cream_plugin.plugins.methods import options_tag
+
+    if not options:
+        return rewarder, {}
+    return rewarder + options_tag(options), {
+        "method_options": json.dumps(dict(options), sort_keys=True, default=str)}
+
+
+def rewarder_options(ctx: RunContext, rewarder: str,
+                     options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``rewarder.options`` of the config for this rewarder, under a method's own options."""
+    return {**dict(ctx.config.rewarder.options.get(rewarder, {}) or {}), **dict(options or {})}
+
+
 def is_implicit(rewarder_name: str) -> bool:
     """Whether a rewarder is the log-prob based implicit reward (computed from log-prob
     stages, so each (model, sample) log-prob is computed once per iteration)."""
@@ -86,13 +105,16 @@ class RewardsStage(StageSpec):
     settings = ("rewarder", "seed")
 
     def __init__(self, scope: str, rewarder: str, model_key: str | None, samples: StageSpec,
-                 iteration: int) -> None:
-        tag = f"{rewarder}-{model_key.replace('/', '-')}" if model_key else rewarder
+                 iteration: int, options: Mapping[str, Any] | None = None) -> None:
+        """``options``: a method's own rewarder options (over ``rewarder.options``)."""
+        label, self.option_inputs = method_options(rewarder, options)
+        tag = f"{label}-{model_key.replace('/', '-')}" if model_key else label
         super().__init__(f"{scope}/rewards-{tag}", method=scope.split("/")[0],
                          iteration=iteration)
         self.rewarder = rewarder
         self.model_key = model_key
         self.samples = samples
+        self.options = dict(options or {})
 
     def models(self) -> tuple[str, ...]:
         return (self.model_key,) if self.model_key else ()
@@ -102,7 +124,7 @@ class RewardsStage(StageSpec):
 
     def inputs(self, ctx: RunContext) -> dict[str, str]:
         model = ctx.model_digest(self.model_key) if self.model_key else "none"
-        return {**super().inputs(ctx), "model": model}
+        return {**super().inputs(ctx), "model": model, **self.option_inputs}
 
     def compute(self, ctx: RunContext) -> Output:
         cfg = ctx.config
@@ -117,7 +139,7 @@ class RewardsStage(StageSpec):
                 "batch_size": lambda: cfg.rewarder.batch_size,
                 "seed": lambda: cfg.seed,
             },
-            options=dict(cfg.rewarder.options.get(self.rewarder, {}) or {}),
+            options=rewarder_options(ctx, self.rewarder, self.options),
         )
         rewards, counts, extras = score_rows(rewarder, rows, ctx.dist)
         counts.update(tie_counts(rewards))
@@ -151,17 +173,24 @@ class ImplicitRewardsStage(StageSpec):
     settings = ("rewarder", "training.max_length")
 
     def __init__(self, scope: str, rewarder: str, samples: StageSpec, policy: LogpsStage,
-                 reference: LogpsStage | None, iteration: int) -> None:
+                 reference: LogpsStage | None, iteration: int,
+                 options: Mapping[str, Any] | None = None) -> None:
+        """``options``: a method's own rewarder options (over ``rewarder.options``)."""
+        label, self.option_inputs = method_options(rewarder, options)
         tag = policy.model_key.replace("/", "-")
-        super().__init__(f"{scope}/rewards-{rewarder}-{tag}", method=scope.split("/")[0],
+        super().__init__(f"{scope}/rewards-{label}-{tag}", method=scope.split("/")[0],
                          iteration=iteration)
         self.rewarder = rewarder
         self.samples = samples
         self.policy = policy
         self.reference = reference
+        self.options = dict(options or {})
 
     def upstream(self) -> dict[str, Any]:
         return {"samples": self.samples, "policy": self.policy, "reference": self.reference}
+
+    def inputs(self, ctx: RunContext) -> dict[str, str]:
+        return {**super().inputs(ctx), **self.option_inputs}
 
     def compute(self, ctx: RunContext) -> Output:
         from cream_plugin.forward.logprobs import LogProbCache
@@ -190,7 +219,7 @@ class ImplicitRewardsStage(StageSpec):
                 "progress": lambda: False,
             },
             options={"max_length": max_length,
-                     **dict(cfg.rewarder.options.get(self.rewarder, {}) or {})},
+                     **rewarder_options(ctx, self.rewarder, self.options)},
         )
         result = score_rewarder(rewarder, [r["prompt"] for r in rows],
                                 [r["responses"] for r in rows],

@@ -7,10 +7,11 @@ import dataclasses
 import json
 import logging
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from cream_plugin.config import RunConfig
+from cream_plugin.config import RunConfig, TrainingConfig
 from cream_plugin.loop.artifacts import atomic_write_text
 from cream_plugin.loop.context import RunContext
 from cream_plugin.loop.stage import Output, Parallel, StageSpec
@@ -93,19 +94,41 @@ def numbers_as_floats(config_cls: type, values: dict[str, Any]) -> dict[str, Any
     return out
 
 
+TRAINING_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainingConfig))
+
+
+def overridden_training(config: RunConfig, overrides: Mapping[str, Any],
+                        method: str) -> RunConfig:
+    """``config`` with a method's training overrides applied (checked like the config's own
+    ``training`` section; a key that is no setting becomes a trainer argument, as there)."""
+    if not overrides:
+        return config
+    from cream_plugin.config import build_section
+
+    data = config.to_dict()["training"]
+    data["trainer_args"].update({k: v for k, v in overrides.items() if k not in TRAINING_FIELDS})
+    data.update({k: v for k, v in overrides.items() if k in TRAINING_FIELDS})
+    section = build_section(TrainingConfig, data, f"training.method_overrides.{method}")
+    return dataclasses.replace(config, training=section)
+
+
 class TrainStage(StageSpec):
     step = "train"
     kind = "folder"
     parallel = Parallel.DDP
 
     def __init__(self, method: str, iteration: int, base_key: str, new_key: str, pairs: StageSpec,
-                 trainer: str, mode: str, extra_settings: tuple[str, ...] = ()) -> None:
+                 trainer: str, mode: str, extra_settings: tuple[str, ...] = (),
+                 overrides: Mapping[str, Any] | None = None) -> None:
+        """``overrides``: training settings this method trains with instead of the run's
+        (:meth:`cream_plugin.plugins.methods.Method.training_settings`)."""
         super().__init__(new_key, method, iteration)
         self.base_key = base_key
         self.pairs = pairs
         self.trainer = trainer
         self.mode = mode
         self.settings = ("training", "consistency", "seed", *extra_settings)
+        self.overrides = dict(overrides or {})
 
     def models(self) -> tuple[str, ...]:
         return (self.base_key,)
@@ -114,7 +137,13 @@ class TrainStage(StageSpec):
         return {"pairs": self.pairs}
 
     def inputs(self, ctx: RunContext) -> dict[str, str]:
-        return {**super().inputs(ctx), "base": ctx.model_digest(self.base_key)}
+        found = {**super().inputs(ctx), "base": ctx.model_digest(self.base_key)}
+        if self.overrides:  # absent: the identity it always had
+            training = overridden_training(ctx.config, self.overrides, self.method).training
+            applied = {k: getattr(training, k) if k in TRAINING_FIELDS
+                       else training.trainer_args[k] for k in sorted(self.overrides)}
+            found["training_overrides"] = json.dumps(applied, sort_keys=True, default=str)
+        return found
 
     def compute(self, ctx: RunContext) -> Output:
         from cream_plugin.plugins.registry import get_trainer
@@ -122,7 +151,7 @@ class TrainStage(StageSpec):
         from cream_plugin.trainers.launch import check_engine, gathered_state_dict, saveable_model
         from cream_plugin.trainers.tracking import track
 
-        cfg = ctx.config
+        cfg = overridden_training(ctx.config, self.overrides, self.method)
         tr = cfg.training
         pairs = ctx.result(self.pairs).read_rows()
         model = ctx.load(self.base_key)
