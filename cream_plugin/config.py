@@ -153,12 +153,8 @@ class ConsistencyConfig:
         doc="also measure C for unregularised methods whose reward comes from the model (SRLM: "
         "the judge runs again as M_{t-1}); reported only, never used in training",
     )
-    after_last: bool = _f(
-        False,
-        doc="after the last iteration T, M_(T+1) samples iteration T+1's prompts (one more "
-        "chunk of the pool) and C of M_(T+1) against M_T is measured as for every iteration "
-        "(the paper's M3-vs-M2 row), with M_(T+1)'s pool accuracy on them; nothing is trained",
-    )
+    after_last: bool = _f(False, doc="also C of M_(T+1) vs M_T (the paper's M3 vs M2) on one "
+                          "more chunk of prompts, with M_(T+1)'s pool accuracy; no training")
 
 
 @dataclass
@@ -211,12 +207,9 @@ class TrainingConfig:
         "DPOConfig, a plugin's): write it in this section (training.consistency_weight=2 or "
         "training.weight_decay=0.01); checked against each trainer the run uses, before work",
     )
-    method_overrides: dict[str, dict[str, Any]] = _f(
-        {},
-        doc="per method name, training settings that method trains with instead of the run's "
-        "({cream-no-rc-matched-lr: {learning_rate: 2.0e-6}}); they take precedence over the "
-        "method's own training_overrides and change only that method's train stages",
-    )
+    method_overrides: dict[str, dict[str, Any]] = _f({}, doc="per method, training settings "
+                                                     "it trains with ({cream: {beta: 0.2}}), "
+                                                     "over the method's training_overrides")
 
 
 @dataclass
@@ -245,17 +238,12 @@ SEED_MAX = 2**32 - 1
 UNHASHED = ("training.report_to", "training.require_pairs", "training.run_name",
             "training.padding_free", "training.compact_lm_head", "model.scoring_placement",
             "model.vllm_options", "consistency.after_last", "training.method_overrides")
-"""Settings left out of every stage's config hash. Most change where a run reports or how fast
-it computes, not what it computes (the same values within float rounding), so turning a tracker
-on for a resumed run redoes no stage (``training.require_pairs`` only decides whether an empty
-pairs stage is an error). ``consistency.after_last`` adds stages and changes none that exist.
-``training.method_overrides`` is hashed where it acts: each train stage puts its own method's
-overrides into its inputs, so overriding one method retrains that method only."""
+"""Settings out of every stage's config hash: where a run reports or how fast it computes (the
+same values within float rounding; ``require_pairs`` only makes an empty pairs stage an error);
+``after_last`` only adds stages; each train stage hashes its own method's overrides."""
 
 HASH_ONLY_IF_SET: tuple[str, ...] = ()
-"""Settings left out of the config hash while they equal their default: a new setting listed
-here keeps the identity of every stage of existing runs until a run sets it (then the stages
-that hash its section are redone, as for any changed setting)."""
+"""Settings out of the config hash while at their default: existing runs keep their stages."""
 
 
 @dataclass
@@ -312,7 +300,8 @@ def _dig(data: dict[str, Any], dotted: str) -> Any:
     return data
 
 
-def _build(cls: type, data: Any, prefix: str) -> Any:
+def build_section(cls: type, data: Any, prefix: str) -> Any:
+    """A config section (dataclass ``cls``) from a mapping, checked; errors name ``prefix``."""
     where = prefix or "config"
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
@@ -334,18 +323,12 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
         key = f"{prefix}.{name}" if prefix else name
         tp = hints[name]
         if dataclasses.is_dataclass(tp):
-            kwargs[name] = _build(tp, value, key)  # type: ignore[arg-type]
+            kwargs[name] = build_section(tp, value, key)  # type: ignore[arg-type]
             continue
         value = coerce(value, tp, key)
         check_range(value, fields[name].metadata, key)
         kwargs[name] = value
     return cls(**kwargs)
-
-
-def build_section(cls: type, data: Any, prefix: str) -> Any:
-    """A config section (dataclass ``cls``) from a mapping, checked like a loaded config; errors
-    name ``prefix`` (``training.method_overrides.cream``)."""
-    return _build(cls, data, prefix)
 
 
 def load_config(
@@ -363,7 +346,7 @@ def load_config(
         data = deep_merge(data, loaded)
     data = merge_overrides(data, overrides or [])
     try:
-        return typing.cast(RunConfig, _build(RunConfig, data, ""))
+        return typing.cast(RunConfig, build_section(RunConfig, data, ""))
     except ConfigError as exc:
         if path is not None:
             raise ConfigError(f"{path}: {exc}") from None
