@@ -24,7 +24,7 @@ from cream_plugin.loop.stages.rewards import ImplicitRewardsStage, rewards_table
 from cream_plugin.loop.stages.sample import SampleStage
 from cream_plugin.loop.stages.train import TrainStage
 from cream_plugin.plugins.builtins.methods import LENGTH_CONTROLS
-from cream_plugin.plugins.methods import Method, get_method
+from cream_plugin.plugins.methods import Method, get_method, options_tag
 
 RECORDED = Path(__file__).parent / "data" / "smoke_stage_identities_9b60404.json"
 CONTROLS = LENGTH_CONTROLS
@@ -263,6 +263,8 @@ def test_implicit_rewards_length_normalised_from_tables() -> None:
     np.testing.assert_allclose(implicit_rewards(policy, ref, 0.5, length_normalised=True),
                                [[0.5, -0.5]])
     np.testing.assert_allclose(implicit_rewards(policy, ref, 0.5), [[1.0, -1.5]])
+    assert options_tag({"length_normalised": True, "beta": 0.5}) == \
+        "+beta=0.5+length_normalised"
 
 
 # -- after the last iteration ------------------------------------------------------------------

@@ -6,6 +6,8 @@ them, and the runner can run the graph, or say what running it would reuse and r
 The loop: M0 -> SFT -> (sample -> reward -> consistency -> pairs -> train -> evaluate) x T per
 method, then how far each model moved. Iteration 1 starts from the shared SFT model M1 for
 every method, so its samples, log-probs and implicit rewards are shared (one node each).
+With ``consistency.after_last``, M_(T+1) is sampled and ranked once more (C against M_T), after
+every other stage of the method.
 """
 
 from __future__ import annotations
