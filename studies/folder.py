@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -89,9 +90,11 @@ def model_label(method: str, t: int) -> str:
     return "sft-M1" if t == 1 else f"{method}-M{t}"
 
 
+@cache
 def item_metrics(run: Path, method: str, t: int) -> dict[str, dict[int, dict[str, float]]]:
     """task -> doc_id -> metric -> score for M_t of ``method`` in one seed (per-item rows of the
-    evaluation artifact; one filter per task, the first the rows name)."""
+    evaluation artifact; one filter per task, the first the rows name). Cached: the tables
+    read each model's rows many times; callers must not modify the result."""
     out: dict[str, dict[int, dict[str, float]]] = {}
     chosen: dict[str, str] = {}
     for row in read_jsonl(run / "evals" / f"{model_label(method, t)}.jsonl"):

@@ -40,6 +40,11 @@ class Claim:
     n: str
     estimate: Estimate
     detail: str = ""
+    same_as: str = ""       # the label of the same test in a table (one entry in the family)
+
+    @property
+    def label(self) -> str:
+        return self.same_as or f"claim {self.key}: {self.text}"
 
 
 def verdict(c: Claim, p_holm: float) -> str:
@@ -56,14 +61,21 @@ def verdict(c: Claim, p_holm: float) -> str:
     return f"not detectable at MDE {mde_text(e, c.scale)} (estimate {side}; {held})"
 
 
-def consistency_claim(runs: list[Path], a: str, b: str, t: int) -> tuple[Estimate, str]:
-    d = paired_seed_means([{k: r.get("C", np.nan) for k, r in consistency_rows(x, a, t).items()}
-                           for x in runs],
-                          [{k: r.get("C", np.nan) for k, r in consistency_rows(x, b, t).items()}
-                           for x in runs])
+def seeds_and_prompts(a: list[dict[str, float]], b: list[dict[str, float]]) -> str:
+    """"n seeds; prompts per seed ..." for per-prompt comparisons of a and b."""
+    counts = [sum(1 for k in x if k in y and np.isfinite(x[k]) and np.isfinite(y[k]))
+              for x, y in zip(a, b, strict=True)]
+    counts = [c for c in counts if c]
+    return f"{len(counts)} seeds; prompts per seed {', '.join(map(str, counts)) or 'n/a'}"
+
+
+def consistency_claim(runs: list[Path], a: str, b: str, t: int) -> tuple[Estimate, str, str]:
+    ca, cb = ([{k: r.get("C", np.nan) for k, r in consistency_rows(x, m, t).items()}
+               for x in runs] for m in (a, b))
+    d = paired_seed_means(ca, cb)
     e = across_seeds(d) if d else undefined(f"no prompt with C for both {a} and {b} "
                                             f"at iteration {t}")
-    return e, f"per seed {per_seed_text(d)}"
+    return e, seeds_and_prompts(ca, cb), f"per seed {per_seed_text(d)}"
 
 
 def items_claim(runs: list[Path], a: tuple[str, int], b: tuple[str, int], tasks: tuple[str, ...],
@@ -106,12 +118,12 @@ def gather(runs: list[Path]) -> list[Claim]:
     claims: list[Claim] = []
 
     def add(key: str, source: str, text: str, direction: int, scale: str, test: str,
-            make: Callable[[], tuple]) -> None:
+            make: Callable[[], tuple], same_as: str = "") -> None:
         got = make()
         e, rest = got[0], got[1:]
         n = rest[0] if len(rest) == 2 else f"{e.n} seeds"
         detail = rest[-1] if rest else ""
-        claims.append(Claim(key, source, text, direction, scale, test, n, e, detail))
+        claims.append(Claim(key, source, text, direction, scale, test, n, e, detail, same_as))
 
     add("1", "CREAM", "CREAM's ranking consistency (M2 vs M1) above SRLM's", +1, "num", by_prompt,
         lambda: consistency_claim(runs, "cream", "srlm", 2))
@@ -134,30 +146,33 @@ def gather(runs: list[Path]) -> list[Claim]:
     for other in ("spearman", "toporder"):
         add(f"5 {other}", "CREAM", f"Kendall's C more informative than {other}'s (AUC Kendall "
             f"- {other})", +1, "num", "DeLong paired AUC test, seeds pooled (a proxy: see the "
-            "measure table)", partial(auc_gap, runs, other))
+            "measure table)", partial(auc_gap, runs, other),
+            same_as=f"AUC kendall - {other} (seeds pooled)")
     add("6", "SCIR", "The two internal rewards agree more after training (iteration 2 - 1)", +1,
         "points", "per-seed agreement rates, t over seeds", lambda: scir_agreement(runs))
     add("L", "study", "CREAM's M2 answers longer than CREAM w/o RC's (the length finding)", +1,
-        "num", by_prompt, lambda: length_claim(runs))
+        "num", by_prompt, lambda: length_claim(runs), same_as="length M2: cream - cream-no-rc")
     tasks = tuple(open_tasks(runs))
     add("L-open", "study", "Short answers cost open-question accuracy: CREAM M3 above CREAM "
         "w/o RC M3 (contains_gold)", +1, "points",
         "McNemar exact per seed on the open questions, t over seeds",
         lambda: items_claim(runs, ("cream-no-rc", 3), ("cream", 3), tasks, "contains_gold")
-        if tasks else (undefined("no cream_open_* item rows"), "n/a", ""))
+        if tasks else (undefined("no cream_open_* item rows"), "n/a", ""),
+        same_as="open contains_gold M3: cream - cream-no-rc")
     return claims
 
 
-def length_claim(runs: list[Path]) -> tuple[Estimate, str]:
-    d = paired_seed_means(lengths(runs, "cream", 2), lengths(runs, "cream-no-rc", 2))
+def length_claim(runs: list[Path]) -> tuple[Estimate, str, str]:
+    a, b = lengths(runs, "cream", 2), lengths(runs, "cream-no-rc", 2)
+    d = paired_seed_means(a, b)
     e = across_seeds(d) if d else undefined("no iteration-2 samples of both methods")
-    return e, f"per seed {per_seed_text(d)} characters"
+    return e, seeds_and_prompts(a, b), f"per seed {per_seed_text(d)} characters"
 
 
 def register(claims: list[Claim], family: Family) -> None:
     for c in claims:
         if c.estimate.defined:
-            family.add(f"claim {c.key}: {c.text}", c.estimate)
+            family.add(c.label, c.estimate)
 
 
 def verdict_table(claims: list[Claim], family: Family) -> list[str]:
@@ -172,7 +187,7 @@ def verdict_table(claims: list[Claim], family: Family) -> list[str]:
         e = c.estimate
         est = (f"{value(e, c.scale)} ({interval(e, c.scale)}; p = {e.p_value:.3g}); {c.detail}"
                if e.defined else "n/a")
-        p = adjusted.get(f"claim {c.key}: {c.text}", float("nan"))
+        p = adjusted.get(c.label, float("nan"))
         out.append(f"| {c.key} | {c.text} ({c.source}) | {est} | {c.test} | {c.n} | "
                    f"{verdict(c, p)} |")
     return out

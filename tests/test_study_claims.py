@@ -130,7 +130,20 @@ def test_known_differences_come_out(text: str) -> None:
     # The fake's cream has lower consistency than cream-no-rc (shift 0 vs 0.5).
     assert "estimate against the claimed direction" in verdict_row(text, "2") or \
         "reversed" in verdict_row(text, "2")
+    assert "3 seeds; prompts per seed 6, 6, 6" in verdict_row(text, "2")
     assert "cannot be tested" in verdict_row(text, "1")  # no srlm in the folder
+
+
+def test_a_claim_and_its_table_cell_are_one_test_in_the_family(text: str) -> None:
+    family = text.split("## The family of comparisons")[1]
+    assert family.count("length M2: cream - cream-no-rc") == 1
+    assert "claim L:" not in family
+    holm = next(line for line in family.splitlines()
+                if line.startswith("| length M2: cream - cream-no-rc |"))
+    p, adjusted = (float(x) for x in holm.split("|")[3:5])
+    tests = int(family.split(":")[1].split("tests")[0])
+    assert p < adjusted <= min(1.0, tests * p)
+    assert f"(Holm p = {adjusted:.2g})" in verdict_row(text, "L")
 
 
 def test_table1_shape_and_paper_cells(text: str) -> None:
