@@ -49,10 +49,15 @@ def mde_text(e: Estimate, scale: str = "num") -> str:
     return f"{100 * e.mde:.1f} points" if scale in ("points", "pct") else f"{e.mde:.3g}"
 
 
+def missing(e: Estimate) -> str:
+    """Why a figure is n/a: a t-interval over no seed means the folder has no such data."""
+    return "n/a (not in this folder)" if e.reason in ("", "no seeds") else f"n/a ({e.reason})"
+
+
 def level(e: Estimate, scale: str = "num", digits: int | None = None) -> str:
     """A level (no test): value (95% interval)."""
     if not e.defined:
-        return "n/a (not in this folder)" if e.n == 0 else f"n/a ({e.reason})"
+        return missing(e)
     if not e.has_interval:
         return value(e, scale, digits)
     return f"{value(e, scale, digits)} ({interval(e, scale, digits)})"
@@ -61,10 +66,10 @@ def level(e: Estimate, scale: str = "num", digits: int | None = None) -> str:
 def tested(e: Estimate, scale: str = "num", family: Family | None = None, label: str = "") -> str:
     """A tested difference: value (95% interval; p; n; MDE); joins ``family`` under ``label``."""
     if not e.defined:
-        return "n/a (not in this folder)" if e.n == 0 else f"n/a ({e.reason})"
+        return missing(e)
     if family is not None and label:
         family.add(label, e)
-    p = f"; p = {e.p_value:.3g}" if np.isfinite(e.p_value) else ""
+    p = f"; p = {e.p_value:.3g}" if np.isfinite(e.p_value) else f"; no test: {e.reason}"
     return f"{value(e, scale)} ({interval(e, scale)}{p}; n = {e.n}; MDE {mde_text(e, scale)})"
 
 

@@ -51,13 +51,15 @@ def verdict(c: Claim, p_holm: float) -> str:
     e = c.estimate
     if not e.defined:
         return f"cannot be tested: {e.reason or 'not measured in this folder'}"
+    if not np.isfinite(e.p_value):
+        return f"cannot be tested: {e.reason or 'no test applies'}"
     if np.isfinite(p_holm) and p_holm < ALPHA:
         agrees = np.sign(e.value) == c.direction
         return (f"holds (Holm p = {p_holm:.2g})" if agrees
                 else f"reversed, significantly (Holm p = {p_holm:.2g})")
     side = ("in the claimed direction" if np.sign(e.value) == c.direction
             else "against the claimed direction" if e.value != 0 else "zero")
-    held = f"Holm p = {p_holm:.2g}" if np.isfinite(p_holm) else "no p-value"
+    held = f"Holm p = {p_holm:.2g}"
     return f"not detectable at MDE {mde_text(e, c.scale)} (estimate {side}; {held})"
 
 
@@ -87,15 +89,17 @@ def items_claim(runs: list[Path], a: tuple[str, int], b: tuple[str, int], tasks:
     return e, n, f"per seed {c.seeds_text()}"
 
 
-def scir_agreement(runs: list[Path]) -> tuple[Estimate, str]:
-    d = []
+def scir_agreement(runs: list[Path]) -> tuple[Estimate, str, str]:
+    d, pairs = [], []
     for r in runs:
         rates = [read_jsonl(r / "scir" / f"iter{t}" / "internal-consistency.jsonl")
                  for t in (1, 2)]
         if all(rates) and all(x[0].get("n") for x in rates):
             d.append(float(rates[1][0]["rate"]) - float(rates[0][0]["rate"]))
+            pairs.append(f"{rates[0][0]['n']}/{rates[1][0]['n']}")
     e = across_seeds(d) if d else undefined("no scir internal-consistency rows")
-    return e, f"per seed {per_seed_text(d, 'points')}"
+    n = f"{len(d)} seeds; pairs per seed (iteration 1/2) {', '.join(pairs) or 'n/a'}"
+    return e, n, f"per seed {per_seed_text(d, 'points')}"
 
 
 def auc_gap(runs: list[Path], other: str) -> tuple[Estimate, str, str]:
@@ -185,7 +189,8 @@ def verdict_table(claims: list[Claim], family: Family) -> list[str]:
            "|---|---|---|---|---|---|"]
     for c in claims:
         e = c.estimate
-        est = (f"{value(e, c.scale)} ({interval(e, c.scale)}; p = {e.p_value:.3g}); {c.detail}"
+        p_text = f"p = {e.p_value:.3g}" if np.isfinite(e.p_value) else "no p-value"
+        est = (f"{value(e, c.scale)} ({interval(e, c.scale)}; {p_text}); {c.detail}"
                if e.defined else "n/a")
         p = adjusted.get(c.label, float("nan"))
         out.append(f"| {c.key} | {c.text} ({c.source}) | {est} | {c.test} | {c.n} | "

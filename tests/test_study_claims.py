@@ -191,3 +191,19 @@ def test_a_folder_without_finished_seeds_is_a_clear_error(tmp_path: Path) -> Non
     (tmp_path / "seed-1").mkdir()
     with pytest.raises(SystemExit, match="no finished seed"):
         claims(tmp_path)
+
+
+def test_verdict_words_follow_from_the_numbers() -> None:
+    from cream_plugin.instruments.estimate import Estimate
+    from studies.verdicts import Claim, verdict
+
+    def claim(e: Estimate, direction: int = 1) -> Claim:
+        return Claim("x", "CREAM", "a above b", direction, "num", "t", "3 seeds", e)
+
+    e = Estimate(0.2, 0.1, 0.3, n=3, p_value=0.01, mde=0.15)
+    assert verdict(claim(e), 0.03) == "holds (Holm p = 0.03)"
+    assert verdict(claim(e, -1), 0.03).startswith("reversed, significantly")
+    assert verdict(claim(e), 0.2) == ("not detectable at MDE 0.15 (estimate in the claimed "
+                                      "direction; Holm p = 0.2)")
+    flat = Estimate(0.0, n=3, reason="all 3 seeds equal: no spread to build an interval from")
+    assert verdict(claim(flat), float("nan")).startswith("cannot be tested: all 3 seeds equal")
