@@ -207,3 +207,18 @@ def test_verdict_words_follow_from_the_numbers() -> None:
                                       "direction; Holm p = 0.2)")
     flat = Estimate(0.0, n=3, reason="all 3 seeds equal: no spread to build an interval from")
     assert verdict(claim(flat), float("nan")).startswith("cannot be tested: all 3 seeds equal")
+
+
+def test_a_paper_number_in_the_data_file_shows_beside_ours(study: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from studies import table_benchmarks
+
+    numbers = {**table_benchmarks.paper_numbers(),
+               "table1": {"cream": {"ARC-E": {"M3": 12.5}}}}
+    monkeypatch.setattr(table_benchmarks, "paper_numbers", lambda: numbers)
+    text = "\n".join(table_benchmarks.benchmark_tables(sorted(study.glob("seed-*")),
+                                                       ["sft", "cream"]))
+    arc_e = text.split("### Generative protocol")[1].split("**ARC-C**")[0]
+    cream = next(line for line in arc_e.splitlines() if line.startswith("| cream |"))
+    assert cream.split("|")[-2].strip() == "12.5"
+    assert cream.split("|")[-3].strip() == "n/a (not found offline)"
