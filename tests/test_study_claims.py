@@ -222,3 +222,27 @@ def test_a_paper_number_in_the_data_file_shows_beside_ours(study: Path,
     cream = next(line for line in arc_e.splitlines() if line.startswith("| cream |"))
     assert cream.split("|")[-2].strip() == "12.5"
     assert cream.split("|")[-3].strip() == "n/a (not found offline)"
+
+
+@pytest.mark.slow
+def test_a_genuine_tiny_study_packs_and_regenerates_identical_tables(
+        data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stages' real files: a two-seed smoke study on the tiny model (both protocols),
+    packed with every jsonl compressed, gives the same tables as the run folder."""
+    from cream_plugin.cli import main
+
+    monkeypatch.setenv("CREAM_DATA_DIR", str(data_dir))
+    out = tmp_path / "study"
+    assert main(["run", "--preset", "smoke", "--method", "sft,cream-no-rc,cream",
+                 "--seeds", "1,2", "--set", "evaluation.tasks=[cream_arc_easy,"
+                 "cream_cot_arc_easy]", "-o", str(out)]) == 0
+    text = claims(out)
+    assert "Seeds: seed-1, seed-2 (n = 2)" in text
+    assert "| cream | M2 vs M1 |" in text and "M3 vs M2: absent for cream-no-rc, cream" in text
+    assert "items per seed 2, 2" in verdict_row(text, "3 generative vs cream-no-rc")
+    assert "prompts per seed 6, 6" in verdict_row(text, "L")
+    monkeypatch.setattr(packing, "GZIP_ABOVE", 0)
+    packing.pack(out, tmp_path / "raw2")
+    assert not list((tmp_path / "raw2").rglob("*.safetensors"))
+    assert list((tmp_path / "raw2").rglob("samples.jsonl.gz"))
+    assert claims(tmp_path / "raw2") == text
