@@ -14,8 +14,13 @@ Kendall tau or a within-prompt (prompt-centred) regression slope, with a t inter
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: the repository root on the path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 from scipy import stats
@@ -25,12 +30,12 @@ from cream_plugin.instruments.estimate import Estimate
 from cream_plugin.instruments.fmt import interval, value
 from cream_plugin.instruments.intervals import t_interval
 from cream_plugin.loop.stages.logps import logps_table
+from studies.folder import read_jsonl, stored
 
 
 def read_logps(path: Path) -> SequenceLogProbs:
-    import json
-
-    return logps_table([json.loads(x) for x in path.read_text().splitlines() if x.strip()])
+    """A log-prob stage's rows (or their packed ``.gz`` copy) as a (P, N) table."""
+    return logps_table(read_jsonl(path))
 
 
 def kendall_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -125,10 +130,10 @@ def render(folders: list[Path]) -> str:
         e = t_interval(values, what="prompts")
         lines.append(f"| iteration 1 (M1's samples) | {label} | {cell(e)} | {e.n} |")
     methods = sorted({p.parent.name for r in runs for p in r.glob("*/iter2")
-                      if (p / "logps-M0.jsonl").exists()})
+                      if stored(p / "logps-M0.jsonl")})
     for method in methods:
-        have = [r for r in runs if (r / method / "iter2" / f"logps-{method}-M2.jsonl").exists()]
-        for label, values in pooled(have, lambda r, m=method: iteration_two(r, m)):
+        have = [r for r in runs if stored(r / method / "iter2" / f"logps-{method}-M2.jsonl")]
+        for label, values in pooled(have, partial(iteration_two, method=method)):
             e = t_interval(values, what="prompts")
             lines.append(f"| iteration 2, {method} | {label} | {cell(e)} | {e.n} |")
     return "\n".join(lines) + "\n"

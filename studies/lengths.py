@@ -11,19 +11,17 @@ Run:  python studies/lengths.py RUN_DIR [--pair cream,cream-no-rc] [--iteration 
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 from pathlib import Path
+
+if __package__ in (None, ""):  # `python studies/lengths.py`: the repository root on the path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 
 from cream_plugin.instruments.paired import paired_continuous
 from cream_plugin.instruments.seeds import across_seeds
-
-
-def prompt_lengths(path: Path) -> dict[str, float]:
-    """Mean response length in characters per prompt id of one samples file."""
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return {r["prompt_id"]: float(np.mean([len(x) for x in r["responses"]])) for r in rows}
+from studies.folder import prompt_lengths, stored
 
 
 def seed_dirs(run: Path) -> list[Path]:
@@ -34,13 +32,13 @@ def seed_dirs(run: Path) -> list[Path]:
 def table(run: Path, iteration: int) -> str:
     seeds = seed_dirs(run)
     methods = sorted({p.parent.parent.name for s in seeds
-                      for p in s.glob(f"*/iter{iteration}/samples.jsonl")})
+                      for p in s.glob(f"*/iter{iteration}/samples.jsonl*")})
     lines = [f"| model | {' | '.join(s.name for s in seeds)} | mean |",
              "|---|" + "---|" * (len(seeds) + 1)]
     for label, rel in [("M1 (shared/iter1)", "shared/iter1"),
                        *[(f"{m} M{iteration}", f"{m}/iter{iteration}") for m in methods]]:
         values = [np.mean(list(prompt_lengths(s / rel / "samples.jsonl").values()))
-                  for s in seeds if (s / rel / "samples.jsonl").exists()]
+                  for s in seeds if stored(s / rel / "samples.jsonl")]
         cells = " | ".join(f"{v:.0f}" for v in values)
         lines.append(f"| {label} | {cells} | {np.mean(values):.0f} |")
     return "\n".join(lines)

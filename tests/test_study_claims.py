@@ -1,0 +1,248 @@
+"""studies/claims.py on a small fake study folder in the file formats the stages write: known
+differences come out, an absent M3-vs-M2 consistency is reported as absent, and the packed copy
+(no checkpoints, large jsonl gzip-compressed) regenerates identical tables."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from studies import pack as packing
+from studies.claims import claims
+from studies.folder import read_jsonl, stored
+
+SEEDS = (1, 2, 3)
+PROMPTS = [f"arc_easy/arc_easy-train-{i}" for i in range(6)]
+TASKS = ("cream_arc_easy", "cream_arc_challenge", "cream_openbookqa", "cream_siqa",
+         "cream_cot_arc_easy", "cream_cot_arc_challenge", "cream_cot_openbookqa",
+         "cream_cot_siqa")
+ITEMS = 10
+EXTRA_CHARS = 10  # cream's M2 responses are 10 + seed characters longer than cream-no-rc's
+
+
+def write(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def samples(folder: Path, rng: np.random.Generator, base: int) -> None:
+    write(folder / "samples.jsonl", [
+        {"prompt_id": p, "prompt": [{"role": "user", "content": "Q?"}], "source": "arc_easy",
+         "reference": "B", "iteration": 2,
+         "responses": ["x" * (base + int(k)) for k in rng.integers(0, 5, 4)]} for p in PROMPTS])
+    write(folder / "correctness.jsonl",
+          [{"prompt_id": p, "correct": rng.integers(0, 2, 4).astype(float).tolist()}
+           for p in PROMPTS])
+
+
+def logps(folder: Path, key: str, rng: np.random.Generator) -> None:
+    write(folder / f"logps-{key}.jsonl",
+          [{"prompt_id": p, "logps": (-rng.uniform(20, 60, 4)).tolist(),
+            "num_tokens": rng.integers(5, 20, 4).tolist()} for p in PROMPTS])
+
+
+def consistency(folder: Path, rng: np.random.Generator, shift: float) -> None:
+    rows = []
+    for p in PROMPTS:
+        tau = float(np.clip(rng.uniform(-1, 1) + shift, -1, 1))
+        rows.append({"prompt_id": p, "C": (tau + 1) / 2, "kendall": tau, "spearman": tau,
+                     "toporder": float(tau > 0)})
+    write(folder / "consistency.jsonl", rows)
+
+
+def evals(run: Path, method: str, t: int, right: set[int]) -> None:
+    rows = [{"method": method, "iteration": t, "task": "cream_arc_easy", "metric": "acc",
+             "value": 0.5, "stderr": 0.1, "limit": ITEMS, "seconds": 1.0,
+             "eval_settings": "abc"}]
+    for task in TASKS:
+        metric = {"exact_match": 0.0} if "cot" in task else {"acc": 0.0, "acc_norm": 0.0}
+        for doc in range(ITEMS):
+            scores = {k: float(doc in right) for k in metric}
+            rows.append({"kind": "item", "method": method, "iteration": t, "task": task,
+                         "doc_id": doc, "filter": "none", **scores})
+    write(run / "evals" / f"{'sft-M1' if t == 1 else f'{method}-M{t}'}.jsonl", rows)
+
+
+def fake_seed(top: Path, seed: int) -> None:
+    run = top / f"seed-{seed}"
+    rng = np.random.default_rng(seed)
+    (run / "report.md").parent.mkdir(parents=True)
+    (run / "report.md").write_text("# report\n")
+    (run / "config.json").write_text(json.dumps({"seed": seed}))
+    write(run / "timings.jsonl", [{"method": "sft", "iteration": 1, "stage": "sft",
+                                   "name": "M1", "seconds": 7.0 + seed}])
+    checkpoint = run / "cream" / "M3"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "model.safetensors").write_bytes(b"weights")
+    (checkpoint / "config.json").write_text("{}")
+    samples(run / "shared/iter1", rng, 30)
+    for key in ("M0", "M1"):
+        logps(run / "shared/iter1", key, rng)
+    samples(run / "shared/iter2/M1", rng, 40)
+    evals(run, "sft", 1, set(range(5)))
+    for method, base, shift in (("cream-no-rc", 10, 0.5), ("cream", 10 + EXTRA_CHARS + seed, 0)):
+        lengths_rng = np.random.default_rng(1000 + seed)  # the same draws: a fixed difference
+        samples(run / method / "iter2", lengths_rng, base)
+        for t in (1, 2):
+            consistency(run / method / f"iter{t}", rng, shift)
+            write(run / method / f"iter{t}" / "exact-kl.jsonl",
+                  [{"prompt_id": p, "kl_forward": [0.1] * 4, "kl_reverse": [0.1] * 4,
+                    "num_tokens": [10] * 4} for p in PROMPTS])
+        for key in ("M0", "M1", f"{method}-M2"):
+            logps(run / method / "iter2", key, rng)
+        evals(run, method, 2, set(range(5)))
+        # cream's M3 gets `seed` more items right per task: +10, +20, +30 points
+        evals(run, method, 3, set(range(5 + (seed if method == "cream" else 0))))
+
+
+@pytest.fixture(scope="module")
+def text(study: Path) -> str:
+    return claims(study)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    top = tmp_path_factory.mktemp("study")
+    for seed in SEEDS:
+        fake_seed(top, seed)
+    return top
+
+
+def verdict_row(text: str, key: str) -> str:
+    return next(line for line in text.splitlines() if line.startswith(f"| {key} |"))
+
+
+def test_known_differences_come_out(text: str) -> None:
+    assert f"Seeds: seed-1, seed-2, seed-3 (n = {len(SEEDS)})" in text
+    # per seed +11, +12, +13 characters: mean 12, t-interval 12 -+ 4.303 / sqrt(3)
+    length = verdict_row(text, "L")
+    assert "12.000 (9.516 to 14.484; p = 0.00" in length and "+11, +12, +13" in length
+    # McNemar per seed on 40 items (4 tasks x 10): +10, +20, +30 points, mean +20
+    generative = verdict_row(text, "3 generative vs cream-no-rc")
+    assert "+20.0 (" in generative and "items per seed 40, 40, 40" in generative
+    assert "+10.0 (40 items, p 0.12)" in generative
+    # The fake's cream has lower consistency than cream-no-rc (shift 0 vs 0.5).
+    assert "estimate against the claimed direction" in verdict_row(text, "2") or \
+        "reversed" in verdict_row(text, "2")
+    assert "3 seeds; prompts per seed 6, 6, 6" in verdict_row(text, "2")
+    assert "cannot be tested" in verdict_row(text, "1")  # no srlm in the folder
+
+
+def test_a_claim_and_its_table_cell_are_one_test_in_the_family(text: str) -> None:
+    family = text.split("## The family of comparisons")[1]
+    assert family.count("length M2: cream - cream-no-rc") == 1
+    assert "claim L:" not in family
+    holm = next(line for line in family.splitlines()
+                if line.startswith("| length M2: cream - cream-no-rc |"))
+    p, adjusted = (float(x) for x in holm.split("|")[3:5])
+    tests = int(family.split(":")[1].split("tests")[0])
+    assert p < adjusted <= min(1.0, tests * p)
+    assert f"(Holm p = {adjusted:.2g})" in verdict_row(text, "L")
+
+
+def test_table1_shape_and_paper_cells(text: str) -> None:
+    section = text.split("### Generative protocol (the paper's), exact_match")[1]
+    average = section.split("**Average**")[1].split("###")[0]
+    rows = {line.split("|")[1].strip(): line for line in average.splitlines()
+            if line.startswith("| ")}
+    assert rows["sft"].split("|")[2].strip() == "50.0%"
+    assert rows["cream"].split("|")[4].strip().startswith("70.0% (")
+    assert "n/a (not found offline)" in rows["cream"]
+
+
+def test_missing_m3_vs_m2_is_reported_absent(text: str) -> None:
+    table = text.split("## Ranking consistency")[1].split("##")[0]
+    assert "| cream | M2 vs M1 |" in table and "M3 vs M2 |" not in table
+    assert "M3 vs M2: absent for cream-no-rc, cream" in table
+    assert "cannot be tested: no prompt with C" in verdict_row(text, "2b")
+
+
+def test_controls_table_movement_and_lengths(text: str) -> None:
+    controls = text.split("## Controls for the length finding")[1].split("Pool accuracy")[0]
+    cream = next(line for line in controls.splitlines() if line.startswith("| cream |"))
+    assert "0.01" in cream  # exact KL: 0.1 nats over 10 tokens per response
+    assert "12.000 (9.516 to 14.484" in cream.split("|")[5]  # M2 - no-RC, paired per prompt
+
+
+def test_pack_round_trip_gives_identical_tables(study: Path, text: str, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(packing, "GZIP_ABOVE", 200)
+    dest = tmp_path / "raw2"
+    packing.pack(study, dest)
+    assert not (dest / "seed-1" / "cream" / "M3").exists()  # no checkpoint
+    packed = dest / "seed-1" / "cream" / "iter2" / "samples.jsonl.gz"
+    assert packed.is_file() and not packed.with_suffix("").exists()
+    assert stored(dest / "seed-1" / "cream" / "iter2" / "samples.jsonl") == packed
+    assert read_jsonl(packed.with_suffix("")) == read_jsonl(
+        study / "seed-1" / "cream" / "iter2" / "samples.jsonl")
+    assert claims(dest) == text
+    again = tmp_path / "again"
+    packing.pack(study, again)
+    assert packed.read_bytes() == (again / packed.relative_to(dest)).read_bytes()
+
+
+def test_a_folder_without_finished_seeds_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "seed-1").mkdir()
+    with pytest.raises(SystemExit, match="no finished seed"):
+        claims(tmp_path)
+
+
+def test_verdict_words_follow_from_the_numbers() -> None:
+    from cream_plugin.instruments.estimate import Estimate
+    from studies.verdicts import Claim, verdict
+
+    def claim(e: Estimate, direction: int = 1) -> Claim:
+        return Claim("x", "CREAM", "a above b", direction, "num", "t", "3 seeds", e)
+
+    e = Estimate(0.2, 0.1, 0.3, n=3, p_value=0.01, mde=0.15)
+    assert verdict(claim(e), 0.03) == "holds (Holm p = 0.03)"
+    assert verdict(claim(e, -1), 0.03).startswith("reversed, significantly")
+    assert verdict(claim(e), 0.2) == ("not detectable at MDE 0.15 (estimate in the claimed "
+                                      "direction; Holm p = 0.2)")
+    flat = Estimate(0.0, n=3, reason="all 3 seeds equal: no spread to build an interval from")
+    assert verdict(claim(flat), float("nan")).startswith("cannot be tested: all 3 seeds equal")
+
+
+def test_a_paper_number_in_the_data_file_shows_beside_ours(study: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from studies import table_benchmarks
+
+    numbers = {**table_benchmarks.paper_numbers(),
+               "table1": {"cream": {"ARC-E": {"M3": 12.5}}}}
+    monkeypatch.setattr(table_benchmarks, "paper_numbers", lambda: numbers)
+    text = "\n".join(table_benchmarks.benchmark_tables(sorted(study.glob("seed-*")),
+                                                       ["sft", "cream"]))
+    arc_e = text.split("### Generative protocol")[1].split("**ARC-C**")[0]
+    cream = next(line for line in arc_e.splitlines() if line.startswith("| cream |"))
+    assert cream.split("|")[-2].strip() == "12.5"
+    assert cream.split("|")[-3].strip() == "n/a (not found offline)"
+
+
+@pytest.mark.slow
+def test_a_genuine_tiny_study_packs_and_regenerates_identical_tables(
+        data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stages' real files: a two-seed smoke study on the tiny model (both protocols),
+    packed with every jsonl compressed, gives the same tables as the run folder."""
+    from cream_plugin.cli import main
+
+    monkeypatch.setenv("CREAM_DATA_DIR", str(data_dir))
+    out = tmp_path / "study"
+    assert main(["run", "--preset", "smoke", "--method", "sft,cream-no-rc,cream",
+                 "--seeds", "1,2", "--set", "evaluation.tasks=[cream_arc_easy,"
+                 "cream_cot_arc_easy]", "-o", str(out)]) == 0
+    text = claims(out)
+    assert "Seeds: seed-1, seed-2 (n = 2)" in text
+    assert "| cream | M2 vs M1 |" in text and "M3 vs M2: absent for cream-no-rc, cream" in text
+    assert "items per seed 2, 2" in verdict_row(text, "3 generative vs cream-no-rc")
+    assert "prompts per seed 6, 6" in verdict_row(text, "L")
+    monkeypatch.setattr(packing, "GZIP_ABOVE", 0)
+    packing.pack(out, tmp_path / "raw2")
+    assert not list((tmp_path / "raw2").rglob("*.safetensors"))
+    assert list((tmp_path / "raw2").rglob("samples.jsonl.gz"))
+    assert claims(tmp_path / "raw2") == text
