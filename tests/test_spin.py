@@ -65,7 +65,8 @@ def test_spin_is_registered_with_its_options(fresh_plugins, capsys) -> None:
 
     method = get_method("spin")
     assert method.trains and method.reward is None and method.build_iteration is not None
-    assert dict(method.options) == {"decoding": "sampled", "prompts": None}
+    assert dict(method.options) == {"decoding": "sampled", "prompts": None,
+                                    "previous_pairs": False}
     assert main(["plugins", "--kind", "method"]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("method  spin"))
     assert "human response" in line and "'decoding': 'sampled'" in line
@@ -239,3 +240,36 @@ def test_smoke_run_of_spin_end_to_end_then_resume(data_dir, tmp_path, monkeypatc
     before = {n: m["created"] for n, m in read_manifests(out).items()}
     assert main(command) == 0
     assert {n: m["created"] for n, m in read_manifests(out).items()} == before
+
+
+def test_previous_pairs_adds_the_last_iterations_pairs_scored_under_m_t(
+        data_dir, tmp_path, tiny_tokenizer) -> None:
+    config = spin_config(data_dir, "iterations=2", "method_options.spin.previous_pairs=true")
+    graph = StageGraph(config, {"spin": get_method("spin")}, tmp_path)
+    graph.iteration("spin", 1)
+    graph.iteration("spin", 2)
+    assert graph.nodes["spin/iter1/pairs"].previous is None
+    earlier, scored = graph.nodes["spin/iter2/pairs"].previous
+    assert earlier.name == "spin/iter1/candidates"
+    assert (scored.name, scored.model_key) == ("spin/iter2/previous/logps-spin-M2", "spin/M2")
+
+    ctx = TinyContext(tmp_path, load_config(overrides=CTX_OVERRIDES), tiny_tokenizer)
+    ask = [{"role": "user", "content": "Say hi."}]
+
+    def candidates(name: str, samples: list[str]):
+        return given_rows(name, [{"prompt_id": f"p{i}", "prompt": ask, "reference": None,
+                                  "responses": ["Hi there.", s], "rewards": [1.0, 0.0]}
+                                 for i, s in enumerate(samples)])
+
+    now, before = candidates("now", ["Bye.", "No."]), candidates("before", ["Go away."])
+    runner = Runner(ctx)
+    runner.run_graph([now, before])
+    ref_now = graph.logps(now, "M1", scope="t2")
+    ref_before = graph.logps(before, "M1", scope="t2/previous")
+    runner.run_graph([ref_now, ref_before])
+    stage = runner.run(spin.SpinPairsStage("spin", 2, now, ref_now, (before, ref_before)))
+    rows = stage.read_rows()
+    assert [r["rejected"][0]["content"] for r in rows] == ["Bye.", "No.", "Go away."]
+    assert rows[2]["ref_rejected_logps"] == runner.result(ref_before).read_rows()[0]["logps"][1]
+    manifest = stage.manifest()
+    assert (manifest["prompts"], manifest["pairs"], manifest["previous_pairs"]) == (2, 3, 1)
