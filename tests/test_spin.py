@@ -221,8 +221,9 @@ def test_smoke_run_of_spin_end_to_end_then_resume(data_dir, tmp_path, monkeypatc
     command = ["run", "--preset", "smoke", "--method", "spin", "--output", str(out),
                "--set", "evaluation.limit=1", "--set", "evaluation.tasks=[cream_arc_easy]"]
     assert main(command) == 0
-    for key in ("spin/M2", "spin/M3"):
-        assert (out / key / "model.safetensors").is_file()
+    manifests = read_manifests(out)
+    assert manifests["spin/M2"]["complete"] and manifests["spin/M2"]["pairs"] == 16
+    assert (out / "spin/M3/model.safetensors").is_file()  # the final model (M2 is pruned)
     results = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
     assert {(r["method"], r["iteration"]) for r in results} >= {("sft", 1), ("spin", 2),
                                                                  ("spin", 3)}
