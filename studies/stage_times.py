@@ -8,7 +8,10 @@ prices every stage that some seed has finished and another planned seed has not 
 over the seeds that finished it; ``--like NEW=OLD`` prices a method no seed has run yet at
 OLD's mean seconds per seed (the controls train like cream-no-rc); ``--rerun evaluate`` counts
 finished stages of that type as to be done again (new evaluation tasks change their identity);
-``--scale evaluate=1.8`` multiplies a stage type's price (more tasks per evaluation).
+``--scale evaluate=1.8`` multiplies a stage type's price (more tasks per evaluation);
+``--fresh`` prices every planned seed as not started, ``--drop`` leaves methods out.
+
+``--mde-items 25 50 100`` adds what cutting seeds or items costs in detectable effect.
 
 Run:  python studies/stage_times.py RUN_DIR [--seeds 1 2 3 4 5] [--like cream-c-half=cream]
 """
@@ -136,8 +139,10 @@ def projection(rows: list[dict[str, Any]], seeds: Sequence[int | None],
 
 
 def render(folder: Path, seeds: Sequence[int] | None = None, like: dict[str, str] | None = None,
-           rerun: Iterable[str] = (), scale: dict[str, float] | None = None) -> str:
-    rows = stage_rows(folder)
+           rerun: Iterable[str] = (), scale: dict[str, float] | None = None,
+           drop: Iterable[str] = ()) -> str:
+    """The tables and the projection (``drop``: methods left out, e.g. a variant not re-run)."""
+    rows = [r for r in stage_rows(folder) if r["method"] not in set(drop)]
     whole = sum(r["seconds"] for r in rows)
     present = sorted({r["seed"] for r in rows}, key=lambda s: (s is None, s or 0))
     lines = [f"Stage seconds in {folder}: {whole / 60:.1f} min of stage time, "
@@ -164,17 +169,43 @@ def render(folder: Path, seeds: Sequence[int] | None = None, like: dict[str, str
     lines += _table("Per seed (wall span: first stage start to last stage end, from the "
                     "manifests):", "| seed | stages | stage min | wall span min |", per_seed)
     planned = list(seeds) if seeds else present
+    stages_all = {r["stage"] for r in rows}
     left = projection(rows, planned, like, rerun, scale)
     lines += _table(
         "Projected stage time still to run"
         + (f" (new methods priced as: {', '.join(f'{k} like {v}' for k, v in like.items())})"
            if like else "")
-        + (f" (rerun: {', '.join(sorted(rerun))})" if rerun else "")
+        + (" (fresh seeds: every stage to run)" if stages_all <= set(rerun)
+           else f" (rerun: {', '.join(sorted(rerun))})" if rerun else "")
         + (f" (scaled: {', '.join(f'{k} x{v:g}' for k, v in scale.items())})" if scale else "")
         + ":", "| seed | min left |", ((str(s), f"{v / 60:.1f}") for s, v in left.items()))
     lines.append(f"Total left: {sum(left.values()) / 3600:.2f} h of stage time "
                  f"({sum(left.values()) / 60:.0f} min).")
     return "\n".join(lines) + "\n"
+
+
+def mde_table(seeds: Sequence[int], items: Sequence[int], discordance: Sequence[float]) -> str:
+    """What cutting seeds or items costs: the smallest accuracy difference between two models
+    that the seed-level paired t-test detects (80% power, alpha 0.05), each seed scoring its
+    own ``items`` benchmark items, when a share ``discordance`` of items is scored differently
+    by the two models (the per-seed difference then has sd sqrt(discordance / items); real
+    seed-to-seed variation in training only adds to it)."""
+    import math
+
+    from cream_plugin.instruments.power import mde_mean, mde_paired_binary
+
+    head = "| discordance | items per seed | " + " | ".join(f"{n} seeds" for n in seeds) + \
+        " | pooled McNemar, 5 seeds |"
+    rows = []
+    for disc in discordance:
+        for n_items in items:
+            sd = math.sqrt(disc / n_items)
+            cells = [f"{mde_mean(sd, n):.3f}" for n in seeds]
+            pooled = mde_paired_binary(max(seeds) * n_items, disc)
+            rows.append((f"{disc:g}", str(n_items), *cells, f"{pooled:.3f}"))
+    return "\n".join(_table("Minimum detectable accuracy difference (seed-level paired t-test; "
+                            "the pooled McNemar over all seeds' items for reference):", head,
+                            rows))
 
 
 def _pairs(values: Sequence[str], what: str) -> dict[str, str]:
@@ -194,12 +225,26 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--like", nargs="*", default=[], metavar="NEW=OLD")
     parser.add_argument("--rerun", nargs="*", default=[], metavar="STAGE")
     parser.add_argument("--scale", nargs="*", default=[], metavar="STAGE=FACTOR")
+    parser.add_argument("--drop", nargs="*", default=[], metavar="METHOD",
+                        help="leave these methods' stages out (a method the new plan drops)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="price every planned seed as not started (a new study priced "
+                        "from a finished one's stage times)")
+    parser.add_argument("--mde-items", type=int, nargs="*", default=[],
+                        help="also print the MDE table for these items per seed")
+    parser.add_argument("--mde-discordance", type=float, nargs="+", default=[0.04, 0.2])
     args = parser.parse_args(argv)
     try:
         scale = {k: float(v) for k, v in _pairs(args.scale, "scale").items()}
     except ValueError as err:
         raise SystemExit(f"--scale: expected STAGE=NUMBER ({err})") from None
-    print(render(args.run, args.seeds, _pairs(args.like, "like"), args.rerun, scale), end="")
+    rerun = list(args.rerun)
+    if args.fresh:  # every stage type is to be run (again)
+        rerun += sorted({r["stage"] for r in stage_rows(args.run)})
+    print(render(args.run, args.seeds, _pairs(args.like, "like"), rerun, scale, args.drop),
+          end="")
+    if args.mde_items:
+        print("\n" + mde_table([3, 4, 5], args.mde_items, args.mde_discordance), end="")
 
 
 if __name__ == "__main__":

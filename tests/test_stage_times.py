@@ -97,3 +97,15 @@ def test_empty_folder_and_bad_line_are_clear_errors(tmp_path: Path) -> None:
     (tmp_path / "timings.jsonl").write_text('{"stage": "train", "name": "x", "seconds": 1}\nnope\n')
     with pytest.raises(SystemExit, match=r"timings.jsonl: line 2: expected a JSON object"):
         st.stage_rows(tmp_path)
+
+
+def test_mde_table_shrinks_with_seeds_and_items() -> None:
+    import math
+
+    from cream_plugin.instruments.power import mde_mean
+
+    text = st.mde_table([3, 5], [25, 100], [0.2])
+    rows = [line.split(" | ") for line in text.splitlines() if line.startswith("| 0.2 |")]
+    values = {int(r[1]): (float(r[2]), float(r[3])) for r in rows}
+    assert values[25][1] == pytest.approx(mde_mean(math.sqrt(0.2 / 25), 5), abs=1e-3)
+    assert values[25][0] > values[25][1] > values[100][1]  # more seeds, more items: smaller
