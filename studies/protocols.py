@@ -32,19 +32,31 @@ from cream_plugin.evaluators.lm_eval_evaluator import (
 def extracted(task: str, doc: dict[str, Any], text: str, utils: Any) -> str | None:
     """What the task's scorer reads from a generation (letter, number, or None)."""
     if "gsm8k" in task:
-        return utils.extract_number(text)  # type: ignore[no-any-return]
+        return utils.extract_number(text)
     if task.startswith("cream_cot_"):
-        return utils.extract_choice(text, len(utils.mc_view(doc)[1]))  # type: ignore[no-any-return]
+        return utils.extract_choice(text, len(utils.mc_view(doc)[1]))
     return None
 
 
+def capped_items(path: Path, task: str) -> list[int]:
+    """Doc ids whose generation the token cap cut in an earlier run of ``task`` (its JSON line
+    in ``path``): re-run only those with a larger cap to see what the cap cost."""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        if row["task"] == task and "generations" in row:
+            return sorted(g["doc_id"] for g in row["generations"] if g["capped"])
+    raise SystemExit(f"{path}: no generations of {task} to take the capped items from")
+
+
 def run_task(lm: Any, ev: LMEvalEvaluator, name: str, limit: int, seed: int,
-             max_gen_toks: int | None, utils: Any) -> dict[str, Any]:
-    """One task on the seeded items: metrics, seconds, and per-item generations."""
+             max_gen_toks: int | None, utils: Any, ids: list[int] | None = None
+             ) -> dict[str, Any]:
+    """One task on the seeded items (or on ``ids``): metrics, seconds, per-item generations."""
     from lm_eval import simple_evaluate
 
     task = ev.load_tasks([name])[name]
-    ids = seeded_items(len(task.eval_docs), limit, seed, name)
+    if ids is None:
+        ids = seeded_items(len(task.eval_docs), limit, seed, name)
     chat = bool((task.config.metadata or {}).get(CHAT_FLAG))
     generative = task.config.output_type == "generate_until"
     start = time.perf_counter()
@@ -85,6 +97,8 @@ def main() -> None:
     parser.add_argument("--max-gen-toks", type=int, nargs="+", default=[128])
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--out", type=Path, required=True, help="JSON lines, one per task run")
+    parser.add_argument("--capped-from", type=Path,
+                        help="score only the items an earlier run (its --out file) capped")
     args = parser.parse_args()
 
     import torch
@@ -100,8 +114,12 @@ def main() -> None:
     utils = task_utils()
     for name in args.tasks:
         generative = ev.load_tasks([name])[name].config.output_type == "generate_until"
+        ids = capped_items(args.capped_from, name) if args.capped_from else None
+        if ids == []:
+            print(json.dumps({"task": name, "capped_items": 0}), flush=True)
+            continue
         for cap in args.max_gen_toks if generative else [None]:
-            result = run_task(lm, ev, name, args.limit, args.seed, cap, utils)
+            result = run_task(lm, ev, name, args.limit, args.seed, cap, utils, ids)
             with args.out.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(result) + "\n")
             summary = {k: v for k, v in result.items() if k != "generations"}

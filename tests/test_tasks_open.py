@@ -173,3 +173,26 @@ def test_item_rows_carry_every_metric(data_dir: Path) -> None:
     assert main_metric("cream_open_arc_easy", [f"{m},none" for m in means]) == \
         "contains_gold,none"
     assert main_metric("cream_open_arc_easy", list(means)) == "contains_gold"
+
+
+# ------------------------------------------- letter extraction on SmolLM2-135M's CoT answers
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [  # generations of SmolLM2-135M-Instruct M0 on cream_cot_arc_easy (docs/evaluation.md)
+        ("A. evaporate sooner.\nB. take longer to increase in temperature.\nC. condense over a "
+         "longer period.\nD. chemically break down at a faster rate.\n\nThe correct answer is: "
+         "C. condense over a longer period.", "C"),
+        ("A. a tissue.\nB. an organelle.\nC. an organism.\nD. a system.\n\nThe correct answer "
+         "is D. A system.", "D"),
+        ("... smaller than the Sun.\n\nThe answer is A. The Sun is medium-sized compared to "
+         "other stars.", "A"),
+        # the options repeated and no choice made: no letter, not option A or D
+        ("A. liver\nB. stomach\nC. small intestine\nD. large intestine", None),
+        ("A. endocrine", None),
+        ("Step 1: Identify the correct answer.\nA. 0.7 g\nB. 9.3 g\n\nStep 2: Determine the "
+         "answer.\nA. 0.7 g", None),
+    ],
+)
+def test_extract_choice_on_smollm2_generations(text: str, expected: str | None) -> None:
+    assert utils.extract_choice(text, 4) == expected
