@@ -48,14 +48,16 @@ def metric_rows(task: str, task_results: dict[str, Any]) -> list[dict[str, Any]]
     return rows
 
 
-def task_utils() -> Any:
-    """The tasks' ``utils.py`` (prompts, answer extraction, scorers) as a module: lm-eval
-    imports it by path, not as part of this package, and so do studies and tests."""
+def task_utils(name: str = "utils") -> Any:
+    """A module of the task folder (``utils``: prompts, answer extraction; ``open_utils``: the
+    open questions' scorers): lm-eval imports them by path, not as part of this package, and
+    so do studies and tests."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("cream_task_utils", TASKS_DIR / "utils.py")
+    path = TASKS_DIR / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"cream_task_{name}", path)
     if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {TASKS_DIR / 'utils.py'}")
+        raise ImportError(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

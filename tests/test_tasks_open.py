@@ -12,7 +12,8 @@ import pytest
 from cream_plugin.evaluators.lm_eval_evaluator import TASKS_DIR, LMEvalEvaluator, task_utils
 
 OPEN_TASKS = {"cream_open_arc_easy": "arc_easy", "cream_open_arc_challenge": "arc_challenge"}
-utils = task_utils()
+utils = task_utils("open_utils")
+mc_utils = task_utils()
 
 
 def _arc(question: str, options: list[str], key: int) -> dict[str, Any]:
@@ -195,4 +196,47 @@ def test_item_rows_carry_every_metric(data_dir: Path) -> None:
     ],
 )
 def test_extract_choice_on_smollm2_generations(text: str, expected: str | None) -> None:
-    assert utils.extract_choice(text, 4) == expected
+    assert mc_utils.extract_choice(text, 4) == expected
+
+
+# ------------------------------------------------------------ identity of evaluation stages
+
+def test_open_pool_files_leave_the_other_tasks_digest_alone(tmp_path: Path) -> None:
+    """The open tasks' files are outside the task folder's digest, so adding or editing them
+    redoes no evaluation that does not run them; editing another task file still does."""
+    import shutil
+
+    from cream_plugin.loop.stages.evaluate import open_tasks_code_digest, tasks_code_digest
+
+    folder = tmp_path / "tasks"
+    shutil.copytree(TASKS_DIR, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    with_pool = tasks_code_digest(folder)
+    pool = open_tasks_code_digest(folder)
+    for path in folder.iterdir():
+        if path.name.startswith(("cream_open_", "_cream_open_", "open_utils")):
+            path.unlink()
+    assert tasks_code_digest(folder) == with_pool
+    assert open_tasks_code_digest(folder) != pool
+    (folder / "utils.py").write_text((folder / "utils.py").read_text() + "\n# edited\n")
+    assert tasks_code_digest(folder) != with_pool
+
+
+def test_only_evaluations_running_open_tasks_hash_their_code(tmp_path: Path) -> None:
+    from cream_plugin.config import load_config
+    from cream_plugin.loop.context import RunContext
+    from cream_plugin.loop.distributed import DistContext
+    from cream_plugin.loop.stages.evaluate import EvaluateStage, open_tasks_code_digest
+
+    stage = EvaluateStage("sft", 1, "M1")
+
+    def inputs(tasks: str) -> dict[str, str]:
+        ctx = RunContext(load_config(overrides=[f"evaluation.tasks=[{tasks}]"]), tmp_path,
+                         DistContext())
+        ctx.model_digest = lambda key: "m"  # type: ignore[method-assign]
+        return stage.inputs(ctx)
+
+    plain = inputs("cream_arc_easy,cream_cot_arc_easy")
+    assert set(plain) == {"model", "data", "tasks"}
+    with_open = inputs("cream_arc_easy,cream_open_arc_easy")
+    assert with_open == {**plain, "open_tasks": open_tasks_code_digest()}
+    assert "open_tasks" in inputs("cream_open_benchmarks")
