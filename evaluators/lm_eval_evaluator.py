@@ -48,6 +48,21 @@ def metric_rows(task: str, task_results: dict[str, Any]) -> list[dict[str, Any]]
     return rows
 
 
+def task_utils(name: str = "utils") -> Any:
+    """A module of the task folder (``utils``: prompts, answer extraction; ``open_utils``: the
+    open questions' scorers): lm-eval imports them by path, not as part of this package, and
+    so do studies and tests."""
+    import importlib.util
+
+    path = TASKS_DIR / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"cream_task_{name}", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def seeded_items(num_docs: int, limit: int, seed: int, task: str) -> list[int]:
     """Sorted doc ids of a seeded sample of ``limit`` of a task's ``num_docs`` documents
     (all of them when ``limit >= num_docs``). The task name joins the seed, so tasks draw

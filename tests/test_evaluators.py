@@ -16,19 +16,17 @@ from typing import Any
 import pytest
 
 from cream_plugin.errors import DataError
-from cream_plugin.evaluators.lm_eval_evaluator import TASKS_DIR, LMEvalEvaluator, metric_rows
+from cream_plugin.evaluators.lm_eval_evaluator import (
+    TASKS_DIR,
+    LMEvalEvaluator,
+    metric_rows,
+    task_utils,
+)
 
 STOCK_DIR = Path(importlib.util.find_spec("lm_eval").origin).parent / "tasks"  # type: ignore[union-attr,arg-type]
 
 
-def _utils() -> types.ModuleType:
-    spec = importlib.util.spec_from_file_location("cream_task_utils", TASKS_DIR / "utils.py")
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
-
-
-utils = _utils()
+utils = task_utils()
 
 
 # ----------------------------------------------------------------------- answer extraction

@@ -101,11 +101,14 @@ MAIN_METRICS = (
     "exact_match",
     "acc,none",
     "acc",
+    "contains_gold,none",
+    "contains_gold",
 )
 
 
 def main_metric(task: str, metrics: Iterable[str]) -> str:
-    """The metric shown for a task: exact_match for generative tasks, else acc (not acc_norm)."""
+    """The metric shown for a task: exact_match for generative tasks, else acc (not acc_norm);
+    contains_gold for the open-question tasks (not their f1 or answer length)."""
     available = list(metrics)
     preferred = MAIN_METRICS if "gsm8k" in task else MAIN_METRICS[3:] + MAIN_METRICS[:3]
     for name in preferred:

@@ -33,12 +33,36 @@ def evaluator_resources(ctx: RunContext) -> dict[str, Any]:
     return resources
 
 
-def tasks_code_digest() -> str:
-    """The task YAMLs are code the scores depend on."""
-    from cream_plugin.evaluators import TASKS_PATH
-    from cream_plugin.loop.identity import code_digest
+OPEN_POOL_PREFIXES = ("cream_open_", "_cream_open_", "open_utils")
+"""Files of the open-question tasks: a digest of their own (``open_tasks_code_digest``), an
+input only of evaluations that run those tasks, so adding them changed no other stage."""
 
-    return code_digest(Path(TASKS_PATH))
+
+def _is_open_pool(path: Path) -> bool:
+    return path.name.startswith(OPEN_POOL_PREFIXES)
+
+
+def tasks_code_digest(folder: Path | None = None) -> str:
+    """The task YAMLs and ``utils.py`` are code the scores depend on (the open pool apart)."""
+    from cream_plugin.evaluators import TASKS_PATH
+    from cream_plugin.loop.identity import files_digest
+
+    root = Path(folder or TASKS_PATH)
+    return files_digest([p for p in root.rglob("*") if p.is_file() and not _is_open_pool(p)],
+                        root)
+
+
+def open_tasks_code_digest(folder: Path | None = None) -> str:
+    """The open-question tasks' files (YAMLs and ``open_utils.py``)."""
+    from cream_plugin.evaluators import TASKS_PATH
+    from cream_plugin.loop.identity import files_digest
+
+    root = Path(folder or TASKS_PATH)
+    return files_digest([p for p in root.rglob("*") if p.is_file() and _is_open_pool(p)], root)
+
+
+def runs_open_tasks(tasks: list[str]) -> bool:
+    return any(name.startswith(("cream_open_", "_cream_open_")) for name in tasks)
 
 
 ITEM = "item"
@@ -71,11 +95,14 @@ class EvaluateStage(StageSpec):
     def inputs(self, ctx: RunContext) -> dict[str, str]:
         from cream_plugin.loop.identity import evaluation_data_digest
 
-        return {
+        inputs = {
             "model": ctx.model_digest(self.model_key),
             "data": evaluation_data_digest(ctx.config.data.data_dir),
             "tasks": tasks_code_digest(),
         }
+        if runs_open_tasks(ctx.config.evaluation.tasks):
+            inputs["open_tasks"] = open_tasks_code_digest()
+        return inputs
 
     def compute(self, ctx: RunContext) -> Output:
         from cream_plugin.plugins.registry import get_component
