@@ -263,6 +263,12 @@ class RunConfig:
         "treats seeds as replicates: comparisons per seed, then a t-interval over seeds, with "
         "forest plots (empty: one run with `seed`)",
     )
+    method_options: dict[str, Any] = _f(
+        {},
+        doc="per method name, its own options: {spin: {decoding: greedy}} (cream plugins "
+        "--kind method lists each method's options and defaults; no stage hashes this key, a "
+        "method's stages hash the options they read)",
+    )
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)

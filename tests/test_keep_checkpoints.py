@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 
 from cream_plugin.config import load_config
 from cream_plugin.errors import ConfigError
 from cream_plugin.loop.pipeline import kept_checkpoints
+from cream_plugin.plugins.methods import Method
 
 # sft trains nothing after M1; cream and srlm train M2 and M3 (two iterations)
-METHODS = {"sft": SimpleNamespace(reward=None), "cream": SimpleNamespace(reward="implicit"),
-           "srlm": SimpleNamespace(reward="judge")}
+METHODS = {"sft": Method("sft", None), "cream": Method("cream", "main"),
+           "srlm": Method("srlm", "judge")}
 
 
 def kept(*entries: object) -> set[str]:

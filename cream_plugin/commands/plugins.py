@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-HELP = "List registered components (rewarders, metrics, trainers, evaluators, samplers)."
+HELP = ("List registered components (rewarders, metrics, trainers, evaluators, samplers, "
+        "methods and their method_options).")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,10 +28,12 @@ def run(args: argparse.Namespace) -> int:
         print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + "  DESCRIPTION")
         for r in rows:
             cells = (r["kind"], r["name"], r["origin"])
+            options = f" (options: {r['options']})" if r.get("options") else ""
             print(
                 "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True))
                 + "  "
                 + r["description"]
+                + options
             )
     # each error was printed on stderr, one line with its fix, when the manager was built
     return 1 if errors else 0

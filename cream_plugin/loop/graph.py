@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from cream_plugin.config import RunConfig
+from cream_plugin.errors import ConfigError
 from cream_plugin.loop.runner import Planned
 from cream_plugin.loop.stage import StageSpec
 from cream_plugin.loop.stages.consistency import ConsistencyStage
@@ -70,11 +71,22 @@ class StageGraph:
         return len(self.nodes)
 
     def add(self, spec: S) -> S:
+        """Add a stage (after its upstream stages); a stage of the same name that is already
+        there is returned instead: it must be the same kind of stage reading the same stages."""
         found = self.nodes.setdefault(spec.name, spec)
         if type(found) is not type(spec):
             raise ValueError(f"stage {spec.name}: {type(found).__name__} and "
                              f"{type(spec).__name__} share one name")
+        reads = [s.name for s in found.upstream_stages()]
+        if found is not spec and reads != [s.name for s in spec.upstream_stages()]:
+            raise ValueError(f"stage {spec.name}: added twice with other upstream stages "
+                             f"({', '.join(reads) or 'none'} before); give it another name")
         return found
+
+    @staticmethod
+    def checkpoint(method: str, t: int) -> str:
+        """M_t's checkpoint key for ``method`` (M0 and M1 are shared by every method)."""
+        return checkpoint_key(method, t)
 
     # -- parts of the loop ---------------------------------------------------------------------
     def prompts(self) -> PromptsStage:
@@ -83,28 +95,85 @@ class StageGraph:
     def sft(self) -> SFTStage:
         return self.add(SFTStage())
 
-    def sample(self, method: str, t: int, model_key: str) -> SampleStage:
-        """M_t's samples of iteration t's prompts, with their answer-key correctness."""
-        scope = iteration_scope(method, t)
-        samples = self.add(SampleStage(scope, model_key, self.prompts(), t))
+    def sample(self, method: str, t: int, model_key: str, prompts: StageSpec | None = None,
+               *, num_responses: int | None = None,
+               temperature: float | None = None) -> SampleStage:
+        """M_t's samples of iteration t's prompts: the run's prompt pool (shared by every
+        method at t = 1), or ``prompts``, a stage whose rows carry ``prompt_id``, ``prompt``,
+        ``iteration`` (only rows of iteration t are sampled) and optionally ``reference`` (the
+        gold answer). ``num_responses`` and ``temperature`` (0: greedy) override the
+        ``sampling`` settings for this stage. Registered as the method's samples of t, which
+        the movement instruments measure M_t and M_{t+1} on."""
+        pool = prompts is None and num_responses is None and temperature is None
+        scope = iteration_scope(method, t) if pool else f"{method}/iter{t}"
+        samples = self.add(SampleStage(scope, model_key, prompts or self.prompts(), t,
+                                       num_responses=num_responses, temperature=temperature))
         self.samples[(method, t)] = samples
         return samples
 
-    def logps(self, samples: SampleStage, model_key: str) -> LogpsStage:
-        scope = samples.name.rpartition("/")[0]
+    def logps(self, samples: StageSpec, model_key: str, scope: str | None = None) -> LogpsStage:
+        """Summed response log-probs of every response of ``samples`` (rows with ``prompt``
+        and ``responses``) under ``model_key``; named ``<scope>/logps-<model>``, the scope
+        being the samples' folder unless given."""
+        scope = scope or samples.name.rpartition("/")[0]
         return self.add(LogpsStage(scope, model_key, samples, samples.iteration))
+
+    def correctness(self, samples: StageSpec, scope: str | None = None) -> CorrectnessStage:
+        """The answer-key correctness of every response of ``samples`` (NaN where the row has
+        no ``reference``): what the instruments measure rewards and the policy against."""
+        scope = scope or samples.name.rpartition("/")[0]
+        return self.add(CorrectnessStage(scope, samples, samples.iteration))
+
+    def evidence(self, method: str, t: int, samples: StageSpec, correctness: StageSpec,
+                 rewards: dict[str, StageSpec], pair_reward: str,
+                 consistency: StageSpec | None = None) -> EvidenceStage:
+        """Iteration t's instruments on ``samples``: pool and label accuracy, C's
+        informativeness (with ``consistency``), biases and identical responses. ``rewards``:
+        stages whose rows carry ``rewards`` (one per response of ``samples``) by the name the
+        report gives them, ``pair_reward`` (the one that formed the pairs) first."""
+        return self.add(EvidenceStage(method, t, samples, correctness, rewards, pair_reward,
+                                      consistency))
+
+    def train(self, method: str, t: int, pairs: StageSpec, mode: str = "none",
+              trainer: str | None = None, settings: tuple[str, ...] = ()) -> str:
+        """Train M_t on ``pairs`` (rows of the pairs stage's format: prompt, chosen, rejected,
+        consistency, optionally ref_chosen_logps and ref_rejected_logps) into M_{t+1}; returns
+        M_{t+1}'s key. ``mode``: how the trainer uses C (none = plain DPO); ``trainer``: a
+        registered trainer (default: the method's, else ``training.trainer``); ``settings``:
+        extra config sections the trainer reads (part of the stage's identity)."""
+        spec = self.methods[method]
+        new_key = checkpoint_key(method, t + 1)
+        self.add(TrainStage(method, t, checkpoint_key(method, t), new_key, pairs,
+                            trainer or spec.trainer_name(self.config), mode, settings))
+        return new_key
 
     def evaluate(self, method: str, t: int, model_key: str) -> EvaluateStage:
         return self.add(EvaluateStage(method, t, model_key))
 
     def iteration(self, method: str, t: int) -> str:
-        """Iteration t of ``method``: M_t -> M_{t+1}; returns M_{t+1}'s key."""
+        """Iteration t of ``method``: M_t -> M_{t+1}; returns M_{t+1}'s key. A method with
+        ``build_iteration`` adds its own stages; the others get the declarative iteration."""
+        spec = self.methods[method]
+        if spec.build_iteration is None:
+            return self.declared_iteration(method, t)
+        new_key = spec.build_iteration(self, spec, t)
+        expected = checkpoint_key(method, t + 1)
+        node = self.nodes.get(expected)
+        if new_key != expected or not isinstance(node, TrainStage):
+            raise ConfigError(f"method {method!r}: its build_iteration returned {new_key!r} for "
+                              f"iteration {t}; expected {expected!r}, the key of a train stage "
+                              "it added (graph.train)")
+        return new_key
+
+    def declared_iteration(self, method: str, t: int) -> str:
+        """The declarative iteration: sample, reward (and M_{t-1}'s reward, C), pairs,
+        instruments, train."""
         cfg = self.config
         spec = self.methods[method]
         key, prev_key = checkpoint_key(method, t), checkpoint_key(method, t - 1)
         scope = iteration_scope(method, t)
         samples = self.sample(method, t, key)
-        correctness = self.add(CorrectnessStage(scope, samples, t))
+        correctness = self.correctness(samples)
         reward_name = str(spec.rewarder_name(cfg))
         implicit = is_implicit(reward_name)
         previous: StageSpec | None = None
@@ -136,13 +205,9 @@ class StageGraph:
         tables = {pair_reward: rewards}
         if previous is not None:
             tables["r_t-1" if implicit else f"{reward_name} (M_t-1)"] = previous
-        self.add(EvidenceStage(method, t, samples, correctness, tables, pair_reward,
-                               consistency))
-        new_key = checkpoint_key(method, t + 1)
+        self.evidence(method, t, samples, correctness, tables, pair_reward, consistency)
         mode = cfg.consistency.mode if weighted else "none"
-        self.add(TrainStage(method, t, key, new_key, pairs, spec.trainer_name(cfg), mode,
-                            spec.trainer_settings))
-        return new_key
+        return self.train(method, t, pairs, mode, settings=spec.trainer_settings)
 
     def movement(self, method: str, iterations: int) -> None:
         """How far each M_t moved to M_{t+1}: the exact KL from a pass holding both models over
@@ -169,17 +234,19 @@ class StageGraph:
     def same_prompt_pool(self, method: str, iterations: int) -> None:
         """Pool accuracy of each M_t against M_{t+1} on the same prompts: M_t samples iteration
         t+1's prompts (its own stage, shared by all methods for M1) and is scored like
-        M_{t+1}'s samples of them."""
+        M_{t+1}'s samples of them. Only where M_{t+1} sampled the run's prompt pool, whose
+        prompts carry the answer key."""
         for t in range(1, iterations):
             if (method, t + 1) not in self.samples:
                 continue
+            new_samples = self.samples[(method, t + 1)]
+            if new_samples.prompts is not self.prompts():
+                continue  # a method's own prompts (spin: the seed set) carry no answer key
             key = checkpoint_key(method, t)
             scope = f"shared/iter{t + 1}/{key}" if t == 1 else f"{method}/iter{t + 1}/M{t}"
             old_samples = self.add(SampleStage(scope, key, self.prompts(), t + 1))
-            old = self.add(CorrectnessStage(scope, old_samples, t + 1))
-            new_samples = self.samples[(method, t + 1)]
-            new_scope = new_samples.name.rpartition("/")[0]
-            new = self.add(CorrectnessStage(new_scope, new_samples, t + 1))
+            old = self.correctness(old_samples)
+            new = self.correctness(new_samples)
             self.add(SamePromptPoolStage(method, t, old, new))
 
     def whole_run(self) -> StageGraph:
@@ -189,7 +256,7 @@ class StageGraph:
         self.sft()
         self.evaluate("sft", 1, "M1")
         for method, spec in self.methods.items():
-            if spec.reward is None:
+            if not spec.trains:
                 continue
             for t in range(1, self.config.iterations + 1):
                 key = self.iteration(method, t)
@@ -202,7 +269,7 @@ class StageGraph:
         """The last model of every method (kept when checkpoints are pruned)."""
         last = {"M1"}
         for method, spec in self.methods.items():
-            if spec.reward is not None:
+            if spec.trains:
                 last.add(checkpoint_key(method, self.config.iterations + 1))
         return last
 

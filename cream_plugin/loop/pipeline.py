@@ -53,7 +53,7 @@ def kept_checkpoints(config: RunConfig, methods: Mapping[str, Method]) -> set[st
     keeps M1, not the model iteration 1 trained). A name this run never trains is an error,
     raised before the run folder is touched.
     """
-    trained = {m for m, spec in methods.items() if spec.reward is not None}
+    trained = {m for m, spec in methods.items() if spec.trains}
     last = config.iterations + 1
     every = {"M1"} | {checkpoint_key(m, t) for m in trained for t in range(2, last + 1)}
     keep: set[str] = set()

@@ -46,16 +46,29 @@ def check_components(config: RunConfig, methods: dict[str, Method]) -> None:
         ("consistency_metric", config.consistency.metric),
     ]
     for method in methods.values():
-        rewarder = method.rewarder_name(config)
-        if rewarder is None:
+        if not method.trains:
             continue
         needed.append(("trainer", method.trainer_name(config)))
-        needed.append(("rewarder", rewarder))
+        rewarder = method.rewarder_name(config)
+        if rewarder is not None:
+            needed.append(("rewarder", rewarder))
     for kind, name in needed:
         try:
             get_component(kind, name)
         except KeyError as exc:
             raise ConfigError(str(exc)) from None
+
+
+def check_method_options(config: RunConfig) -> None:
+    """Every ``method_options`` entry names a registered method and only options it has."""
+    from cream_plugin.plugins.methods import get_method, method_settings
+
+    for name in config.method_options:
+        try:
+            method = get_method(name)
+        except ConfigError as exc:
+            raise ConfigError(f"method_options.{name}: {exc}") from None
+        method_settings(config, method)
 
 
 def check_trainer_args(config: RunConfig, methods: dict[str, Method]) -> None:
@@ -72,7 +85,7 @@ def check_trainer_args(config: RunConfig, methods: dict[str, Method]) -> None:
     for key, value in extra.items():
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"training.{key}: expected a finite number, got {value}")
-    used = {m.trainer_name(config) for m in methods.values() if m.reward is not None}
+    used = {m.trainer_name(config) for m in methods.values() if m.trains}
     if not used:
         return
     classes = {name: get_trainer(name)[1] for name in sorted(used)}
@@ -86,7 +99,7 @@ def check_trainer_args(config: RunConfig, methods: dict[str, Method]) -> None:
             )
     scratch = str(Path(tempfile.gettempdir()) / "cream-preflight")
     runs = {(m.trainer_name(config), config.consistency.mode if m.regularised else "none")
-            for m in methods.values() if m.reward is not None}
+            for m in methods.values() if m.trains}
     for name, mode in sorted(runs):
         cls = classes[name]
         values = trainer_values(config, output_dir=scratch, per_device_batch=1, mode=mode,
@@ -234,6 +247,7 @@ def preflight(config: RunConfig) -> dict[str, Method]:
 
     methods = resolve_methods(list(config.methods))
     check_components(config, methods)
+    check_method_options(config)
     normalize_report_to(config.training.report_to)
     check_trainer_args(config, methods)
     check_data(config)

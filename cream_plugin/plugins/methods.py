@@ -1,13 +1,25 @@
 """Methods: which reward ranks the responses, whether C regularises training, which trainer
 trains, and which extra stages run. Built-ins and third-party methods register through the
-``register_methods`` hook; ``cream run --method NAME`` runs any registered one."""
+``register_methods`` hook; ``cream run --method NAME`` runs any registered one.
+
+A method is declarative (a reward role and flags: the stage graph builds its iteration), or it
+builds its own iteration with ``build_iteration`` from the public pieces that
+:mod:`cream_plugin.plugins.api` exports (docs/plugins.md walks through ``spin``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from cream_plugin.config import RunConfig
+from cream_plugin.config_checks import coerce
 from cream_plugin.errors import ConfigError
+
+IterationBuilder = Callable[[Any, "Method", int], str]
+"""``build_iteration(graph, method, t) -> key``: adds iteration t's stages of ``method`` to
+``graph`` (a :class:`cream_plugin.loop.graph.StageGraph`) and returns the checkpoint key of
+the model it trains, ``graph.checkpoint(method.name, t + 1)``."""
 
 REWARD_ROLES = ("main", "judge", "oracle")
 """Reward sources read from the config: rewarder.name, rewarder.judge, rewarder.oracle."""
@@ -34,6 +46,13 @@ class Method:
     internal_consistency: bool = False
     description: str = ""
     regularise_from: int = 1
+    build_iteration: IterationBuilder | None = None
+    options: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    @property
+    def trains(self) -> bool:
+        """Whether the method trains models (every method but SFT only)."""
+        return self.reward is not None or self.build_iteration is not None
 
     def regularised_at(self, iteration: int) -> bool:
         """Whether iteration ``iteration``'s pairs are weighted by C."""
@@ -52,6 +71,27 @@ class Method:
 
     def trainer_name(self, config: RunConfig) -> str:
         return self.trainer or config.training.trainer
+
+
+def method_settings(config: RunConfig, method: Method) -> dict[str, Any]:
+    """The method's options: its defaults, overridden by ``method_options.<name>`` of the run.
+    An unknown option or a value of another type than its default is a ConfigError naming the
+    dotted key. Defaults are None, bool, int, float or str; a None default takes any value (the
+    builder checks it)."""
+    given = config.method_options.get(method.name) or {}
+    if not isinstance(given, Mapping):
+        raise ConfigError(f"method_options.{method.name}: expected a mapping of options, got "
+                          f"{given!r}")
+    settings = dict(method.options)
+    for key, value in given.items():
+        dotted = f"method_options.{method.name}.{key}"
+        if key not in method.options:
+            known = ", ".join(method.options) or "none"
+            raise ConfigError(f"unknown key {dotted!r}; method {method.name!r} has the options: "
+                              f"{known}")
+        default = method.options[key]
+        settings[key] = value if default is None else coerce(value, type(default), dotted)
+    return settings
 
 
 def get_method(name: str) -> Method:

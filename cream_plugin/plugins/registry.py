@@ -78,6 +78,11 @@ def _collect(pm: PluginManager, kind: str) -> dict[str, Component]:
                 name, obj = getattr(name, "name", None), name  # register(Method(...))
                 if not isinstance(name, str):
                     raise TypeError("register() for methods takes a Method with a name")
+                options, text = getattr(obj, "options", None), getattr(obj, "description", None)
+                if options:  # listed by `cream plugins`
+                    extra.setdefault("options", dict(options))
+                if description is None and text:
+                    description = str(text)  # the Method's own, not the Method class's docstring
             if kind == "trainer" and args:
                 extra["config_class"] = args[0]
             elif args:

@@ -35,8 +35,9 @@ def reward_rows(run_dir: Path) -> list[dict[str, Any]]:
             pairs = m["prompts"] - int(m.get("skipped") or 0)
         rows.append({
             "method": m.get("method"), "iteration": m.get("iteration", 0),
-            "reward": (reward_name.rsplit("/", 1)[-1].removeprefix("rewards-") if reward_name
-                       else "implicit" if "logps" in (m.get("inputs") or {}) else "-"),
+            "reward": m.get("reward") or (  # a method's own pairs stage names its rule
+                reward_name.rsplit("/", 1)[-1].removeprefix("rewards-") if reward_name
+                else "implicit" if "logps" in (m.get("inputs") or {}) else "-"),
             "prompts": m.get("prompts"), "pairs": pairs,
             "no_pairs": bool(m.get("no_pairs")) or pairs == 0,
             "constant_consistency": bool(m.get("constant_consistency")),

@@ -32,10 +32,20 @@ class SampleStage(StageSpec):
     parallel = Parallel.SHARDED
     settings = ("sampling", "seed")
 
-    def __init__(self, scope: str, model_key: str, prompts: StageSpec, iteration: int) -> None:
+    def __init__(self, scope: str, model_key: str, prompts: StageSpec, iteration: int, *,
+                 num_responses: int | None = None, temperature: float | None = None) -> None:
+        """``num_responses`` and ``temperature`` (0: greedy) override ``sampling`` for this
+        stage (a method's own decoding, e.g. spin's one response per prompt)."""
         super().__init__(f"{scope}/samples", method=scope.split("/")[0], iteration=iteration)
         self.model_key = model_key
         self.prompts = prompts
+        self.num_responses = num_responses
+        self.temperature = temperature
+
+    def decoding(self) -> dict[str, float]:
+        """The overrides of the ``sampling`` settings (empty for the run's own decoding)."""
+        given = {"num_responses": self.num_responses, "temperature": self.temperature}
+        return {k: v for k, v in given.items() if v is not None}
 
     def upstream(self) -> dict[str, Any]:
         return {"prompts": self.prompts}
@@ -44,10 +54,13 @@ class SampleStage(StageSpec):
         return (self.model_key,)
 
     def inputs(self, ctx: RunContext) -> dict[str, str]:
-        return {
+        found = {
             "model": ctx.model_digest(self.model_key),
             "prompts": f"{ctx.result(self.prompts).digest}:{self.iteration}",
         }
+        if self.decoding():  # only then: the run's own decoding keeps its identity
+            found["decoding"] = json.dumps(self.decoding(), sort_keys=True)
+        return found
 
     @staticmethod
     def _main_only(ctx: RunContext) -> bool:
@@ -64,6 +77,8 @@ class SampleStage(StageSpec):
 
         s = ctx.config.sampling
         key = self.model_key
+        temperature = s.temperature if self.temperature is None else self.temperature
+        n = self.num_responses or s.num_responses
         mine = [r for r in ctx.result(self.prompts).read_rows() if r["iteration"] == self.iteration]
         # A sampler registered with vllm_engine=True gets the run's open engine on this model
         # as its model_path (started here, or left open by this model's evaluation).
@@ -84,7 +99,7 @@ class SampleStage(StageSpec):
                 "model": lambda: ctx.load(key),
                 "tokenizer": lambda: ctx.tokenizer,
                 "model_path": model_path,
-                "temperature": lambda: s.temperature,
+                "temperature": lambda: temperature,
                 "top_p": lambda: s.top_p,
                 "max_new_tokens": lambda: s.max_new_tokens,
                 "batch_size": lambda: s.batch_size,
@@ -98,7 +113,7 @@ class SampleStage(StageSpec):
                 responses = sample_responses(
                     sampler,
                     [r["prompt"] for r in mine],
-                    s.num_responses,
+                    n,
                     sampling_seed(ctx.config.seed, self.iteration),
                     None if self._main_only(ctx) else ctx.dist,
                 )

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from cream_plugin.config import RunConfig
 from cream_plugin.loop.context import RunContext
 from cream_plugin.loop.stage import Output, Parallel, StageSpec
 
@@ -21,6 +22,15 @@ def pick_examples(
     rng = np.random.default_rng(seed)
     keep = sorted(rng.permutation(len(examples))[:cap].tolist())
     return [examples[i] for i in keep]
+
+
+def sft_examples(config: RunConfig) -> list[dict[str, Any]]:
+    """The seed conversations SFT trains M1 on (``data.sft_examples`` of them, drawn by
+    ``seed``), rows ``{id, messages}``: also the prompts and human responses of spin."""
+    from cream_plugin.data import load_rows
+
+    rows = load_rows("seed_sft", "train", config.data.data_dir)
+    return pick_examples(rows, config.data.sft_examples, config.seed)
 
 
 def whole_batches(trainer: Any, global_batch: int) -> None:
@@ -70,7 +80,6 @@ class SFTStage(StageSpec):
         }
 
     def compute(self, ctx: RunContext) -> Output:
-        from cream_plugin.data import load_rows
         from cream_plugin.trainers.cream_utils import NonFiniteGuard
         from cream_plugin.trainers.launch import check_engine, gathered_state_dict, saveable_model
         from cream_plugin.trainers.sft import build_sft_trainer
@@ -78,9 +87,7 @@ class SFTStage(StageSpec):
 
         cfg = ctx.config
         tr = cfg.training
-        examples = pick_examples(
-            load_rows("seed_sft", "train", cfg.data.data_dir), cfg.data.sft_examples, cfg.seed
-        )
+        examples = sft_examples(cfg)
         scratch = ctx.scratch_dir(self.name)
         trainer = build_sft_trainer(
             ctx.load("M0"),
