@@ -4,6 +4,7 @@ checked, one iteration and the smoke preset end to end on the tiny model."""
 from __future__ import annotations
 
 import json
+import types
 
 import pytest
 
@@ -36,6 +37,40 @@ def test_bad_option_is_a_config_error_naming_the_key(fresh_plugins, tmp_path) ->
     graph = StageGraph(config, resolve_methods(config.methods), tmp_path)
     with pytest.raises(ConfigError, match="length_control_rho"):
         graph.whole_run()
+
+
+class DigestsOnly:
+    """Stands in for a run context where a stage's identity only needs upstream digests."""
+
+    def result(self, stage):
+        return types.SimpleNamespace(digest=f"digest-of-{stage.name}")
+
+    def model_digest(self, key):
+        return f"model-{key}"
+
+
+def stage_inputs(tmp_path, options: str) -> dict[str, dict[str, str]]:
+    from cream_plugin.config import load_config
+    from cream_plugin.loop.graph import StageGraph
+    from cream_plugin.plugins.methods import resolve_methods
+
+    config = load_config(overrides=["methods=[meta-rewarding]", "iterations=1",
+                                    f"method_options={{meta-rewarding: {{{options}}}}}"])
+    graph = StageGraph(config, resolve_methods(config.methods), tmp_path).whole_run()
+    return {spec.name: spec.inputs(DigestsOnly()) for spec in graph
+            if spec.name.startswith("meta-rewarding/iter1/")}
+
+
+def test_pair_options_change_only_the_pairs_stage(fresh_plugins, tmp_path) -> None:
+    base = stage_inputs(tmp_path, "length_control_rho: 0.2")
+    rho = stage_inputs(tmp_path, "length_control_rho: 0.1")
+    judging = stage_inputs(tmp_path, "judgements: 4")
+    judge_stage = "meta-rewarding/iter1/rewards-meta-judge-M1"
+    pairs_stage = "meta-rewarding/iter1/pairs"
+    assert base[judge_stage] == rho[judge_stage]
+    assert base[pairs_stage] != rho[pairs_stage]
+    assert base[judge_stage] != judging[judge_stage]
+    assert base[pairs_stage] == judging[pairs_stage]  # its identity holds the judged digest
 
 
 @pytest.mark.slow
