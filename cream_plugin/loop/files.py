@@ -162,7 +162,8 @@ def cached_sha256(path: Path, persist: bool = False) -> str:
     if persist and key not in _PERSISTED:
         _PERSISTED.add(key)
         try:
-            rows = [[*k, SHA256_MEMO[k]] for k in sorted(_PERSISTED)]
+            # a key whose memo entry was cleared (a test's "new process") is left out
+            rows = [[*k, SHA256_MEMO[k]] for k in sorted(_PERSISTED) if k in SHA256_MEMO]
             atomic_write_text(_persisted_path(), json.dumps(rows))
         except OSError:
             pass  # a read-only cache only costs a re-hash next time

@@ -13,7 +13,9 @@ of a method named ``spin`` adds these stages to the run's graph:
   ``[1, 0]`` (``[0, 0]`` where the sample is the human text: nothing to learn, no pair);
 - ``spin/iter<t>/candidates/logps-<M_t>``: both responses' log-probs under M_t, the DPO
   reference (``graph.logps``);
-- ``spin/iter<t>/pairs``: the pairs (``build_pairs``: chosen = human, rejected = sample, C = 1);
+- ``spin/iter<t>/pairs``: the pairs (``build_pairs``: chosen = human, rejected = sample, C = 1),
+  with ``previous_pairs`` iteration t-1's pairs too, scored again under M_t
+  (``spin/iter<t>/previous/logps-<M_t>``);
 - ``spin/iter<t>/correctness`` and ``spin/iter<t>/evidence``: the instruments on the candidates;
 - ``spin/M<t+1>``: plain DPO on the pairs (``graph.train``, consistency mode ``none``).
 """
@@ -44,11 +46,12 @@ from cream_plugin.plugins.api import (
 LABEL = "human > M_t"
 """The name the report gives spin's label rule (the human response beats M_t's)."""
 
-OPTIONS: dict[str, Any] = {"decoding": "sampled", "prompts": None}
+OPTIONS: dict[str, Any] = {"decoding": "sampled", "prompts": None, "previous_pairs": False}
 """``method_options.spin``: ``decoding`` sampled (the paper: the run's sampling settings, which
 default to its T 0.8, top-p 0.95) or greedy; ``prompts``: how many seed prompts each iteration
 uses (None: every SFT example; a number: that many, drawn once by seed, the same every
-iteration)."""
+iteration); ``previous_pairs``: iteration t > 1 also trains on iteration t-1's pairs, their
+reference log-probs taken again under M_t (the official code's data mix)."""
 
 DECODINGS = ("sampled", "greedy")
 
@@ -140,25 +143,39 @@ class SpinPairsStage(StageSpec):
     parallel = Parallel.REPLICATED
 
     def __init__(self, method: str, iteration: int, candidates: StageSpec,
-                 ref_logps: StageSpec) -> None:
+                 ref_logps: StageSpec,
+                 previous: tuple[StageSpec, StageSpec] | None = None) -> None:
+        """``previous``: iteration t-1's candidates and their log-probs under M_t, whose pairs
+        are added to this iteration's."""
         super().__init__(f"{method}/iter{iteration}/pairs", method, iteration)
-        self.candidates, self.ref_logps = candidates, ref_logps
+        self.candidates, self.ref_logps, self.previous = candidates, ref_logps, previous
 
     def upstream(self) -> dict[str, Any]:
-        return {"candidates": self.candidates, "ref": self.ref_logps}
+        return {"candidates": self.candidates, "ref": self.ref_logps,
+                "previous": list(self.previous) if self.previous else None}
+
+    @staticmethod
+    def pairs_of(ctx: RunContext, candidates: StageSpec,
+                 ref_logps: StageSpec) -> tuple[int, list[dict[str, Any]]]:
+        rows = ctx.result(candidates).read_rows()
+        return len(rows), build_pairs(
+            [r["prompt_id"] for r in rows], [r["prompt"] for r in rows],
+            [r["responses"] for r in rows], [r["rewards"] for r in rows],
+            ref_logps=logps_table(ctx.result(ref_logps).read_rows()))
 
     def compute(self, ctx: RunContext) -> Output:
-        rows = ctx.result(self.candidates).read_rows()
-        pairs = build_pairs([r["prompt_id"] for r in rows], [r["prompt"] for r in rows],
-                            [r["responses"] for r in rows], [r["rewards"] for r in rows],
-                            ref_logps=logps_table(ctx.result(self.ref_logps).read_rows()))
+        prompts, pairs = self.pairs_of(ctx, self.candidates, self.ref_logps)
+        manifest: dict[str, Any] = {"prompts": prompts, "pairs": len(pairs),
+                                    "skipped": prompts - len(pairs), "reward": LABEL}
+        if self.previous is not None:
+            _, earlier = self.pairs_of(ctx, *self.previous)
+            manifest |= {"pairs": len(pairs) + len(earlier), "previous_pairs": len(earlier)}
+            pairs += earlier
         if not pairs and ctx.config.training.require_pairs:
-            raise DataError(f"{self.name}: every one of M_t's {len(rows)} responses repeats the "
+            raise DataError(f"{self.name}: every one of M_t's {prompts} responses repeats the "
                             "human response, so there is no pair; training.require_pairs is "
                             "true, so the run stops instead of copying the model unchanged")
-        return Output(rows=pairs, manifest={"prompts": len(rows), "pairs": len(pairs),
-                                            "skipped": len(rows) - len(pairs), "reward": LABEL,
-                                            "no_pairs": not pairs})
+        return Output(rows=pairs, manifest={**manifest, "no_pairs": not pairs})
 
 
 def spin_iteration(graph: StageGraph, method: Method, t: int) -> str:
@@ -179,7 +196,11 @@ def spin_iteration(graph: StageGraph, method: Method, t: int) -> str:
                            temperature=0.0 if decoding == "greedy" else None)
     candidates = graph.add(SpinCandidatesStage(name, t, prompts, samples))
     reference = graph.logps(candidates, key, scope=candidates.name)
-    pairs = graph.add(SpinPairsStage(name, t, candidates, reference))
+    previous = None
+    earlier = graph.nodes.get(f"{name}/iter{t - 1}/candidates")
+    if settings["previous_pairs"] and earlier is not None:  # built: iterations go in order
+        previous = (earlier, graph.logps(earlier, key, scope=f"{name}/iter{t}/previous"))
+    pairs = graph.add(SpinPairsStage(name, t, candidates, reference, previous))
     graph.evidence(name, t, candidates, graph.correctness(candidates), {LABEL: candidates},
                    LABEL)
     return graph.train(name, t, pairs)
