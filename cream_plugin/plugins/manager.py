@@ -24,7 +24,7 @@ ENV_RESTRICT = "CREAM_PLUGINS"
 DEFAULT_PLUGINS: tuple[str, ...] = tuple(
     f"cream_plugin.plugins.builtins.{name}"
     for name in ("consistency_metrics", "samplers", "trainers", "methods", "rewarders",
-                 "evaluators", "spin")
+                 "evaluators", "spin", "meta_rewarding")
 )
 """Every built-in component is registered by one module of :mod:`cream_plugin.plugins.builtins`,
 through the same hooks as a third-party plugin."""

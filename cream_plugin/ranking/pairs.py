@@ -24,7 +24,9 @@ from cream_plugin.forward.logprobs import SequenceLogProbs
 from cream_plugin.plugins.interfaces import PAIR_TEXT_COLUMNS, REF_COLUMNS, Prompt
 
 
-def _as_completion(prompt: Prompt, text: str) -> Any:
+def as_completion(prompt: Prompt, text: str) -> Any:
+    """A response in the prompt's format: an assistant message list for a chat prompt, else
+    the plain text."""
     if isinstance(prompt, list):
         return [{"role": "assistant", "content": text}]
     return text
@@ -113,8 +115,8 @@ def build_pairs(
         pair: dict[str, Any] = {
             "prompt_id": ids[i],
             "prompt": prompt,
-            "chosen": _as_completion(prompt, responses[i][b]),
-            "rejected": _as_completion(prompt, responses[i][w]),
+            "chosen": as_completion(prompt, responses[i][b]),
+            "rejected": as_completion(prompt, responses[i][w]),
             "chosen_reward": float(hi[i]),
             "rejected_reward": float(lo[i]),
             "consistency": 1.0 if rates is None else rates[ids[i]],
