@@ -242,10 +242,6 @@ UNHASHED = ("training.report_to", "training.require_pairs", "training.run_name",
 same values within float rounding; ``require_pairs`` only makes an empty pairs stage an error);
 ``after_last`` only adds stages; each train stage hashes its own method's overrides."""
 
-HASH_ONLY_IF_SET: tuple[str, ...] = ()
-"""Settings out of the config hash while at their default: existing runs keep their stages."""
-
-
 @dataclass
 class RunConfig:
     """One run of the iterative loop: methods, iterations, seed and every stage's settings."""
@@ -290,9 +286,7 @@ class RunConfig:
     def section_hash(self, *sections: str) -> str:
         """A stable hash of some sections, so a stage knows when its inputs changed."""
         data = self.to_dict()
-        defaults = RunConfig().to_dict() if HASH_ONLY_IF_SET else {}
-        dropped = [d for d in HASH_ONLY_IF_SET if _dig(data, d) == _dig(defaults, d)]
-        for dotted in (*UNHASHED, *dropped):
+        for dotted in UNHASHED:
             *parents, last = dotted.split(".")
             _dig(data, ".".join(parents)).pop(last, None)
         picked = {name: _dig(data, name) for name in sections}
