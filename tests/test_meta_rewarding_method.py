@@ -109,17 +109,3 @@ def test_one_iteration_end_to_end(fresh_plugins, tmp_path, data_dir, monkeypatch
     assert ("meta-rewarding", 2) in {(r["method"], r["iteration"]) for r in results}
     report = (out / "report.md").read_text()
     assert "meta-rewarding" in report and "meta-judge-M1" in report
-
-
-@pytest.mark.slow
-def test_smoke_preset_runs_meta_rewarding(fresh_plugins, tmp_path, data_dir,
-                                          monkeypatch) -> None:
-    from cream_plugin.cli import main
-
-    monkeypatch.setenv("CREAM_DATA_DIR", str(data_dir))
-    out = tmp_path / "run"
-    assert main(["run", "--preset", "smoke", "--method", "meta-rewarding",
-                 "--output", str(out)]) == 0
-    for t in (1, 2):
-        assert read_rows(out / f"meta-rewarding/iter{t}/pairs.jsonl")
-    assert (out / "meta-rewarding/M3/model.safetensors").is_file()

@@ -174,6 +174,12 @@ def test_smoke_every_method(data_dir, run_env, tmp_path, monkeypatch) -> None:
             if spec.internal_consistency:  # the internal reward models' agreement, per iteration
                 expected.add(f"{method}/iter{t}/internal-consistency")
     expected |= {"shared/iter1/rewards-judge-M1", f"shared/iter1/rewards-{cfg.rewarder.oracle}"}
+    # Methods that build their own iterations (spin, meta-rewarding): pairs and a model each.
+    for method in ("spin", "meta-rewarding"):
+        for t in range(1, cfg.iterations + 1):
+            expected |= {f"{method}/iter{t}/pairs", f"{method}/M{t + 1}",
+                         f"evals/{method}-M{t + 1}"}
+            assert rows_of(run_dir / f"{method}/iter{t}/pairs.jsonl"), (method, t)
     missing = expected - found.keys()
     assert not missing, f"stages without a manifest: {sorted(missing)}"
     for name, m in found.items():
