@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import copy
 import importlib
+import os
 import signal
 import sys
 import traceback
@@ -90,6 +91,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         _error(args.command, one_line(str(exc)))
         return 1
+    except BrokenPipeError:
+        # The reader of cream's output left early (`cream plugins | head`): nothing failed.
+        # Point stdout at /dev/null so the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as exc:
         if exc.errno is None and exc.filename is None:  # e.g. a library's ConnectionError
             return _unexpected(args.command, exc, debug)

@@ -422,3 +422,17 @@ def test_reward_cache_that_is_not_a_cache(capsys, tmp_path) -> None:
     code, err = run_cli(capsys, "reward", str(samples), "-o", str(tmp_path / "o.jsonl"),
                         "--rewarder", "answer-key", "--cache", str(under_a_file(tmp_path, "c")))
     assert code == 1 and "--cache" in one_error_line(err, "reward")
+
+
+def test_a_reader_that_leaves_early_is_not_an_error(tmp_path) -> None:
+    """`cream plugins | head -1`: the pipe closes while cream still writes; cream exits 0 with
+    nothing on stderr (it used to print a BrokenPipeError)."""
+    import subprocess
+    import sys
+
+    script = (f"{sys.executable} -m cream_plugin.cli plugins | head -1 > /dev/null; "
+              "exit ${PIPESTATUS[0]}")
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "Broken pipe" not in done.stderr and "Traceback" not in done.stderr, done.stderr
