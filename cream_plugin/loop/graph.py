@@ -250,7 +250,7 @@ class StageGraph:
         key = checkpoint_key(method, t)
         prompts = self.add(AfterLastPromptsStage())
         samples = self.add(SampleStage(iteration_scope(method, t), key, prompts, t))
-        self.add(CorrectnessStage(iteration_scope(method, t), samples, t))
+        self.correctness(samples)
         self.rewards(method, t, samples)
 
     def movement(self, method: str, iterations: int) -> None:
