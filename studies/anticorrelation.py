@@ -8,7 +8,10 @@ RUN_DIR is a cream run folder (or a seeds folder, whose seed-* folders are read)
 tokens) against r_0 = M0's mean per-token log-likelihood, which is the paper's rule when no
 reference exists. Iteration 2 (each implicit method's M2 samples): r_2 = log pi_M2 - log pi_M1
 against r_1 = log pi_M1 - log pi_M0. Every statistic is a mean over prompts of a within-prompt
-Kendall tau or a within-prompt (prompt-centred) regression slope, with a t interval over prompts.
+Kendall tau or a within-prompt (prompt-centred) regression slope. With one run the interval is a
+t interval over its prompts; with several seeds each seed's mean over its prompts is one value
+and the interval is a t interval over seeds (the seeds are the replicates: prompts of different
+seeds are not pooled as if they were independent).
 """
 
 from __future__ import annotations
@@ -112,11 +115,24 @@ def runs_in(folder: Path) -> list[Path]:
     return seeds or [folder]
 
 
-def pooled(runs: list[Path], rows: Callable[[Path], list[Row]]) -> list[tuple[str, np.ndarray]]:
-    """Each statistic's per-prompt values over every run (prompts of all seeds pooled)."""
+def per_prompt(runs: list[Path],
+               rows: Callable[[Path], list[Row]]) -> list[tuple[str, list[np.ndarray]]]:
+    """Each statistic's per-prompt values, one array per run."""
     per_run = [rows(r) for r in runs]
-    return [(label, np.concatenate([pr[i][2] for pr in per_run]))
-            for i, (label, _, _) in enumerate(per_run[0])]
+    return [(label, [pr[i][2] for pr in per_run]) for i, (label, _, _) in enumerate(per_run[0])]
+
+
+def summarise(values: list[np.ndarray]) -> tuple[Estimate, str]:
+    """One run: mean over its prompts (t over prompts). Several: each seed's mean over its
+    prompts, then t over seeds; the n column says which."""
+    if len(values) == 1:
+        e = t_interval(values[0], what="prompts")
+        return e, f"{e.n} prompts"
+    with np.errstate(invalid="ignore"):
+        means = np.array([np.nanmean(v) if np.isfinite(v).any() else np.nan for v in values])
+    e = t_interval(means, what="seeds")
+    counts = ", ".join(str(int(np.isfinite(v).sum())) for v in values)
+    return e, f"{e.n} seeds ({counts} prompts)"
 
 
 def cell(e: Estimate) -> str:
@@ -124,18 +140,19 @@ def cell(e: Estimate) -> str:
 
 
 def render(folders: list[Path]) -> str:
-    lines = ["| where | statistic | mean over prompts (95% t CI) | prompts |", "|---|---|---|---|"]
+    lines = ["| where | statistic | mean (95% t CI; over seeds when there are several) | n |",
+             "|---|---|---|---|"]
     runs = [r for f in folders for r in runs_in(f)]
-    for label, values in pooled(runs, iteration_one):
-        e = t_interval(values, what="prompts")
-        lines.append(f"| iteration 1 (M1's samples) | {label} | {cell(e)} | {e.n} |")
+    for label, values in per_prompt(runs, iteration_one):
+        e, n = summarise(values)
+        lines.append(f"| iteration 1 (M1's samples) | {label} | {cell(e)} | {n} |")
     methods = sorted({p.parent.name for r in runs for p in r.glob("*/iter2")
                       if stored(p / "logps-M0.jsonl")})
     for method in methods:
         have = [r for r in runs if stored(r / method / "iter2" / f"logps-{method}-M2.jsonl")]
-        for label, values in pooled(have, partial(iteration_two, method=method)):
-            e = t_interval(values, what="prompts")
-            lines.append(f"| iteration 2, {method} | {label} | {cell(e)} | {e.n} |")
+        for label, values in per_prompt(have, partial(iteration_two, method=method)):
+            e, n = summarise(values)
+            lines.append(f"| iteration 2, {method} | {label} | {cell(e)} | {n} |")
     return "\n".join(lines) + "\n"
 
 

@@ -170,6 +170,15 @@ def test_controls_table_movement_and_lengths(text: str) -> None:
     assert "12.000 (9.516 to 14.484" in cream.split("|")[5]  # M2 - no-RC, paired per prompt
 
 
+def test_appendix_takes_seeds_as_replicates_not_pooled_prompts(text: str) -> None:
+    appendix = text.split("## Appendix: why the implicit")[1].split("## Appendix: wall")[0]
+    rows = [line for line in appendix.splitlines() if line.startswith("| iteration")]
+    assert rows and all(line.rstrip(" |").endswith("prompts)") for line in rows)
+    # 3 seeds of 6 prompts: n is the 3 seeds (each seed's prompt count shown), never 18 prompts
+    assert all("| 3 seeds (" in line for line in rows if "C statistic" in line)
+    assert not any("18 prompts" in line for line in rows)
+
+
 def test_pack_round_trip_gives_identical_tables(study: Path, text: str, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(packing, "GZIP_ABOVE", 200)
