@@ -9,7 +9,7 @@ at the end, and the claims' verdicts read the adjusted p-values from it.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -54,12 +54,26 @@ def missing(e: Estimate) -> str:
     return "n/a (not in this folder)" if e.reason in ("", "no seeds") else f"n/a ({e.reason})"
 
 
-def level(e: Estimate, scale: str = "num", digits: int | None = None) -> str:
-    """A level (no test): value (95% interval)."""
+def within(e: Estimate, low: float, high: float = float("inf")) -> Estimate:
+    """``e`` with its interval clipped to the range the quantity can take (a t-interval over
+    two seeds reaches below 0% or below 0 characters; the true value cannot)."""
+    if not e.has_interval:
+        return e
+    return replace(e, low=max(e.low, low), high=min(e.high, high))
+
+
+def level(e: Estimate, scale: str = "num", digits: int | None = None,
+          floor: float | None = None) -> str:
+    """A level (no test): value (95% interval). A proportion ("pct") is clipped to [0, 1], and
+    a quantity with a ``floor`` (a length, a KL) to [floor, inf)."""
     if not e.defined:
         return missing(e)
     if not e.has_interval:
         return value(e, scale, digits)
+    if scale == "pct":
+        e = within(e, 0.0, 1.0)
+    elif floor is not None:
+        e = within(e, floor)
     return f"{value(e, scale, digits)} ({interval(e, scale, digits)})"
 
 

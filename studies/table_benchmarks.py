@@ -64,7 +64,7 @@ def protocol_tables(runs: list[Path], methods: list[str], tasks: Sequence[str], 
     names = [*(short_name(task) for task in tasks), "Average"]
     paper = paper_numbers() if paper_key else {}
     out = ["", f"### {title}", "",
-           f"Mean over {len(runs)} seeds (95% t-interval over seeds); tasks: "
+           f"Mean over {len(runs)} seeds (95% t-interval over seeds, clipped to 0-100%); tasks: "
            f"{', '.join(tasks)}; metric: `{metric}`."]
     if paper_key:
         like = ("the paper's protocol" if metric == "exact_match" else "the paper evaluates "

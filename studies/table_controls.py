@@ -18,7 +18,15 @@ import numpy as np
 
 from cream_plugin.instruments.intervals import t_interval
 from cream_plugin.instruments.seeds import across_seeds
-from studies.cells import Family, level, paired_seed_means, per_seed_text, seed_level, tested
+from studies.cells import (
+    Family,
+    level,
+    paired_seed_means,
+    per_seed_text,
+    seed_level,
+    tested,
+    within,
+)
 from studies.folder import CONTROLS, pool_accuracy, prompt_lengths, read_jsonl
 
 REFERENCE = "cream-no-rc"
@@ -57,7 +65,7 @@ def movement(runs: list[Path], method: str, t: int) -> str:
     values = [v for v in (exact_kl(r, method, t) for r in runs) if np.isfinite(v)]
     if not values:
         return "n/a"
-    e = t_interval(values, what="seeds")
+    e = within(t_interval(values, what="seeds"), 0.0)  # a KL is never negative
     return (f"{e.value:.3g} ({e.low:.3g} to {e.high:.3g})" if e.has_interval
             else f"{e.value:.3g}")
 
@@ -78,14 +86,16 @@ def controls_table(runs: list[Path], methods: list[str], family: Family) -> list
     present = in_order(methods)
     out = ["", "## Controls for the length finding", "",
            "Mean response length in characters (each seed's mean over prompts, then mean over "
-           "seeds with the t-interval); M1 and M2 on iteration 2's prompts, M3 on iteration 3's. "
+           "seeds with the t-interval, clipped at 0); M1 and M2 on iteration 2's prompts, M3 on "
+           "iteration 3's. "
            f"Differences vs {REFERENCE}: per prompt within a seed, each seed's mean, then t over "
            "seeds (n = seeds, MDE at 80% power). Movement: exact KL(M_(t+1) || M_t) per token "
            "(nats) on the samples the exact-KL stage scored.", "",
            "| method | M1 length | M2 length | M3 length | M2 - no-RC (chars) | "
            "M3 - no-RC (chars) | KL M1->M2 | KL M2->M3 |", "|---|---|---|---|---|---|---|---|"]
     for m in present:
-        cells = [level(seed_level(lengths(runs, m, t)), digits=1) for t in (1, 2, 3)]
+        cells = [level(seed_level(lengths(runs, m, t)), digits=1, floor=0.0)
+                 for t in (1, 2, 3)]
         cells += [versus_reference(runs, m, t, lengths, "num", family, "length")
                   for t in (2, 3)]
         cells += [movement(runs, m, t) for t in (1, 2)]
@@ -129,6 +139,7 @@ def open_controls(runs: list[Path], methods: list[str], family: Family) -> list[
             diff = tested(c.across, "points", family,
                           f"open contains_gold M3: {m} - {REFERENCE}")
         out.append(f"| {m} | {level(acc[2], 'pct')} | {level(acc[3], 'pct')} | {diff} | "
-                   + " | ".join(level(s, digits=1) if s else "n/a" for s in size.values())
+                   + " | ".join(level(s, digits=1, floor=0.0) if s else "n/a"
+                                for s in size.values())
                    + " |")
     return out

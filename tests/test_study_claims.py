@@ -13,7 +13,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from cream_plugin.instruments.estimate import Estimate
 from studies import pack as packing
+from studies.cells import level
 from studies.claims import claims
 from studies.folder import read_jsonl, stored
 
@@ -168,6 +170,16 @@ def test_controls_table_movement_and_lengths(text: str) -> None:
     cream = next(line for line in controls.splitlines() if line.startswith("| cream |"))
     assert "0.01" in cream  # exact KL: 0.1 nats over 10 tokens per response
     assert "12.000 (9.516 to 14.484" in cream.split("|")[5]  # M2 - no-RC, paired per prompt
+
+
+def test_levels_stay_in_the_range_their_quantity_can_take() -> None:
+    # two seeds at 0% and 5% accuracy: the t-interval reaches -29%; an accuracy cannot
+    accuracy = Estimate(0.025, low=-0.293, high=0.343, n=2)
+    assert level(accuracy, "pct") == "2.5% (0.0%–34.3%)"
+    assert level(Estimate(0.98, low=0.9, high=1.2, n=2), "pct").endswith("–100.0%)")
+    length = Estimate(15.5, low=-81.0, high=112.0, n=2)
+    assert level(length, digits=1, floor=0.0) == "15.5 (0.0 to 112.0)"
+    assert level(Estimate(-3.0, low=-5.0, high=-1.0, n=2)).startswith("-3")  # no floor: kept
 
 
 def test_appendix_takes_seeds_as_replicates_not_pooled_prompts(text: str) -> None:
