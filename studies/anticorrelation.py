@@ -33,6 +33,7 @@ from cream_plugin.instruments.estimate import Estimate
 from cream_plugin.instruments.fmt import interval, value
 from cream_plugin.instruments.intervals import t_interval
 from cream_plugin.loop.stages.logps import logps_table
+from studies.cells import seed_level
 from studies.folder import read_jsonl, stored
 
 
@@ -128,9 +129,7 @@ def summarise(values: list[np.ndarray]) -> tuple[Estimate, str]:
     if len(values) == 1:
         e = t_interval(values[0], what="prompts")
         return e, f"{e.n} prompts"
-    with np.errstate(invalid="ignore"):
-        means = np.array([np.nanmean(v) if np.isfinite(v).any() else np.nan for v in values])
-    e = t_interval(means, what="seeds")
+    e = seed_level(values)
     counts = ", ".join(str(int(np.isfinite(v).sum())) for v in values)
     return e, f"{e.n} seeds ({counts} prompts)"
 

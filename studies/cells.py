@@ -98,10 +98,12 @@ def paired_seed_means(a: Sequence[Mapping[str, float]], b: Sequence[Mapping[str,
     return out
 
 
-def seed_level(per_seed: Sequence[Mapping[str, float]]) -> Estimate:
-    """Mean over seeds of each seed's mean (t-interval over seeds; a level, so no test)."""
-    means = [float(np.nanmean(list(s.values()))) for s in per_seed
-             if np.isfinite(list(s.values())).any()]
+def seed_level(per_seed: Sequence[Mapping[str, float] | np.ndarray]) -> Estimate:
+    """Mean over seeds of each seed's mean (t-interval over seeds; a level, so no test). A
+    seed's values come as a mapping (prompt -> value) or an array; NaN is left out."""
+    rows = [np.asarray(list(s.values()) if isinstance(s, Mapping) else s, dtype=float)
+            for s in per_seed]
+    means = [float(np.nanmean(r)) for r in rows if np.isfinite(r).any()]
     return t_interval(means, what="seeds")
 
 
