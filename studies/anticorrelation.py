@@ -33,7 +33,7 @@ from cream_plugin.instruments.estimate import Estimate
 from cream_plugin.instruments.fmt import interval, value
 from cream_plugin.instruments.intervals import t_interval
 from cream_plugin.loop.stages.logps import logps_table
-from studies.cells import seed_level
+from studies.cells import seed_level, within
 from studies.folder import read_jsonl, stored
 
 
@@ -117,10 +117,11 @@ def runs_in(folder: Path) -> list[Path]:
 
 
 def per_prompt(runs: list[Path],
-               rows: Callable[[Path], list[Row]]) -> list[tuple[str, list[np.ndarray]]]:
-    """Each statistic's per-prompt values, one array per run."""
+               rows: Callable[[Path], list[Row]]) -> list[tuple[str, str, list[np.ndarray]]]:
+    """Each statistic's kind and per-prompt values, one array per run."""
     per_run = [rows(r) for r in runs]
-    return [(label, [pr[i][2] for pr in per_run]) for i, (label, _, _) in enumerate(per_run[0])]
+    return [(label, kind, [pr[i][2] for pr in per_run])
+            for i, (label, kind, _) in enumerate(per_run[0])]
 
 
 def summarise(values: list[np.ndarray]) -> tuple[Estimate, str]:
@@ -134,7 +135,15 @@ def summarise(values: list[np.ndarray]) -> tuple[Estimate, str]:
     return e, f"{e.n} seeds ({counts} prompts)"
 
 
-def cell(e: Estimate) -> str:
+RANGE = {"tau": (-1.0, 1.0), "size": (0.0, float("inf")), "slope": (-float("inf"), float("inf"))}
+
+
+def cell(e: Estimate, kind: str) -> str:
+    """value (interval), the interval clipped to the range the statistic can take: a t over a few
+    seeds reaches past tau = 1 or below a size of 0, the statistic itself cannot."""
+    if not e.has_interval:
+        return value(e)
+    e = within(e, *RANGE[kind])
     return f"{value(e)} ({interval(e)})"
 
 
@@ -142,16 +151,16 @@ def render(folders: list[Path]) -> str:
     lines = ["| where | statistic | mean (95% t CI; over seeds when there are several) | n |",
              "|---|---|---|---|"]
     runs = [r for f in folders for r in runs_in(f)]
-    for label, values in per_prompt(runs, iteration_one):
+    for label, kind, values in per_prompt(runs, iteration_one):
         e, n = summarise(values)
-        lines.append(f"| iteration 1 (M1's samples) | {label} | {cell(e)} | {n} |")
+        lines.append(f"| iteration 1 (M1's samples) | {label} | {cell(e, kind)} | {n} |")
     methods = sorted({p.parent.name for r in runs for p in r.glob("*/iter2")
                       if stored(p / "logps-M0.jsonl")})
     for method in methods:
         have = [r for r in runs if stored(r / method / "iter2" / f"logps-{method}-M2.jsonl")]
-        for label, values in per_prompt(have, partial(iteration_two, method=method)):
+        for label, kind, values in per_prompt(have, partial(iteration_two, method=method)):
             e, n = summarise(values)
-            lines.append(f"| iteration 2, {method} | {label} | {cell(e)} | {n} |")
+            lines.append(f"| iteration 2, {method} | {label} | {cell(e, kind)} | {n} |")
     return "\n".join(lines) + "\n"
 
 

@@ -1,6 +1,6 @@
 """Every table of docs/study.md, regenerated from a study folder (or its packed copy).
 
-Run:  python studies/claims.py RUN_DIR [--out FILE.md] [--pack DEST]
+Run:  python studies/claims.py RUN_DIR [--out FILE.md] [--pack DEST] [--into DOC.md]
 
 RUN_DIR is a `cream run --preset study` folder (seed-* folders, one whole run per seed) or the
 copy `--pack` makes of it (docs/study/raw2/: no checkpoints, large jsonl gzip-compressed); both
@@ -9,7 +9,8 @@ prompt or same benchmark item; exact McNemar for 0/1 items) and the per-seed dif
 summarised by their mean with a t-interval over seeds (n = seeds, MDE at 80% power). AUCs pool
 the cases of all seeds (labelled so) beside the per-seed AUCs. Every p-value joins one family,
 Holm-adjusted at the end, and the verdicts read the adjusted p. The statistics are the
-library's (cream_plugin.instruments); intervals are 95%.
+library's (cream_plugin.instruments); intervals are 95%. `--into docs/study.md` refreshes the
+tables a hand-written document embeds between `<!-- claims: KEY -->` markers (studies/embed.py).
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ if __package__ in (None, ""):  # `python studies/claims.py`: the repository root
 from cream_plugin.instruments.seeds import proportion_across_seeds
 from studies import anticorrelation, stage_times
 from studies.cells import Family, level
+from studies.embed import embed_file
 from studies.folder import methods_in, read_jsonl, seed_label, seed_runs
 from studies.table_benchmarks import benchmark_tables
 from studies.table_consistency import consistency_measures, ranking_consistency
-from studies.table_controls import controls_table, open_controls
+from studies.table_controls import controls_table, movement_and_length, open_controls
 from studies.verdicts import gather, register, verdict_table
 
 
@@ -66,6 +68,7 @@ def claims(top: Path) -> str:
     body += consistency_measures(runs, family)
     body += controls_table(runs, methods, family)
     body += open_controls(runs, methods, family)
+    body += movement_and_length(runs, methods)
     body += scir_agreement(runs)
     body += ["", "## Appendix: why the implicit reward's consistency comes out as it does", "",
              anticorrelation.render([top]).rstrip()]
@@ -82,6 +85,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--pack", type=Path, metavar="DEST",
                         help="also copy the raw material (no checkpoints) into DEST")
+    parser.add_argument("--into", type=Path, action="append", default=[], metavar="DOC",
+                        help="refresh the tables DOC embeds between <!-- claims: KEY --> markers")
     args = parser.parse_args()
     if args.pack:
         from studies.pack import pack
@@ -91,7 +96,12 @@ def main() -> None:
     text = claims(args.top)
     if args.out:
         args.out.write_text(text)
-    print(text)
+    for doc in args.into:
+        changed = embed_file(doc, text)
+        print(f"{doc}: {'tables refreshed' if changed else 'tables already current'}",
+              file=sys.stderr)
+    if not args.out and not args.into:
+        print(text)
 
 
 if __name__ == "__main__":

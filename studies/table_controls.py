@@ -143,3 +143,37 @@ def open_controls(runs: list[Path], methods: list[str], family: Family) -> list[
                                 for s in size.values())
                    + " |")
     return out
+
+
+IMPLICIT = (REFERENCE, "cream", "scir", *CONTROLS)  # trained on implicit-reward labels
+
+
+def movement_and_length(runs: list[Path], methods: list[str]) -> list[str]:
+    """Does how far a method moved predict how short its answers got? Per seed, Spearman's rho
+    across the implicit-reward methods between exact KL(M_t || M_(t-1)) per token and M_t's
+    mean answer length; then t over seeds. Post hoc (chosen after seeing seeds 1-3), so outside
+    the Holm family and read as a description of the controls, not as a verdict."""
+    from scipy.stats import spearmanr
+
+    present = [m for m in IMPLICIT if m in methods]
+    out = ["", "### Movement against length across the implicit-reward methods (post hoc)", "",
+           f"Per seed, Spearman's rho over the {len(present)} methods trained on implicit-reward "
+           f"labels ({', '.join(present)}) between how far M_t moved from M_(t-1) (exact KL per "
+           "token) and M_t's mean answer length on the table's prompts; then the mean over seeds "
+           "(t-interval clipped to [-1, 1], t-test against 0). Chosen after seeds 1-3 were "
+           "seen, so it is outside the Holm family: a description, not a verdict.", "",
+           "| model | rho per seed (methods) | mean over seeds (95%; p; n; MDE) |", "|---|---|---|"]
+    for t in (2, 3):
+        rhos, counts = [], []
+        for run in runs:
+            pairs = [(exact_kl(run, m, t - 1), seed_level([lengths([run], m, t)[0]]).value)
+                     for m in present]
+            pairs = [(k, n) for k, n in pairs if np.isfinite(k) and np.isfinite(n)]
+            if len(pairs) >= 3:
+                rhos.append(float(spearmanr(*zip(*pairs, strict=True)).statistic))
+                counts.append(len(pairs))
+        e = across_seeds(rhos)
+        cell = tested(within(e, -1.0, 1.0)) if rhos else "n/a (no exact-KL rows)"
+        per = ", ".join(f"{r:+.2f} ({c})" for r, c in zip(rhos, counts, strict=True)) or "n/a"
+        out.append(f"| M{t} (KL M{t - 1}->M{t}) | {per} | {cell} |")
+    return out

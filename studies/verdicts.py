@@ -4,7 +4,9 @@ with its test, n and minimum detectable effect; the verdict's words follow from 
 A claim holds when its Holm-adjusted p (over the document's whole family of tests) is below
 0.05 with the estimate in the claimed direction, is reversed when significant the other way,
 and is otherwise "not detectable at MDE x": a true effect smaller than x would usually be
-missed at this n. A claim whose estimate is undefined "cannot be tested" and says why.
+missed at this n. An estimate at least as large as that single-test MDE whose Holm p is still
+above 0.05 is "not significant after Holm" instead (the family asks for more than one test at
+5%). A claim whose estimate is undefined "cannot be tested" and says why.
 """
 
 from __future__ import annotations
@@ -60,6 +62,10 @@ def verdict(c: Claim, p_holm: float) -> str:
     side = ("in the claimed direction" if np.sign(e.value) == c.direction
             else "against the claimed direction" if e.value != 0 else "zero")
     held = f"Holm p = {p_holm:.2g}"
+    if np.isfinite(e.mde) and abs(e.value) >= e.mde:
+        # the MDE is a single test's at 5%; Holm over the family asks for more than that
+        return (f"not significant after Holm (estimate {side}, larger than the single-test MDE "
+                f"{mde_text(e, c.scale)}, unadjusted p = {e.p_value:.2g}; {held})")
     return f"not detectable at MDE {mde_text(e, c.scale)} (estimate {side}; {held})"
 
 
@@ -183,8 +189,9 @@ def verdict_table(claims: list[Claim], family: Family) -> list[str]:
     adjusted = family.adjusted()
     out = ["## One verdict per claim", "",
            f"Holm over the family of {len(family.tests)} tests listed at the end; a verdict "
-           "holds at Holm p < 0.05 in the claimed direction; otherwise it states the MDE (80% "
-           "power, two-sided 5%).", "",
+           "holds at Holm p < 0.05 in the claimed direction (reversed: significant the other "
+           "way); otherwise it states the MDE (80% power, two-sided 5%, for one test: an "
+           "estimate beyond it that Holm does not pass is \"not significant after Holm\").", "",
            "| # | claim (paper) | estimate (95% interval) | test | n | verdict |",
            "|---|---|---|---|---|---|"]
     for c in claims:

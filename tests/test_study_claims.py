@@ -14,9 +14,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cream_plugin.instruments.estimate import Estimate
+from studies import anticorrelation
 from studies import pack as packing
 from studies.cells import level
 from studies.claims import claims
+from studies.embed import CLOSE, blocks, embed, embed_file
 from studies.folder import read_jsonl, stored
 
 SEEDS = (1, 2, 3)
@@ -180,6 +182,13 @@ def test_levels_stay_in_the_range_their_quantity_can_take() -> None:
     length = Estimate(15.5, low=-81.0, high=112.0, n=2)
     assert level(length, digits=1, floor=0.0) == "15.5 (0.0 to 112.0)"
     assert level(Estimate(-3.0, low=-5.0, high=-1.0, n=2)).startswith("-3")  # no floor: kept
+    # the appendix's statistics too: a Kendall tau stays in [-1, 1], a size at or above 0
+    assert anticorrelation.cell(Estimate(-0.127, low=-6.8, high=6.6, n=2), "tau") \
+        == "-0.127 (-1.000 to 1.000)"
+    assert anticorrelation.cell(Estimate(0.02, low=-0.18, high=0.22, n=2), "size") \
+        == "0.020 (0.000 to 0.220)"
+    assert anticorrelation.cell(Estimate(-0.81, low=-14.3, high=12.7, n=2), "slope") \
+        == "-0.810 (-14.300 to 12.700)"
 
 
 def test_appendix_takes_seeds_as_replicates_not_pooled_prompts(text: str) -> None:
@@ -224,8 +233,13 @@ def test_verdict_words_follow_from_the_numbers() -> None:
     e = Estimate(0.2, 0.1, 0.3, n=3, p_value=0.01, mde=0.15)
     assert verdict(claim(e), 0.03) == "holds (Holm p = 0.03)"
     assert verdict(claim(e, -1), 0.03).startswith("reversed, significantly")
-    assert verdict(claim(e), 0.2) == ("not detectable at MDE 0.15 (estimate in the claimed "
-                                      "direction; Holm p = 0.2)")
+    small = Estimate(0.2, 0.1, 0.3, n=3, p_value=0.01, mde=0.25)
+    assert verdict(claim(small), 0.2) == ("not detectable at MDE 0.25 (estimate in the claimed "
+                                          "direction; Holm p = 0.2)")
+    # beyond the single-test MDE yet not significant after Holm: never "not detectable"
+    assert verdict(claim(e), 0.2) == (
+        "not significant after Holm (estimate in the claimed direction, larger than the "
+        "single-test MDE 0.15, unadjusted p = 0.01; Holm p = 0.2)")
     flat = Estimate(0.0, n=3, reason="all 3 seeds equal: no spread to build an interval from")
     assert verdict(claim(flat), float("nan")).startswith("cannot be tested: all 3 seeds equal")
 
@@ -267,3 +281,73 @@ def test_a_genuine_tiny_study_packs_and_regenerates_identical_tables(
     assert not list((tmp_path / "raw2").rglob("*.safetensors"))
     assert list((tmp_path / "raw2").rglob("samples.jsonl.gz"))
     assert claims(tmp_path / "raw2") == text
+
+
+TABLE2 = "Ranking consistency (the paper's Table 2 shape)"
+GEN_AVERAGE = ("Table 1's shape: benchmarks per method and iteration / "
+               "Generative protocol (the paper's), exact_match / Average")
+
+
+def test_a_document_embeds_the_tables_and_keeps_its_prose(text: str, tmp_path: Path) -> None:
+    """study.md's tables come from claims.py: a marked block is replaced by the block of the
+    same key, the prose around it stays word for word, and a second run changes nothing."""
+    doc = tmp_path / "study.md"
+    doc.write_text(f"# Study\n\nOur reading.\n\n<!-- claims: {TABLE2} -->\nstale table\n"
+                   f"<!-- /claims -->\n\nMore prose.\n\n<!-- claims: {GEN_AVERAGE} -->\n"
+                   "<!-- /claims -->\n")
+    assert embed_file(doc, text)
+    out = doc.read_text()
+    assert "stale table" not in out
+    assert out.startswith("# Study\n\nOur reading.\n\n") and "\n\nMore prose.\n\n" in out
+    table2 = out.split(f"{TABLE2} -->")[1].split(CLOSE)[0]
+    assert "| cream | M2 vs M1 |" in table2 and "| method | models | C |" in table2
+    average = out.split(f"{GEN_AVERAGE} -->")[1].split(CLOSE)[0]
+    assert "| method | M1 | M2 | M3 | paper M1 |" in average
+    assert "**ARC-E**" not in average and "Log-likelihood" not in average
+    # the generated Average table for the generative protocol, not another protocol's
+    assert average.strip() == blocks(text)[GEN_AVERAGE]
+    assert not embed_file(doc, text)
+
+
+def test_an_unknown_key_or_an_unclosed_marker_names_the_file_and_line(text: str) -> None:
+    with pytest.raises(KeyError, match=r"study\.md, line 2: no table block 'Tabel 2'"):
+        embed("x\n<!-- claims: Tabel 2 -->\n<!-- /claims -->\n", text, name="study.md")
+    with pytest.raises(ValueError, match=r"study\.md, line 3: .* is not closed"):
+        embed(f"x\n\n<!-- claims: {TABLE2} -->\n| old |\n", text, name="study.md")
+
+
+@pytest.mark.slow
+def test_study_md_tables_are_what_claims_py_makes_of_the_committed_raw_material() -> None:
+    """docs/study.md's embedded tables equal a fresh run of claims.py on docs/study/raw2."""
+    root = Path(__file__).resolve().parents[1]
+    doc = root / "docs" / "study.md"
+    if "<!-- claims: " not in doc.read_text():
+        pytest.skip("docs/study.md embeds no claims.py tables")
+    fresh = claims(root / "docs" / "study" / "raw2")
+    assert embed(doc.read_text(), fresh, name=str(doc)) == doc.read_text()
+    assert (root / "docs" / "study" / "claims.md").read_text() == fresh
+
+
+def test_movement_against_length_is_a_per_seed_rank_correlation(tmp_path: Path) -> None:
+    """Per seed, rho between each implicit-reward method's exact KL and its answer length; a
+    method without exact-KL rows drops out of that seed, and the seeds are the replicates."""
+    from studies.table_controls import movement_and_length
+
+    methods = ["cream-no-rc", "cream", "cream-shuffled-c", "cream-c-half"]
+    kl = {1: [0.9, 0.1, 0.05, 0.01], 2: [0.9, 0.1, 0.05, 0.01]}
+    chars = {1: [2, 30, 60, 90], 2: [2, 60, 30, 90]}  # seed 2: one swap, rho -0.8
+    runs = []
+    for seed in (1, 2):
+        run = tmp_path / f"seed-{seed}"
+        for m, k, n in zip(methods, kl[seed], chars[seed], strict=True):
+            if not (seed == 2 and m == "cream-c-half"):
+                write(run / m / "iter1" / "exact-kl.jsonl",
+                      [{"prompt_id": p, "kl_forward": [k * 10] * 2, "num_tokens": [10] * 2}
+                       for p in PROMPTS])
+            write(run / m / "iter2" / "samples.jsonl",
+                  [{"prompt_id": p, "responses": ["x" * n] * 2} for p in PROMPTS])
+        runs.append(run)
+    row = next(line for line in movement_and_length(runs, methods) if line.startswith("| M2 "))
+    assert "| -1.00 (4), -0.50 (3) |" in row  # seed 2 without c-half: 3 methods, one swap
+    assert row.split("|")[3].strip().startswith("-0.750 (")
+    assert "n = 2" in row
