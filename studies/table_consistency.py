@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from cream_plugin.instruments.estimate import Estimate, undefined
+from cream_plugin.instruments.intervals import t_interval
 from cream_plugin.instruments.roc import compare_aucs, delong_auc
 from studies.anticorrelation import read_logps
-from studies.cells import Family, tested
+from studies.cells import Family, level, tested, within
 from studies.folder import MEASURES, consistency_rows, read_jsonl, seed_label
 
 COMPARED = {1: "M1 vs M0", 2: "M2 vs M1", 3: "M3 vs M2"}
@@ -121,24 +122,30 @@ def consistency_measures(runs: list[Path], family: Family) -> list[str]:
            "rejected responses differ in gold correctness (implicit-reward methods; iteration 1 "
            "once per seed, iterations 2 and 3 for cream-no-rc, cream and scir). **Seeds "
            "pooled**: the cases of all seeds together (DeLong; two measures compared with "
-           "DeLong's paired test on the same cases); the per-seed AUCs follow.", "",
-           "| measure | AUC, seeds pooled (DeLong) | AUC per seed (cases) |", "|---|---|---|"]
+           "DeLong's paired test on the same cases); the per-seed AUCs follow, and their mean "
+           "over seeds (t-interval clipped to [0, 1], n = seeds) is the seed-level check.", "",
+           "| measure | AUC, seeds pooled (DeLong) | AUC per seed (cases) | mean of the per-seed "
+           "AUCs |", "|---|---|---|---|"]
     per_seed = measure_cases(runs)
     cases = [c for seed in per_seed for c in seed]
     right = np.array([c[0] for c in cases], dtype=bool)
     scores = {k: [c[1][k] for c in cases] for k in ("kendall", "spearman", "toporder")}
     for k, values in scores.items():
-        each = []
+        each, seed_aucs = [], []
         for run, seed in zip(runs, per_seed, strict=True):
             e = auc([c[1][k] for c in seed], [c[0] for c in seed])
             name = seed_label(run)
             each.append(f"{name} {e.value:.3f} ({len(seed)})" if e.defined
                         else f"{name} n/a ({len(seed)})")
+            if e.defined:
+                seed_aucs.append(e.value)
         pooled = tested(auc(values, list(right)), family=family, label=f"AUC {k} (seeds pooled)")
-        out.append(f"| {k} | {pooled} | {'; '.join(each)} |")
+        mean = (level(within(t_interval(seed_aucs, what="seeds"), 0.0, 1.0)) if seed_aucs
+                else "n/a")
+        out.append(f"| {k} | {pooled} | {'; '.join(each)} | {mean} |")
     for other in ("spearman", "toporder"):
         gap = (compare_aucs(scores[other], scores["kendall"], right) if cases
                else undefined("no case"))
         text = tested(gap, family=family, label=f"AUC kendall - {other} (seeds pooled)")
-        out.append(f"| kendall - {other} | {text} | |")
+        out.append(f"| kendall - {other} | {text} | | |")
     return out

@@ -351,3 +351,14 @@ def test_movement_against_length_is_a_per_seed_rank_correlation(tmp_path: Path) 
     assert "| -1.00 (4), -0.50 (3) |" in row  # seed 2 without c-half: 3 methods, one swap
     assert row.split("|")[3].strip().startswith("-0.750 (")
     assert "n = 2" in row
+
+
+def test_measure_table_gives_the_seed_level_mean_of_the_per_seed_aucs(text: str) -> None:
+    table = text.split("## Which consistency measure")[1].split("\n## ")[0]
+    row = next(line for line in table.splitlines() if line.startswith("| kendall |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    per_seed = [float(x.split()[1]) for x in cells[2].split("; ") if "n/a" not in x]
+    assert len(cells) == 4 and per_seed
+    assert cells[3].startswith(f"{np.mean(per_seed):.3f}")
+    low, high = (float(x) for x in cells[3].split("(")[1].rstrip(")").split(" to "))
+    assert 0.0 <= low <= high <= 1.0
