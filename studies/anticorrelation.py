@@ -30,10 +30,9 @@ from scipy import stats
 
 from cream_plugin.forward.logprobs import SequenceLogProbs
 from cream_plugin.instruments.estimate import Estimate
-from cream_plugin.instruments.fmt import interval, value
 from cream_plugin.instruments.intervals import t_interval
 from cream_plugin.loop.stages.logps import logps_table
-from studies.cells import seed_level, within
+from studies.cells import level, seed_level, within
 from studies.folder import read_jsonl, stored
 
 
@@ -141,10 +140,7 @@ RANGE = {"tau": (-1.0, 1.0), "size": (0.0, float("inf")), "slope": (-float("inf"
 def cell(e: Estimate, kind: str) -> str:
     """value (interval), the interval clipped to the range the statistic can take: a t over a few
     seeds reaches past tau = 1 or below a size of 0, the statistic itself cannot."""
-    if not e.has_interval:
-        return value(e)
-    e = within(e, *RANGE[kind])
-    return f"{value(e)} ({interval(e)})"
+    return level(within(e, *RANGE[kind]))
 
 
 def render(folders: list[Path]) -> str:

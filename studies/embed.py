@@ -42,7 +42,7 @@ def blocks(generated: str) -> dict[str, str]:
             for key in _keys(h2, h3, ""):
                 found[key].append(line)
             bold = label["label"].strip()
-            found.setdefault(" / ".join(x for x in (h2, h3, bold) if x), [])
+            found.setdefault(_keys(h2, h3, bold)[-1], [])
             continue
         for key in _keys(h2, h3, bold):
             found[key].append(line)

@@ -48,6 +48,12 @@ def lengths(runs: list[Path], method: str, t: int) -> list[dict[str, float]]:
     return [prompt_lengths(samples_path(r, method, t) / "samples.jsonl") for r in runs]
 
 
+def mean_length(run: Path, method: str, t: int) -> float:
+    """One seed's mean answer length over its prompts (NaN when it has none)."""
+    values = np.fromiter(lengths([run], method, t)[0].values(), dtype=float)
+    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+
+
 def pools(runs: list[Path], method: str, t: int) -> list[dict[str, float]]:
     return [pool_accuracy(samples_path(r, method, t) / "correctness.jsonl") for r in runs]
 
@@ -166,8 +172,7 @@ def movement_and_length(runs: list[Path], methods: list[str]) -> list[str]:
     for t in (2, 3):
         rhos, counts = [], []
         for run in runs:
-            pairs = [(exact_kl(run, m, t - 1), seed_level([lengths([run], m, t)[0]]).value)
-                     for m in present]
+            pairs = [(exact_kl(run, m, t - 1), mean_length(run, m, t)) for m in present]
             pairs = [(k, n) for k, n in pairs if np.isfinite(k) and np.isfinite(n)]
             if len(pairs) >= 3:
                 rhos.append(float(spearmanr(*zip(*pairs, strict=True)).statistic))
